@@ -1,0 +1,28 @@
+"""The agent SDK: subclass `Agent`, decorate with `@register`, one module per agent."""
+
+from agentrunner.agents.base import (
+    Agent,
+    AgentContext,
+    AgentError,
+    ConcurrencyPolicy,
+    InvalidAgentInput,
+    NonRetryableAgentError,
+    OnBusy,
+    RetryableAgentError,
+)
+from agentrunner.agents.registry import UnknownAgentType, all_agents, get_agent, register
+
+__all__ = [
+    "Agent",
+    "AgentContext",
+    "AgentError",
+    "ConcurrencyPolicy",
+    "InvalidAgentInput",
+    "NonRetryableAgentError",
+    "OnBusy",
+    "RetryableAgentError",
+    "UnknownAgentType",
+    "all_agents",
+    "get_agent",
+    "register",
+]

@@ -1,0 +1,94 @@
+"""One exception handler shapes every API error as {"detail", "code", "errors"}."""
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from agentrunner.agents import InvalidAgentInput
+from agentrunner.agents.registry import UnknownAgentType
+from runs.exceptions import RunError
+
+
+def _flatten(detail, prefix="") -> dict[str, list[str]]:
+    if isinstance(detail, dict):
+        out: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out.update(_flatten(value, name))
+        return out
+    if isinstance(detail, list) and detail and all(isinstance(d, dict | list) for d in detail):
+        out = {}
+        for i, value in enumerate(detail):
+            out.update(_flatten(value, f"{prefix}.{i}" if prefix else str(i)))
+        return out
+    items = detail if isinstance(detail, list) else [detail]
+    return {prefix or "non_field_errors": [str(i) for i in items]}
+
+
+def error_body(detail: str, code: str, errors: dict | None = None, **extra) -> dict:
+    return {"detail": detail, "code": code, "errors": errors or {}, **extra}
+
+
+def exception_handler(exc, context):
+    """Turn every known error into a 4xx with the same shape; anything else stays a 500 (a bug)."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body("Request body too large.", "request_too_large"), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        )
+    if isinstance(exc, UnknownAgentType):
+        return Response(
+            error_body(str(exc), "unknown_agent_type", {"agent_type": [str(exc)]}), status=status.HTTP_400_BAD_REQUEST
+        )
+    if isinstance(exc, InvalidAgentInput):
+        errors = {f"input.{k}" if k != "input" else k: v for k, v in exc.errors.items()}
+        return Response(error_body(str(exc), "invalid_input", errors), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RunError):
+        return Response(error_body(str(exc), exc.code, **exc.extra), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, SuspiciousOperation):
+        exc = exceptions.ParseError(str(exc))
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        first = next(iter(errors.items()), ("", [""]))
+        detail = f"Invalid request: {first[0]}: {first[1][0]}" if first[0] else "Invalid request."
+        response.data = error_body(detail, "invalid", errors)
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+        response.data = error_body(str(detail), code if isinstance(code, str) else "error")
+    return response
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong, for people.")
+    code = serializers.CharField(help_text="Stable machine-readable code, e.g. `invalid`, `agent_busy`, `not_found`.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Field errors by field path (e.g. `input.seconds`); empty when not about fields.",
+    )
+
+    class Meta:
+        ref_name = "Error"
+
+
+def error_response(description: str, example_detail: str, code: str, errors: dict | None = None) -> OpenApiResponse:
+    return OpenApiResponse(
+        ErrorSerializer,
+        description=description,
+        examples=[OpenApiExample(code, value=error_body(example_detail, code, errors))],
+    )
+
+
+UNAUTHORIZED = error_response(
+    "Missing or bad credentials.", "Authentication credentials were not provided.", "not_authenticated"
+)
+NOT_FOUND = error_response("No such object.", "Not found.", "not_found")

@@ -1,0 +1,49 @@
+"""Structured logging: JSON lines to stdout, or a console renderer for humans."""
+
+import structlog
+
+
+def build_logging(*, level: str, fmt: str) -> dict:
+    """Configure structlog and return Django's LOGGING dict."""
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structured": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    renderer,
+                ],
+                "foreign_pre_chain": shared,
+            }
+        },
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "structured"}},
+        "root": {"handlers": ["stdout"], "level": level},
+        "loggers": {
+            "django.db.backends": {"level": "INFO"},
+            "django_q": {"level": "WARNING" if level != "DEBUG" else "DEBUG", "propagate": True},
+        },
+    }

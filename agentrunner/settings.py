@@ -1,0 +1,258 @@
+"""Settings, read from the environment (12-factor); `.env` is read if present.
+
+Every variable is listed with its default in `.env.example`. Parsing is strict:
+a malformed boolean or number stops start-up instead of silently becoming a default.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Read a boolean strictly: a typo is an error at start-up, not False."""
+    raw = env.str(name, default=str(int(default))).strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false).")
+
+
+def env_number(name: str, default, cast=float):
+    raw = env.str(name, default=str(default))
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a {cast.__name__}.") from None
+
+
+DEBUG = env_bool("DEBUG", False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "development-only-insecure-key-do-not-deploy"  # noqa: S105 (DEBUG only)
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "django_structlog",
+    "agentrunner.apps.AgentRunnerConfig",
+    "runs.apps.RunsConfig",
+    "flows.apps.FlowsConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Serves admin and API-docs assets under gunicorn, no web server needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
+]
+
+ROOT_URLCONF = "agentrunner.urls"
+WSGI_APPLICATION = "agentrunner.wsgi.application"
+ASGI_APPLICATION = "agentrunner.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+# SQLite is the embedded default; PostgreSQL for production and CI.
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'agentrunner.sqlite3'}")}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers proceed during a write; IMMEDIATE takes the write lock at
+    # BEGIN, so the engine's "lock, check, write" transactions are serialised on
+    # SQLite exactly as SELECT ... FOR UPDATE serialises them on PostgreSQL.
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+    }
+    # Tests run worker subprocesses against the test database: it must be a file.
+    _db["TEST"] = {"NAME": str(Path(_db["NAME"]).with_suffix("")) + "-test.sqlite3"}
+    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+else:
+    # Persistent connections: django-q2 otherwise reconnects for every task
+    # (~47 tasks/s vs ~400/s measured, see docs/architecture.md).
+    _db["CONN_MAX_AGE"] = env_number("CONN_MAX_AGE", 60, int)
+    _db["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+# django-q2 keeps cluster liveness in the cache, which the web process reads for
+# /api/v1/health: it must be shared between processes (database or Redis).
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "agentrunner_cache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Uploads (document-extractor PDFs) and JSON bodies are bounded.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_number("MAX_REQUEST_BYTES", 10 * 1024 * 1024, int)
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+
+# --- Security (manage.py check --deploy is clean with DEBUG=0) -------------
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_number("SECURE_HSTS_SECONDS", 31536000, int)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- REST API -------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "agentrunner.api.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Agent Runner API",
+    "DESCRIPTION": (
+        "Start runs of agents (and, later, flows), poll their state, read results and the "
+        "timeline of every attempt. Authenticate with `Authorization: Token <key>`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.models.RunStatus",
+        "StepStatusEnum": "runs.models.StepStatus",
+        "AttemptStatusEnum": "runs.models.AttemptStatus",
+    },
+}
+
+# --- Engine ---------------------------------------------------------------
+# A running step's lease: the worker heartbeats every LEASE/3 s; an expired
+# lease means the worker is gone and the reaper recovers the step.
+RUN_LEASE_SECONDS = env_number("RUN_LEASE_SECONDS", 30.0)
+# How often the engine tick (reaper, due retries, lost messages) runs.
+ENGINE_TICK_SECONDS = env_number("ENGINE_TICK_SECONDS", 1.0)
+# How often a running step checks for a cancel request (cancel latency).
+CANCEL_POLL_SECONDS = env_number("CANCEL_POLL_SECONDS", 0.5)
+# A slot taken when the run is accepted (`reject` policy) must be claimed by a
+# worker within this time, or the run fails and the slot is freed.
+SLOT_START_DEADLINE_SECONDS = env_number("SLOT_START_DEADLINE_SECONDS", 300.0)
+# A step still QUEUED this long after its message was sent is sent again (a
+# lost broker message; duplicates are harmless, the claim is guarded).
+STEP_REDISPATCH_SECONDS = env_number("STEP_REDISPATCH_SECONDS", 120.0)
+# Longest a single step may run; django-q2's timeout/retry derive from it.
+STEP_MAX_SECONDS = env_number("STEP_MAX_SECONDS", 3660, int)
+
+# --- django-q2 ------------------------------------------------------------
+Q_CLUSTER = {
+    "name": env.str("Q_CLUSTER_NAME", default="agentrunner"),
+    "workers": env_number("Q_WORKERS", 2, int),
+    # Hard stop for a task; our steps stop themselves earlier (cancel, timeouts).
+    "timeout": STEP_MAX_SECONDS,
+    # Must exceed timeout: the broker re-delivers an unacknowledged task after
+    # `retry` seconds, and must never do so while the step still runs.
+    "retry": env_number("Q_RETRY", STEP_MAX_SECONDS + 60, int),
+    # Our Run rows are the record of work; django-q2's success rows are not needed
+    # and its default pruning scan costs 3-5x throughput (measured).
+    "save_limit": -1,
+    "ack_failures": True,
+    "max_attempts": 3,
+    # ORM broker pick-up latency is the poll interval (0.05 s -> p50 ~28 ms).
+    "poll": env_number("Q_POLL", 0.05),
+    "catch_up": False,
+    "label": "Task queue (django-q2)",
+    "recycle": 500,
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Logging --------------------------------------------------------------
+from agentrunner.logging import build_logging  # noqa: E402
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="json").lower()
+if LOG_FORMAT not in {"json", "console"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use json or console.")
+LOGGING = build_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+DJANGO_STRUCTLOG_CELERY_ENABLED = False
+
+# --- Development superuser (make run) ---------------------------------------
+LOGIN_URL = "admin:login"

@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from agentrunner.health import HealthApi
+
+admin.site.site_header = "Agent Runner"
+admin.site.site_title = "Agent Runner"
+admin.site.index_title = "Runs, agents and workers"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/health", HealthApi.as_view(), name="health"),
+    path("api/v1/", include("runs.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+]

@@ -1,0 +1,1 @@
+"""Flow definitions arrive with the flows issue; the app exists so its home is fixed."""

@@ -1,0 +1,252 @@
+"""Runs, their steps and every attempt, and the concurrency slots they hold."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    RUNNING = "RUNNING", "Running"
+    COMPLETED = "COMPLETED", "Completed"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED", "Budget exceeded"
+
+
+RUN_FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.BUDGET_EXCEEDED)
+
+
+class StepStatus(models.TextChoices):
+    QUEUED = "QUEUED", "Queued"
+    WAITING = "WAITING", "Waiting for a slot"
+    RUNNING = "RUNNING", "Running"
+    RETRYING = "RETRYING", "Waiting to retry"
+    SUCCESS = "SUCCESS", "Succeeded"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+STEP_FINISHED = (StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.CANCELLED)
+STEP_ACTIVE = (StepStatus.QUEUED, StepStatus.WAITING, StepStatus.RUNNING, StepStatus.RETRYING)
+
+
+class AttemptStatus(models.TextChoices):
+    RUNNING = "RUNNING", "Running"
+    SUCCESS = "SUCCESS", "Succeeded"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+class OnBusyChoice(models.TextChoices):
+    REJECT = "reject", "Reject (answer 409 at once)"
+    QUEUE = "queue", "Queue (wait for a free slot, first come first served)"
+
+
+class AgentPolicy(models.Model):
+    """An operator's override of an agent type's concurrency policy."""
+
+    agent_type = models.CharField("agent type", max_length=100, unique=True)
+    concurrency_limit = models.PositiveIntegerField(
+        "at most this many at once",
+        null=True,
+        blank=True,
+        help_text="Leave empty for no limit.",
+    )
+    on_busy = models.CharField(
+        "when all slots are taken",
+        max_length=10,
+        choices=OnBusyChoice.choices,
+        default=OnBusyChoice.REJECT,
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "agent type"
+        verbose_name_plural = "agent types"
+        ordering = ["agent_type"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(concurrency_limit__isnull=True) | Q(concurrency_limit__gte=1),
+                name="agentpolicy_limit_positive",
+            )
+        ]
+
+    def __str__(self):
+        return self.agent_type
+
+
+class Run(models.Model):
+    """One execution of an agent (a one-step flow) or of a flow version."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent_type = models.CharField("agent", max_length=100, db_index=True)
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
+    input = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    error_code = models.CharField(max_length=50, blank=True, default="")
+    user_id = models.UUIDField(
+        "user id", null=True, blank=True, help_text="The end user the client started this run for."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The API or admin account that started the run.",
+    )
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    concurrency_key = models.CharField(max_length=200, blank=True, default="")
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # The same client sending the same key gets the same run back.
+            models.UniqueConstraint(
+                fields=["created_by", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="run_idempotency_key_unique",
+            )
+        ]
+        indexes = [
+            # Run list filtered by status, newest first (API and admin).
+            models.Index(fields=["status", "-created_at"], name="run_status_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.agent_type} {self.id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in RUN_FINISHED
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class Step(models.Model):
+    """One step of a run; every attempt at it is a StepAttempt row."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    sequence = models.PositiveIntegerField(default=0, help_text="Order of the step within its run.")
+    name = models.CharField(max_length=100)
+    agent_type = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.QUEUED)
+    input = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    error_code = models.CharField(max_length=50, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0, help_text="Attempts started so far.")
+    max_attempts = models.PositiveIntegerField(default=1)
+    # Empty when the agent has no concurrency limit.
+    concurrency_key = models.CharField(max_length=200, blank=True, default="")
+    # When the step joined the queue for its slot; FIFO order among WAITING steps.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its broker message was sent.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "sequence"], name="step_run_sequence_unique"),
+        ]
+        indexes = [
+            # Reaper: RUNNING steps whose lease expired; tick: due RETRYING / stale QUEUED.
+            models.Index(fields=["status", "lease_expires_at"], name="step_status_lease"),
+            # Pump: oldest WAITING step for a concurrency key.
+            models.Index(fields=["concurrency_key", "status", "queued_at"], name="step_waiting_fifo"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.status})"
+
+
+class StepAttempt(models.Model):
+    """One try at a step, with its own timing and outcome."""
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=AttemptStatus.choices, default=AttemptStatus.RUNNING)
+    worker_id = models.CharField(max_length=200, blank=True, default="")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    error_code = models.CharField(max_length=50, blank=True, default="")
+
+    class Meta:
+        ordering = ["step", "number"]
+        constraints = [models.UniqueConstraint(fields=["step", "number"], name="attempt_step_number_unique")]
+
+    def __str__(self):
+        return f"attempt {self.number} ({self.status})"
+
+    @property
+    def duration(self):
+        if self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class ConcurrencyKey(models.Model):
+    """The row locked (SELECT ... FOR UPDATE) while slots of one key are counted and taken."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    limit = models.PositiveIntegerField(default=1, help_text="Slots for this key; updated from the policy on each use.")
+
+    def __str__(self):
+        return self.key
+
+
+class Slot(models.Model):
+    """A held concurrency slot: a lease with holder, expiry and heartbeat."""
+
+    key = models.ForeignKey(ConcurrencyKey, on_delete=models.CASCADE, related_name="slots", db_column="key")
+    number = models.PositiveIntegerField(help_text="0 .. limit-1")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="slots")
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="slots")
+    holder = models.CharField(
+        max_length=200, blank=True, default="", help_text="Worker holding it; empty until a worker starts."
+    )
+    acquired_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(help_text="Start deadline until a worker holds it, then its lease.")
+
+    class Meta:
+        constraints = [
+            # At most one holder per slot number: a second guard besides the row lock.
+            models.UniqueConstraint(fields=["key", "number"], name="slot_key_number_unique"),
+            models.UniqueConstraint(fields=["key", "step"], name="slot_key_step_unique"),
+        ]
+        indexes = [
+            # Reaper: slots whose lease or start deadline passed.
+            models.Index(fields=["expires_at"], name="slot_expires"),
+        ]
+
+    def __str__(self):
+        return f"{self.key_id}#{self.number}"
+
+
+class EngineTick(models.Model):
+    """A single row: the worker that moves `next_at` forward (compare-and-set) runs this tick."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    next_at = models.DateTimeField()
+    last_by = models.CharField(max_length=200, blank=True, default="")
+    last_at = models.DateTimeField(null=True, blank=True)

@@ -1,0 +1,72 @@
+"""Reads: effective agent policies, run lists and why a run waits."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+
+from agentrunner.agents import ConcurrencyPolicy, OnBusy, all_agents, get_agent
+from runs.models import AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttempt, StepStatus
+
+
+def agent_policy_get(*, agent_type: str) -> ConcurrencyPolicy:
+    """The effective concurrency policy: the operator's override if stored, else the agent's default."""
+    override = AgentPolicy.objects.filter(agent_type=agent_type).first()
+    if override is None:
+        return get_agent(agent_type).concurrency
+    return ConcurrencyPolicy(limit=override.concurrency_limit, on_busy=OnBusy(override.on_busy))
+
+
+def agent_list() -> list[dict]:
+    """Every registered agent type with its input schema and effective policy."""
+    overrides = {p.agent_type: p for p in AgentPolicy.objects.all()}
+    result = []
+    for name, cls in all_agents().items():
+        override = overrides.get(name)
+        policy = (
+            ConcurrencyPolicy(limit=override.concurrency_limit, on_busy=OnBusy(override.on_busy))
+            if override
+            else cls.concurrency
+        )
+        result.append(
+            {
+                "agent_type": name,
+                "description": cls.description,
+                "input_schema": cls.input_schema,
+                "concurrency": policy.as_dict(),
+                "default_concurrency": cls.concurrency.as_dict(),
+                "overridden": override is not None,
+                "max_attempts": cls.max_attempts,
+            }
+        )
+    return result
+
+
+def run_list(*, user=None) -> QuerySet[Run]:
+    """Runs visible to a user: staff see all, others the runs they started."""
+    qs = Run.objects.all()
+    if user is not None and not user.is_staff:
+        qs = qs.filter(created_by=user)
+    return qs
+
+
+def run_steps(*, run: Run) -> QuerySet[Step]:
+    return run.steps.prefetch_related(Prefetch("attempt_set", queryset=StepAttempt.objects.order_by("number")))
+
+
+def run_blocked_by(*, run: Run) -> dict | None:
+    """Why a run waits: the runs holding its slot, slots used / limit, and its place in the queue."""
+    step = run.steps.filter(status=StepStatus.WAITING).first()
+    if step is None:
+        return None
+    key = ConcurrencyKey.objects.filter(key=step.concurrency_key).first()
+    holders = list(Slot.objects.filter(key_id=step.concurrency_key).values_list("run_id", flat=True))
+    ahead = Step.objects.filter(
+        concurrency_key=step.concurrency_key, status=StepStatus.WAITING, queued_at__lt=step.queued_at
+    ).count()
+    return {
+        "concurrency_key": step.concurrency_key,
+        "runs": [str(r) for r in holders],
+        "slots_used": len(holders),
+        "limit": key.limit if key else None,
+        "position": ahead + 1,
+    }

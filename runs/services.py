@@ -1,0 +1,154 @@
+"""Writes: start, cancel and re-run runs; change an agent type's concurrency policy."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agentrunner.agents import ConcurrencyPolicy, OnBusy, get_agent
+from agentrunner.agents.registry import UnknownAgentType
+from runs import dispatch, engine, slots
+from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
+from runs.models import AgentPolicy, Run, RunStatus, Slot, Step, StepStatus
+from runs.selectors import agent_policy_get
+
+log = structlog.get_logger("agentrunner.runs")
+
+
+def run_create(
+    *,
+    agent_type: str,
+    input: dict[str, Any] | None,
+    user_id: uuid.UUID | None = None,
+    created_by=None,
+    idempotency_key: str = "",
+    rerun_of: Run | None = None,
+) -> tuple[Run, bool]:
+    """Validate and start a run of an agent; return (run, created). Raise AgentBusy on a `reject` agent at its limit."""
+    try:
+        agent = get_agent(agent_type)
+    except UnknownAgentType:
+        log.warning("invalid_agent_type", agent_type=agent_type, user_id=str(user_id) if user_id else None)
+        raise
+    data = agent.validate_input(input)
+    policy = agent_policy_get(agent_type=agent_type)
+    key = slots.agent_key(agent_type) if policy.limit else ""
+    created_by_id = getattr(created_by, "pk", None)
+
+    if idempotency_key:
+        existing = Run.objects.filter(created_by_id=created_by_id, idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                agent_type=agent_type,
+                input=data,
+                user_id=user_id,
+                created_by_id=created_by_id,
+                idempotency_key=idempotency_key,
+                concurrency_key=key,
+                rerun_of=rerun_of,
+            )
+            step = Step.objects.create(
+                run=run,
+                sequence=0,
+                name=agent_type,
+                agent_type=agent_type,
+                input=data,
+                max_attempts=agent.max_attempts,
+                concurrency_key=key,
+                queued_at=timezone.now(),
+            )
+            if key and policy.on_busy == OnBusy.REJECT:
+                _take_slot_or_reject(key=key, limit=policy.limit, step=step, run=run)
+            engine.step_enqueue(step=step, limit=policy.limit)
+    except IntegrityError:
+        # A concurrent request with the same idempotency key won the race.
+        if idempotency_key:
+            existing = Run.objects.filter(created_by_id=created_by_id, idempotency_key=idempotency_key).first()
+            if existing:
+                return existing, False
+        raise
+    log.info("run_created", run_id=str(run.id), agent_type=agent_type, user_id=str(user_id) if user_id else None)
+    return run, True
+
+
+def _take_slot_or_reject(*, key: str, limit: int, step: Step, run: Run) -> None:
+    # The slot is taken in the transaction that creates the run, so two concurrent
+    # requests can never both be accepted; its expiry is the start deadline.
+    locked = slots.key_lock(key=key, limit=limit)
+    if slots.slot_try_take(key=locked, step=step, expires_at=engine.start_deadline()) is None:
+        holders = [str(r) for r in Slot.objects.filter(key=locked).values_list("run_id", flat=True)]
+        log.warning("agent_busy", agent_type=run.agent_type, user_id=str(run.user_id) if run.user_id else None)
+        raise AgentBusy(
+            f"Agent {run.agent_type!r} is already running at its concurrency limit ({limit}); "
+            "try again when the current run has finished.",
+            running=holders,
+            limit=limit,
+        )
+
+
+def run_cancel(*, run_id: uuid.UUID) -> Run:
+    """Cancel a run: steps not yet running stop now; a running step stops within the cancel-poll interval."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise RunNotFound()
+        if run.is_finished:
+            raise RunAlreadyFinished(f"Run {run.id} has already finished ({run.status}); nothing to cancel.")
+        now = timezone.now()
+        run.cancel_requested_at = run.cancel_requested_at or now
+        run.save(update_fields=["cancel_requested_at"])
+        running = False
+        for step in Step.objects.select_for_update().filter(
+            run=run, status__in=[StepStatus.QUEUED, StepStatus.WAITING, StepStatus.RETRYING, StepStatus.RUNNING]
+        ):
+            if step.status == StepStatus.RUNNING:
+                running = True  # its worker sees cancel_requested_at and stops the agent
+            else:
+                engine.step_end(step=step, run=run, status=StepStatus.CANCELLED, now=now)
+        if not running:
+            Run.objects.filter(pk=run.pk).exclude(status__in=[RunStatus.CANCELLED]).filter(
+                finished_at__isnull=True
+            ).update(status=RunStatus.CANCELLED, error="Cancelled.", finished_at=now)
+    log.info("run_cancel_requested", run_id=str(run.id), running=running)
+    run.refresh_from_db()
+    return run
+
+
+def run_rerun(*, run: Run, created_by=None) -> Run:
+    """Start a new run with the same agent and input."""
+    new_run, _ = run_create(
+        agent_type=run.agent_type, input=run.input, user_id=run.user_id, created_by=created_by, rerun_of=run
+    )
+    return new_run
+
+
+def agent_policy_update(*, agent_type: str, limit: int | None, on_busy: str) -> ConcurrencyPolicy:
+    """Store an operator's concurrency policy for an agent type; it applies to the next run."""
+    get_agent(agent_type)  # raises UnknownAgentType
+    with transaction.atomic():
+        AgentPolicy.objects.update_or_create(
+            agent_type=agent_type, defaults={"concurrency_limit": limit, "on_busy": on_busy}
+        )
+        key_name = slots.agent_key(agent_type)
+        if limit:
+            # Waiting steps may now fit: hand out any new slots at once.
+            key = slots.key_lock(key=key_name, limit=limit)
+            dispatch.steps_dispatch_on_commit(slots.slots_pump(key=key, expires_at=engine.start_deadline()))
+        else:
+            # No limit any more: everyone waiting goes now, without a slot.
+            waiting = list(
+                Step.objects.filter(concurrency_key=key_name, status=StepStatus.WAITING).values_list("id", flat=True)
+            )
+            Step.objects.filter(pk__in=waiting, status=StepStatus.WAITING).update(
+                status=StepStatus.QUEUED, concurrency_key="", dispatched_at=timezone.now()
+            )
+            dispatch.steps_dispatch_on_commit(waiting)
+    log.info("agent_policy_updated", agent_type=agent_type, limit=limit, on_busy=on_busy)
+    return agent_policy_get(agent_type=agent_type)

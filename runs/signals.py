@@ -1,0 +1,21 @@
+"""Start the engine ticker in every django-q2 worker process.
+
+The tick is elected per period by compare-and-set on one row, so however many
+workers and clusters run, one of them does the recovery work each period and a
+dead cluster is covered by the others.
+"""
+
+from django.dispatch import receiver
+from django_q.signals import post_spawn
+
+_ticker = None
+
+
+@receiver(post_spawn)
+def start_engine_ticker(sender, proc_name, **kwargs):
+    global _ticker
+    if _ticker is None:
+        from runs.engine import EngineTicker
+
+        _ticker = EngineTicker()
+        _ticker.start()

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from runs import apis
+
+urlpatterns = [
+    path("agents", apis.AgentListApi.as_view(), name="agents-list"),
+    path("agents/run", apis.AgentRunApi.as_view(), name="agents-run"),
+    path("agents/status/<uuid:run_id>", apis.AgentStatusApi.as_view(), name="agents-status"),
+    path("agents/<str:agent_type>", apis.AgentUpdateApi.as_view(), name="agents-update"),
+    path("runs", apis.RunListCreateApi.as_view(), name="runs-list"),
+    path("runs/<uuid:run_id>", apis.RunDetailApi.as_view(), name="runs-detail"),
+    path("runs/<uuid:run_id>/steps", apis.RunStepsApi.as_view(), name="runs-steps"),
+]
