@@ -219,7 +219,7 @@ class AgentSerializer(serializers.Serializer):
 
 
 class AgentUpdateInputSerializer(serializers.Serializer):
-    concurrency = ConcurrencySerializer()
+    concurrency = ConcurrencySerializer(allow_null=True, help_text="null = back to the agent's default policy.")
 
     class Meta:
         ref_name = "AgentUpdateRequest"
@@ -347,7 +347,12 @@ class AgentUpdateApi(APIView):
         data = AgentUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         concurrency = data.validated_data["concurrency"]
-        services.agent_policy_update(agent_type=agent_type, limit=concurrency["limit"], on_busy=concurrency["on_busy"])
+        if concurrency is None:
+            services.agent_policy_update(agent_type=agent_type, limit=None, on_busy="", override=False)
+        else:
+            services.agent_policy_update(
+                agent_type=agent_type, limit=concurrency["limit"], on_busy=concurrency["on_busy"]
+            )
         agent = next(a for a in selectors.agent_list() if a["agent_type"] == agent_type)
         return Response(AgentSerializer(agent).data)
 

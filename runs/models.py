@@ -46,9 +46,14 @@ class OnBusyChoice(models.TextChoices):
 
 
 class AgentPolicy(models.Model):
-    """An operator's override of an agent type's concurrency policy."""
+    """An agent type as operators see it; `override` replaces the agent's default concurrency policy."""
 
     agent_type = models.CharField("agent type", max_length=100, unique=True)
+    override = models.BooleanField(
+        "override the default policy",
+        default=False,
+        help_text="Tick to use the limit and busy behaviour below instead of the agent's built-in default.",
+    )
     concurrency_limit = models.PositiveIntegerField(
         "at most this many at once",
         null=True,

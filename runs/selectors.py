@@ -10,7 +10,7 @@ from runs.models import AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttemp
 
 def agent_policy_get(*, agent_type: str) -> ConcurrencyPolicy:
     """The effective concurrency policy: the operator's override if stored, else the agent's default."""
-    override = AgentPolicy.objects.filter(agent_type=agent_type).first()
+    override = AgentPolicy.objects.filter(agent_type=agent_type, override=True).first()
     if override is None:
         return get_agent(agent_type).concurrency
     return ConcurrencyPolicy(limit=override.concurrency_limit, on_busy=OnBusy(override.on_busy))
@@ -18,7 +18,7 @@ def agent_policy_get(*, agent_type: str) -> ConcurrencyPolicy:
 
 def agent_list() -> list[dict]:
     """Every registered agent type with its input schema and effective policy."""
-    overrides = {p.agent_type: p for p in AgentPolicy.objects.all()}
+    overrides = {p.agent_type: p for p in AgentPolicy.objects.filter(override=True)}
     result = []
     for name, cls in all_agents().items():
         override = overrides.get(name)

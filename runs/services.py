@@ -9,7 +9,7 @@ import structlog
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agentrunner.agents import ConcurrencyPolicy, OnBusy, get_agent
+from agentrunner.agents import ConcurrencyPolicy, OnBusy, all_agents, get_agent
 from agentrunner.agents.registry import UnknownAgentType
 from runs import dispatch, engine, slots
 from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
@@ -129,12 +129,21 @@ def run_rerun(*, run: Run, created_by=None) -> Run:
     return new_run
 
 
-def agent_policy_update(*, agent_type: str, limit: int | None, on_busy: str) -> ConcurrencyPolicy:
-    """Store an operator's concurrency policy for an agent type; it applies to the next run."""
-    get_agent(agent_type)  # raises UnknownAgentType
+def agent_policies_sync() -> None:
+    """Make sure every registered agent type has its row (operators edit these in the admin)."""
+    AgentPolicy.objects.bulk_create(
+        [AgentPolicy(agent_type=name) for name in all_agents()], ignore_conflicts=True
+    )
+
+
+def agent_policy_update(*, agent_type: str, limit: int | None, on_busy: str, override: bool = True) -> ConcurrencyPolicy:
+    """Store an operator's concurrency policy for an agent type (or go back to the default); applies to the next run."""
+    agent = get_agent(agent_type)  # raises UnknownAgentType
+    if not override:
+        limit, on_busy = agent.concurrency.limit, str(agent.concurrency.on_busy)
     with transaction.atomic():
         AgentPolicy.objects.update_or_create(
-            agent_type=agent_type, defaults={"concurrency_limit": limit, "on_busy": on_busy}
+            agent_type=agent_type, defaults={"override": override, "concurrency_limit": limit, "on_busy": on_busy}
         )
         key_name = slots.agent_key(agent_type)
         if limit:

@@ -5,6 +5,7 @@ workers and clusters run, one of them does the recovery work each period and a
 dead cluster is covered by the others.
 """
 
+from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 from django_q.signals import post_spawn
 
@@ -19,3 +20,11 @@ def start_engine_ticker(sender, proc_name, **kwargs):
 
         _ticker = EngineTicker()
         _ticker.start()
+
+
+@receiver(post_migrate)
+def sync_agent_types(sender, app_config=None, **kwargs):
+    if app_config is not None and app_config.label == "runs":
+        from runs.services import agent_policies_sync
+
+        agent_policies_sync()

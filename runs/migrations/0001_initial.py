@@ -36,6 +36,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('agent_type', models.CharField(max_length=100, unique=True, verbose_name='agent type')),
+                ('override', models.BooleanField(default=False, help_text="Tick to use the limit and busy behaviour below instead of the agent's built-in default.", verbose_name='override the default policy')),
                 ('concurrency_limit', models.PositiveIntegerField(blank=True, help_text='Leave empty for no limit.', null=True, verbose_name='at most this many at once')),
                 ('on_busy', models.CharField(choices=[('reject', 'Reject (answer 409 at once)'), ('queue', 'Queue (wait for a free slot, first come first served)')], default='reject', max_length=10, verbose_name='when all slots are taken')),
                 ('updated_at', models.DateTimeField(auto_now=True)),

@@ -1,0 +1,46 @@
+# Agent Runner. `make run` starts the product (SQLite, no servers needed); `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.base-installed: requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements/dev.txt requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	touch $(VENV)/.base-installed $@
+
+install: $(VENV)/.base-installed
+install-dev: $(VENV)/.dev-installed
+
+## run: web server on 127.0.0.1:8000 + a worker cluster, SQLite in var/ (Ctrl-C stops both)
+run: export DEBUG ?= 1
+run: export LOG_FORMAT ?= console
+run: install
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(BIN)/python manage.py ensure_dev_superuser
+	$(BIN)/python manage.py serve 127.0.0.1:8000
+
+## test: lint, OpenAPI validation and the whole pytest suite (DATABASE_URL picks the database)
+test: install-dev lint
+	$(BIN)/python -m pytest
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## bench: engine overhead vs bare django-q2 on PostgreSQL (prints figures, asserts nothing)
+bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+bench: install-dev
+	$(BIN)/python bench/engine_bench.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,134 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+CLUSTER_START_TIMEOUT_SECONDS = 40
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.05, message: str = "condition"):
+    """Poll until predicate() is truthy; return its value or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def test_database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+test_database_url.__test__ = False  # not a test
+
+
+class Cluster:
+    """A real `manage.py qcluster` process against the test database."""
+
+    def __init__(self, log_path: Path, workers: int, env: dict):
+        self.log_path = log_path
+        self.log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [sys.executable, str(BASE_DIR / "manage.py"), "qcluster"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def is_running(self) -> bool:
+        return "running." in self.output()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        try:  # leave no orphaned worker behind
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.log.close()
+
+
+@pytest.fixture
+def clusters(transactional_db, tmp_path):
+    """Start real worker clusters: `clusters(n, workers=2)`; all are stopped after the test."""
+    started: list[Cluster] = []
+
+    def start(n: int = 1, workers: int = 2, **env_overrides) -> list[Cluster]:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": test_database_url(),
+            "Q_WORKERS": str(workers),
+            "PYTHONPATH": str(BASE_DIR),
+            **{k: str(v) for k, v in env_overrides.items()},
+        }
+        new = [Cluster(tmp_path / f"cluster-{len(started) + i}.log", workers, env) for i in range(n)]
+        started.extend(new)
+        for c in new:
+            wait_for(
+                lambda c=c: c.is_running() or c.process.poll() is not None,
+                timeout=CLUSTER_START_TIMEOUT_SECONDS,
+                message="cluster start",
+            )
+            assert c.process.poll() is None, c.output()
+        return new
+
+    yield start
+    for c in started:
+        c.stop()
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(username="staff", password="pw", is_staff=True)
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user(username="owner", password="pw")
+
+
+@pytest.fixture
+def outsider(django_user_model):
+    return django_user_model.objects.create_user(username="outsider", password="pw")
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api(owner) -> APIClient:
+    return client_for(owner)
+
+
+@pytest.fixture
+def staff_api(staff_user) -> APIClient:
+    return client_for(staff_user)

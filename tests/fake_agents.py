@@ -1,0 +1,41 @@
+"""Agents used only by the tests: they leave evidence outside the database process."""
+
+import os
+import time
+
+from agentrunner.agents import Agent, AgentContext, ConcurrencyPolicy, OnBusy, RetryableAgentError, register
+
+
+@register
+class RecordingAgent(Agent):
+    """Append one line per execution to a file, then sleep: counts real executions across processes."""
+
+    name = "test-recorder"
+    description = "Test agent: records each execution in a file."
+    input_schema = {
+        "type": "object",
+        "properties": {"path": {"type": "string"}, "seconds": {"type": "number", "minimum": 0}},
+        "required": ["path"],
+    }
+    concurrency = ConcurrencyPolicy(limit=None, on_busy=OnBusy.QUEUE)
+
+    def run(self, context: AgentContext) -> dict:
+        with open(context.input["path"], "a") as f:
+            f.write(f"{context.run_id} {os.getpid()} {time.time()}\n")
+        context.sleep(context.input.get("seconds", 0))
+        return {"pid": os.getpid()}
+
+
+@register
+class FlakyAgent(Agent):
+    """Fail with a retryable error until the given attempt."""
+
+    name = "test-flaky"
+    description = "Test agent: fails retryably before attempt `succeed_on`."
+    input_schema = {"type": "object", "properties": {"succeed_on": {"type": "integer", "minimum": 1}}}
+    max_attempts = 3
+
+    def run(self, context: AgentContext) -> dict:
+        if context.attempt < context.input.get("succeed_on", 1):
+            raise RetryableAgentError(f"attempt {context.attempt} failed on purpose")
+        return {"attempt": context.attempt}
