@@ -219,6 +219,9 @@ STEP_REDISPATCH_SECONDS = env_number("STEP_REDISPATCH_SECONDS", 120.0)
 # Longest a single step may run; django-q2's timeout/retry derive from it.
 STEP_MAX_SECONDS = env_number("STEP_MAX_SECONDS", 3660, int)
 
+# Extra modules whose import registers agents (the built-ins are always loaded).
+AGENT_MODULES = env.list("AGENT_MODULES", default=[])
+
 # --- django-q2 ------------------------------------------------------------
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="agentrunner"),

@@ -22,5 +22,5 @@ for name, value in {
 
 from agentrunner.settings import *  # noqa: E402,F403
 
-AGENT_MODULES = ["tests.fake_agents"]
+AGENT_MODULES = [*AGENT_MODULES, "tests.fake_agents"]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation in tests
