@@ -22,7 +22,5 @@ def check_queue_timing(app_configs, **kwargs):
     if timeout and timeout < settings.STEP_MAX_SECONDS:
         errors.append(Error("Q_CLUSTER timeout is shorter than STEP_MAX_SECONDS.", id="agentrunner.E002"))
     if settings.RUN_LEASE_SECONDS <= settings.CANCEL_POLL_SECONDS * 2:
-        errors.append(
-            Error("RUN_LEASE_SECONDS must be well above CANCEL_POLL_SECONDS.", id="agentrunner.E003")
-        )
+        errors.append(Error("RUN_LEASE_SECONDS must be well above CANCEL_POLL_SECONDS.", id="agentrunner.E003"))
     return errors

@@ -17,7 +17,8 @@ HealthSerializer = inline_serializer(
     fields={
         "status": serializers.ChoiceField(choices=["ok", "unavailable"]),
         "checks": inline_serializer(
-            name="HealthChecks", fields={"database": CheckSerializer, "broker": CheckSerializer, "workers": CheckSerializer}
+            name="HealthChecks",
+            fields={"database": CheckSerializer, "broker": CheckSerializer, "workers": CheckSerializer},
         ),
     },
 )

@@ -292,7 +292,12 @@ class AgentStatusApi(APIView):
         examples=[
             OpenApiExample(
                 "completed",
-                value={"run_id": EXAMPLE_RUN_ID, "state": "COMPLETED", "result": {"waited_seconds": 1.0}, "error": None},
+                value={
+                    "run_id": EXAMPLE_RUN_ID,
+                    "state": "COMPLETED",
+                    "result": {"waited_seconds": 1.0},
+                    "error": None,
+                },
             )
         ],
         tags=["agents"],
@@ -328,9 +333,7 @@ class AgentUpdateApi(APIView):
             403: error_response("Not staff.", "You do not have permission.", "permission_denied"),
             404: NOT_FOUND,
         },
-        examples=[
-            OpenApiExample("one at a time, queued", value={"concurrency": {"limit": 1, "on_busy": "queue"}})
-        ],
+        examples=[OpenApiExample("one at a time, queued", value={"concurrency": {"limit": 1, "on_busy": "queue"}})],
         tags=["agents"],
     )
     def patch(self, request, agent_type):
@@ -385,7 +388,11 @@ class RunListCreateApi(generics.ListAPIView):
         operation_id="runs_list",
         summary="List runs",
         description="Newest first. Staff see every run, other users the runs they started.",
-        responses={200: RunOutputSerializer(many=True), 400: error_response("Bad filter.", "Invalid request.", "invalid"), 401: UNAUTHORIZED},
+        responses={
+            200: RunOutputSerializer(many=True),
+            400: error_response("Bad filter.", "Invalid request.", "invalid"),
+            401: UNAUTHORIZED,
+        },
         tags=["runs"],
     )
     def get(self, request, *args, **kwargs):

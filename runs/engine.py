@@ -255,9 +255,7 @@ def step_finish(*, claim: Claim, output=None, error: dict | None = None) -> bool
 def _attempt_outcome(*, step: Step, run: Run, output, error: dict | None, now) -> None:
     """With step and run locked: close the attempt and move step and run on (retry, finish)."""
     cancelled = run.cancel_requested_at is not None
-    attempt_status = (
-        AttemptStatus.CANCELLED if cancelled else AttemptStatus.FAILED if error else AttemptStatus.SUCCESS
-    )
+    attempt_status = AttemptStatus.CANCELLED if cancelled else AttemptStatus.FAILED if error else AttemptStatus.SUCCESS
     StepAttempt.objects.filter(step=step, number=step.attempts).update(
         status=attempt_status,
         finished_at=now,
@@ -344,9 +342,10 @@ def steps_reap(*, now=None) -> int:
             if slot is None:
                 continue
             step = Step.objects.select_for_update().get(pk=slot.step_id)
-            if step.status != StepStatus.QUEUED or not Slot.objects.filter(
-                pk=slot_id, holder="", expires_at__lt=now
-            ).exists():
+            if (
+                step.status != StepStatus.QUEUED
+                or not Slot.objects.filter(pk=slot_id, holder="", expires_at__lt=now).exists()
+            ):
                 continue
             run = Run.objects.select_for_update().get(pk=step.run_id)
             step.error = (
@@ -382,9 +381,9 @@ def steps_redispatch_stale(*, now=None) -> int:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.STEP_REDISPATCH_SECONDS)
     ids = []
-    for step_id in Step.objects.filter(status=StepStatus.QUEUED, dispatched_at__lt=cutoff).values_list(
-        "id", flat=True
-    )[:100]:
+    for step_id in Step.objects.filter(status=StepStatus.QUEUED, dispatched_at__lt=cutoff).values_list("id", flat=True)[
+        :100
+    ]:
         if Step.objects.filter(pk=step_id, status=StepStatus.QUEUED, dispatched_at__lt=cutoff).update(
             dispatched_at=now
         ):

@@ -255,3 +255,6 @@ class EngineTick(models.Model):
     next_at = models.DateTimeField()
     last_by = models.CharField(max_length=200, blank=True, default="")
     last_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"engine tick (next at {self.next_at})"

@@ -131,12 +131,12 @@ def run_rerun(*, run: Run, created_by=None) -> Run:
 
 def agent_policies_sync() -> None:
     """Make sure every registered agent type has its row (operators edit these in the admin)."""
-    AgentPolicy.objects.bulk_create(
-        [AgentPolicy(agent_type=name) for name in all_agents()], ignore_conflicts=True
-    )
+    AgentPolicy.objects.bulk_create([AgentPolicy(agent_type=name) for name in all_agents()], ignore_conflicts=True)
 
 
-def agent_policy_update(*, agent_type: str, limit: int | None, on_busy: str, override: bool = True) -> ConcurrencyPolicy:
+def agent_policy_update(
+    *, agent_type: str, limit: int | None, on_busy: str, override: bool = True
+) -> ConcurrencyPolicy:
     """Store an operator's concurrency policy for an agent type (or go back to the default); applies to the next run."""
     agent = get_agent(agent_type)  # raises UnknownAgentType
     if not override:

@@ -79,4 +79,3 @@ def slots_release(*, step_id: int, expires_at: datetime) -> list[int]:
         Slot.objects.filter(key=key, step_id=step_id).delete()
         woken += slots_pump(key=key, expires_at=expires_at)
     return woken
-

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import subprocess
@@ -65,10 +66,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        try:  # leave no orphaned worker behind
+        with contextlib.suppress(ProcessLookupError):  # leave no orphaned worker behind
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.log.close()
 
 

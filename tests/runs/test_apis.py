@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import uuid
 
 import pytest
@@ -132,7 +133,7 @@ def test_agents_run__malformed_bodies_are_4xx(api, raw, content_type):
 
 def test_huge_body_is_413(api, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    body = '{"agent_type": "pass", "user_id": "%s", "input": {"x": "%s"}}' % (USER_ID, "a" * 5000)
+    body = json.dumps({"agent_type": "pass", "user_id": USER_ID, "input": {"x": "a" * 5000}})
     response = api.generic("POST", "/api/v1/agents/run", body, content_type="application/json")
     assert error_shape(response, 413)["code"] == "request_too_large"
 
@@ -164,7 +165,9 @@ def test_agents_run__binary_non_pdf_upload_is_400(api):
     upload = io.BytesIO(b"\x00\xff\xfe binary")
     upload.name = "x.bin"
     response = api.post(
-        "/api/v1/agents/run", {"agent_type": "document-extractor", "user_id": USER_ID, "file": upload}, format="multipart"
+        "/api/v1/agents/run",
+        {"agent_type": "document-extractor", "user_id": USER_ID, "file": upload},
+        format="multipart",
     )
     assert "file" in error_shape(response, 400)["errors"]
 

@@ -74,9 +74,7 @@ def test_limit_1_queue_agent_across_3_clusters__no_overlap_and_fifo(clusters):
         timeout=60,
         message="30 queued runs to complete",
     )
-    attempts = list(
-        StepAttempt.objects.filter(step__run__in=runs).select_related("step").order_by("started_at")
-    )
+    attempts = list(StepAttempt.objects.filter(step__run__in=runs).select_related("step").order_by("started_at"))
     assert len(attempts) == 30
     for earlier, later in zip(attempts, attempts[1:], strict=False):
         assert earlier.finished_at <= later.started_at, "two runs of a limit-1 agent overlapped"

@@ -4,7 +4,8 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from runs import engine, services
@@ -103,9 +104,7 @@ class SlotMachine(RuleBasedStateMachine):
         for agent, limit in LIMITS.items():
             if Step.objects.filter(concurrency_key=f"agent:{agent}", status=StepStatus.WAITING).exists():
                 assert Slot.objects.filter(key_id=f"agent:{agent}").count() == limit
-        for step in Step.objects.filter(status__in=[StepStatus.RUNNING, StepStatus.QUEUED]).exclude(
-            concurrency_key=""
-        ):
+        for step in Step.objects.filter(status__in=[StepStatus.RUNNING, StepStatus.QUEUED]).exclude(concurrency_key=""):
             assert step.slots.count() == 1, f"{step} holds no slot"
 
     def teardown(self):

@@ -31,7 +31,9 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        self.stdout.write(f"Web server on http://{addrport}/ (admin: /admin/, API docs: /api/docs/) and a worker cluster.")
+        self.stdout.write(
+            f"Web server on http://{addrport}/ (admin: /admin/, API docs: /api/docs/) and a worker cluster."
+        )
         self.stdout.write("Press Ctrl-C to stop both.")
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.2)
