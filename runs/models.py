@@ -89,10 +89,12 @@ class Run(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     agent_type = models.CharField("agent", max_length=100, db_index=True)
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
-    input = models.JSONField(default=dict, blank=True)
-    result = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True, default="")
-    error_code = models.CharField(max_length=50, blank=True, default="")
+    input = models.JSONField("input", default=dict, blank=True, help_text="What the run was started with.")
+    result = models.JSONField("result", null=True, blank=True, help_text="The agent's output, once completed.")
+    error = models.TextField("error message", blank=True, default="")
+    error_code = models.CharField(
+        "error code", max_length=50, blank=True, default="", help_text="Stable code, e.g. worker_lost."
+    )
     user_id = models.UUIDField(
         "user id", null=True, blank=True, help_text="The end user the client started this run for."
     )
@@ -215,6 +217,9 @@ class ConcurrencyKey(models.Model):
     key = models.CharField(max_length=200, primary_key=True)
     limit = models.PositiveIntegerField(default=1, help_text="Slots for this key; updated from the policy on each use.")
 
+    class Meta:
+        verbose_name = "concurrency key"
+
     def __str__(self):
         return self.key
 
@@ -234,6 +239,7 @@ class Slot(models.Model):
     expires_at = models.DateTimeField(help_text="Start deadline until a worker holds it, then its lease.")
 
     class Meta:
+        verbose_name = "concurrency slot"
         constraints = [
             # At most one holder per slot number: a second guard besides the row lock.
             models.UniqueConstraint(fields=["key", "number"], name="slot_key_number_unique"),

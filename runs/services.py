@@ -131,7 +131,13 @@ def run_rerun(*, run: Run, created_by=None) -> Run:
 
 def agent_policies_sync() -> None:
     """Make sure every registered agent type has its row (operators edit these in the admin)."""
-    AgentPolicy.objects.bulk_create([AgentPolicy(agent_type=name) for name in all_agents()], ignore_conflicts=True)
+    AgentPolicy.objects.bulk_create(
+        [
+            AgentPolicy(agent_type=name, concurrency_limit=cls.concurrency.limit, on_busy=str(cls.concurrency.on_busy))
+            for name, cls in all_agents().items()
+        ],
+        ignore_conflicts=True,
+    )
 
 
 def agent_policy_update(
