@@ -203,7 +203,7 @@ def step_execute(*, step_id: int) -> None:
     try:
         agent = get_agent(step.agent_type)
         output = agent.run(context)
-        json.dumps(output)  # the output is stored as JSON: refuse what cannot be
+        json.dumps(output, allow_nan=False)  # stored as JSON (PostgreSQL refuses NaN): refuse what cannot be
     except UnknownAgentType as exc:
         error = _error_info(exc, code="unknown_agent", retryable=False)
     except AgentError as exc:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agentrunner.agents import ConcurrencyPolicy, OnBusy
 from runs import selectors, services
-from runs.admin import human_duration
+from runs.admin.display import human_duration
 from runs.models import (
     AgentPolicy,
     AttemptStatus,

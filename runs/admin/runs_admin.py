@@ -1,217 +1,57 @@
-"""Admin: runs (read-only, with cancel and re-run), agent types (concurrency policy) and the slots in use.
-
-Every page is read-only except an agent type's policy; every change goes through `runs.services`.
-Model data is always escaped (`format_html`), never marked safe.
-"""
+"""Admin for runs: list, read-only run page with timeline, cancel and re-run."""
 
 from __future__ import annotations
 
-import json
-import re
 import uuid
-from datetime import datetime, timedelta
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
-from django.db.models import CharField, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce, Concat
+from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from agentrunner.agents import InvalidAgentInput, UnknownAgentType, all_agents
-from runs import selectors, services, slots
+from agentrunner.agents import InvalidAgentInput, UnknownAgentType
+from runs import selectors, services
+from runs.admin.display import (
+    ATTEMPT_COLOURS,
+    CELL_STYLE,
+    EMPTY,
+    GREY,
+    SHORT_ID,
+    STEP_COLOURS,
+    STEP_NOT_STARTED,
+    TIMELINE_BAR_PX,
+    TIMELINE_HELP,
+    TIMELINE_MIN_BAR_PERCENT,
+    WAITING_LABEL,
+    WAITS_HELP,
+    _label,
+    _step_waits_for,
+    _timeline_row,
+    attempt_badge,
+    badge,
+    clock,
+    human_duration,
+    nowrap,
+    pre_text,
+    pretty_json,
+    run_badge,
+    run_link,
+    when,
+)
 from runs.exceptions import AgentBusy, RunAlreadyFinished, RunError, RunNotFound
 from runs.models import (
     RUN_FINISHED,
-    AgentPolicy,
-    AttemptStatus,
-    OnBusyChoice,
     Run,
     RunStatus,
-    Slot,
     Step,
     StepStatus,
 )
-
-EMPTY = "—"
-
-# --- small HTML helpers (all output goes through format_html) ----------------------------------
-
-GREY = "#6c757d"
-BLUE = "#0d6efd"
-GREEN = "#198754"
-RED = "#dc3545"
-DARK_GREY = "#343a40"
-ORANGE = "#e8590c"
-AMBER = "#ffc107"
-CYAN = "#0dcaf0"
-# Light backgrounds need dark text to stay readable.
-DARK_TEXT_ON = {AMBER, CYAN}
-
-RUN_COLOURS = {
-    RunStatus.PENDING: GREY,
-    RunStatus.RUNNING: BLUE,
-    RunStatus.COMPLETED: GREEN,
-    RunStatus.FAILED: RED,
-    RunStatus.CANCELLED: DARK_GREY,
-    RunStatus.BUDGET_EXCEEDED: ORANGE,
-}
-STEP_COLOURS = {
-    StepStatus.QUEUED: GREY,
-    StepStatus.WAITING: AMBER,
-    StepStatus.RUNNING: BLUE,
-    StepStatus.RETRYING: CYAN,
-    StepStatus.SUCCESS: GREEN,
-    StepStatus.FAILED: RED,
-    StepStatus.CANCELLED: DARK_GREY,
-}
-ATTEMPT_COLOURS = {
-    AttemptStatus.RUNNING: BLUE,
-    AttemptStatus.SUCCESS: GREEN,
-    AttemptStatus.FAILED: RED,
-    AttemptStatus.CANCELLED: DARK_GREY,
-}
-WAITING_LABEL = "Waiting for slot"
-STEP_NOT_STARTED = (StepStatus.QUEUED, StepStatus.WAITING, StepStatus.RETRYING)
-# The short id the run list shows: the first 8 hex digits of the UUID.
-SHORT_ID = re.compile(r"[0-9a-fA-F]{8}")
-WAITS_HELP = "The agent allows only a few runs at once; this run starts when a slot frees."
-TIMELINE_HELP = (
-    "Every attempt at every step, on one time axis. A step is tried again after a temporary failure "
-    "or when its worker was lost."
-)
-BUSY_SHORT = {OnBusyChoice.REJECT: "reject new runs", OnBusyChoice.QUEUE: "queue new runs"}
-# Concurrency keys of agents are "agent:<agent type>" (runs.slots.agent_key).
-AGENT_KEY_PREFIX = slots.agent_key("")
-
-PRE_STYLE = (
-    "background:#f6f8fa;color:#1f2328;border:1px solid #d0d7de;border-radius:4px;padding:8px 10px;"
-    "margin:0;white-space:pre-wrap;word-break:break-word;max-height:480px;overflow:auto;"
-    "font-size:12px;line-height:1.45;max-width:100%;"
-)
-CELL_STYLE = "padding:4px 8px;vertical-align:top;white-space:nowrap;"
-# Width of the shared time axis in the run timeline.
-TIMELINE_BAR_PX = 200
-# A bar never gets thinner than this, so a 10 ms attempt stays visible.
-TIMELINE_MIN_BAR_PERCENT = 1.0
-
-
-def badge(label: str, colour: str) -> SafeString:
-    text = "#212529" if colour in DARK_TEXT_ON else "#fff"
-    return format_html(
-        '<span style="display:inline-block;padding:2px 9px;border-radius:10px;font-size:11px;'
-        'font-weight:600;line-height:1.5;white-space:nowrap;background:{};color:{}">{}</span>',
-        colour,
-        text,
-        label,
-    )
-
-
-def _label(choices, value: str) -> str:
-    try:
-        return choices(value).label
-    except ValueError:
-        return value
-
-
-def attempt_badge(status: str) -> SafeString:
-    return badge(_label(AttemptStatus, status), ATTEMPT_COLOURS.get(status, GREY))
-
-
-def run_badge(run: Run) -> SafeString:
-    if getattr(run, "is_waiting", False) and not run.is_finished:
-        return badge(WAITING_LABEL, AMBER)
-    return badge(_label(RunStatus, run.status), RUN_COLOURS.get(run.status, GREY))
-
-
-def human_duration(delta: timedelta | None) -> str:
-    """`1.2 s`, `3 min 4 s`, `2 h 5 min`; an em dash when there is no duration."""
-    if delta is None:
-        return EMPTY
-    seconds = max(delta.total_seconds(), 0.0)
-    if seconds < 0.1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
-
-
-def when(value: datetime | None) -> str:
-    if value is None:
-        return EMPTY
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def pretty_json(value) -> SafeString | str:
-    if value is None:
-        return EMPTY
-    return format_html('<pre style="{}">{}</pre>', PRE_STYLE, json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def pre_text(value: str) -> SafeString | str:
-    if not value:
-        return EMPTY
-    return format_html('<pre style="{}">{}</pre>', PRE_STYLE, value)
-
-
-def clock(value: datetime | None) -> SafeString | str:
-    """The time of day, with the full date and time as a tooltip."""
-    if value is None:
-        return EMPTY
-    local = timezone.localtime(value)
-    return format_html('<span title="{}">{}</span>', when(value), local.strftime("%H:%M:%S"))
-
-
-def _step_waits_for(step: Step) -> SafeString | str:
-    if step.status == StepStatus.WAITING:
-        return "waits for a free slot"
-    if step.status == StepStatus.RETRYING:
-        if step.next_attempt_at:
-            return format_html("tries again at {}", clock(step.next_attempt_at))
-        return "tries again soon"
-    return "waits for a worker"
-
-
-def nowrap(value) -> SafeString:
-    return format_html('<span style="white-space:nowrap">{}</span>', value)
-
-
-def _timeline_row(cells: tuple, error_code: str, error: str) -> SafeString:
-    """One attempt: a row of cells and, if it failed, a second row with its error across the table."""
-    row = format_html_join("", '<td style="{}">{}</td>', ((CELL_STYLE, cell) for cell in cells))
-    if not (error_code or error):
-        return format_html("<tbody><tr>{}</tr></tbody>", row)
-    return format_html(
-        '<tbody><tr>{}</tr><tr><td colspan="{}" style="padding:0 8px 6px 8px;border-top:0">'
-        '<div style="white-space:pre-wrap;color:#a41515">{}{}</div></td></tr></tbody>',
-        row,
-        len(cells),
-        format_html("<code>{}</code>: ", error_code) if error_code else "",
-        error,
-    )
-
-
-def run_link(run_id, label: str | None = None) -> SafeString:
-    url = reverse("admin:runs_run_change", args=[run_id])
-    return format_html(
-        '<a href="{}" title="{}" style="font-family:monospace">{}</a>', url, run_id, label or str(run_id)[:8]
-    )
-
-
-# --- Runs ---------------------------------------------------------------------------------------
 
 
 class RunStatusFilter(admin.SimpleListFilter):
@@ -670,261 +510,3 @@ class RunAdmin(admin.ModelAdmin):
 
 
 # --- Agent types --------------------------------------------------------------------------------
-
-
-class AgentPolicyForm(forms.ModelForm):
-    concurrency_limit = forms.IntegerField(
-        label="At most this many at once",
-        min_value=1,
-        required=False,
-        help_text="How many runs of this agent may run at the same time. Leave empty for no limit.",
-    )
-
-    class Meta:
-        model = AgentPolicy
-        fields = ["override", "concurrency_limit", "on_busy"]
-        help_texts = {
-            "override": "Tick to use the limit and busy behaviour below instead of the agent's built-in "
-            "default. Untick to go back to the default (the values below are then ignored).",
-            "on_busy": "What happens to a new run when every slot is taken.",
-        }
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        agent = all_agents().get(self.instance.agent_type)
-        if agent is not None and not self.instance.override:
-            # Start from the agent's built-in policy, so ticking "override" changes only what the
-            # operator then edits (rows created from the registry hold placeholder values).
-            self.initial["concurrency_limit"] = agent.concurrency.limit
-            self.initial["on_busy"] = str(agent.concurrency.on_busy)
-
-    def clean(self):
-        data = super().clean()
-        if self.instance.agent_type not in all_agents():
-            raise forms.ValidationError("This agent is no longer installed, so its policy cannot be changed.")
-        return data
-
-
-@admin.register(AgentPolicy)
-class AgentPolicyAdmin(admin.ModelAdmin):
-    form = AgentPolicyForm
-    list_display_links = ["agent_type_display"]
-    list_display = [
-        "agent_type_display",
-        "description",
-        "effective_limit",
-        "when_busy",
-        "overridden",
-        "running_now",
-        "waiting",
-    ]
-    empty_value_display = EMPTY
-    fieldsets = [
-        (
-            "About this agent",
-            {"fields": ["agent_type", "description", "default_policy", "max_attempts", "effective_policy"]},
-        ),
-        (
-            "Concurrency policy",
-            {
-                "fields": ["override", "concurrency_limit", "on_busy"],
-                "description": "Saving applies at once: if the limit goes up (or is removed), runs that are "
-                "waiting for a slot start now.",
-            },
-        ),
-        ("Input the agent accepts (JSON Schema)", {"fields": ["input_schema"]}),
-    ]
-    readonly_fields = [
-        "agent_type",
-        "description",
-        "default_policy",
-        "max_attempts",
-        "effective_policy",
-        "input_schema",
-    ]
-
-    def has_add_permission(self, request):
-        return False  # one row per registered agent, created from the registry
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def changelist_view(self, request, extra_context=None):
-        services.agent_policies_sync()
-        return super().changelist_view(request, extra_context)
-
-    def get_queryset(self, request):
-        key = Concat(Value(AGENT_KEY_PREFIX), OuterRef("agent_type"), output_field=CharField())
-        running = (
-            Slot.objects.filter(key_id=key)
-            .exclude(holder="")
-            .order_by()
-            .values("key_id")
-            .annotate(n=Count("pk"))
-            .values("n")
-        )
-        waiting = (
-            Step.objects.filter(concurrency_key=key, status=StepStatus.WAITING)
-            .order_by()
-            .values("concurrency_key")
-            .annotate(n=Count("pk"))
-            .values("n")
-        )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                running_count=Coalesce(Subquery(running, output_field=IntegerField()), 0),
-                waiting_count=Coalesce(Subquery(waiting, output_field=IntegerField()), 0),
-            )
-        )
-
-    def save_model(self, request, obj, form, change):
-        # Through the service, which also releases waiting runs when the limit rises.
-        data = form.cleaned_data
-        services.agent_policy_update(
-            agent_type=obj.agent_type,
-            limit=data.get("concurrency_limit"),
-            on_busy=data.get("on_busy") or OnBusyChoice.REJECT,
-            override=bool(data.get("override")),
-        )
-        obj.refresh_from_db()
-
-    @staticmethod
-    def _agent(obj: AgentPolicy):
-        return all_agents().get(obj.agent_type)
-
-    def _policy(self, obj: AgentPolicy):
-        if obj.override:
-            return obj.concurrency_limit, obj.on_busy
-        agent = self._agent(obj)
-        if agent is None:
-            return None
-        return agent.concurrency.limit, str(agent.concurrency.on_busy)
-
-    @admin.display(description="agent type", ordering="agent_type")
-    def agent_type_display(self, obj: AgentPolicy):
-        return nowrap(obj.agent_type)
-
-    @admin.display(description="description")
-    def description(self, obj: AgentPolicy):
-        agent = self._agent(obj)
-        if agent is None:
-            return "— (this agent is no longer installed)"
-        return agent.description or EMPTY
-
-    @admin.display(description="limit in effect")
-    def effective_limit(self, obj: AgentPolicy):
-        policy = self._policy(obj)
-        if policy is None:
-            return EMPTY
-        return f"{policy[0]} at once" if policy[0] else "unlimited"
-
-    @admin.display(description="when all slots are taken")
-    def when_busy(self, obj: AgentPolicy):
-        policy = self._policy(obj)
-        if policy is None or not policy[0]:
-            return EMPTY  # no limit: never busy
-        return BUSY_SHORT.get(policy[1], policy[1])
-
-    @admin.display(description="overridden?", boolean=True, ordering="override")
-    def overridden(self, obj: AgentPolicy):
-        return obj.override
-
-    @admin.display(description="running now", ordering="running_count")
-    def running_now(self, obj: AgentPolicy):
-        return obj.running_count
-
-    @admin.display(description="waiting for a slot", ordering="waiting_count")
-    def waiting(self, obj: AgentPolicy):
-        return obj.waiting_count
-
-    @admin.display(description="built-in default")
-    def default_policy(self, obj: AgentPolicy):
-        agent = self._agent(obj)
-        if agent is None:
-            return EMPTY
-        return _policy_text(agent.concurrency.limit, str(agent.concurrency.on_busy))
-
-    @admin.display(description="in effect now")
-    def effective_policy(self, obj: AgentPolicy):
-        policy = self._policy(obj)
-        if policy is None:
-            return EMPTY
-        source = "your override" if obj.override else "the built-in default"
-        return f"{_policy_text(*policy)} (from {source})"
-
-    @admin.display(description="attempts per step")
-    def max_attempts(self, obj: AgentPolicy):
-        agent = self._agent(obj)
-        return agent.max_attempts if agent else EMPTY
-
-    @admin.display(description="input schema")
-    def input_schema(self, obj: AgentPolicy):
-        agent = self._agent(obj)
-        return pretty_json(agent.input_schema) if agent else EMPTY
-
-
-def _policy_text(limit: int | None, on_busy: str) -> str:
-    if not limit:
-        return "no limit"
-    then = "new runs are rejected" if on_busy == OnBusyChoice.REJECT else "new runs wait in a queue"
-    return f"at most {limit} at once; when all are busy, {then}"
-
-
-# --- Concurrency slots (read-only, for operators) -----------------------------------------------
-
-
-@admin.register(Slot)
-class SlotAdmin(admin.ModelAdmin):
-    list_display = [
-        "key_name",
-        "slot_number",
-        "run_display",
-        "holder_display",
-        "acquired",
-        "heartbeat",
-        "expires",
-    ]
-    list_select_related = ["run"]
-    list_filter = ["key"]
-    ordering = ["key", "number"]
-    empty_value_display = EMPTY
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # slots are freed by the engine; deleting one by hand could let too many runs start
-
-    @admin.display(description="concurrency group", ordering="key")
-    def key_name(self, obj: Slot):
-        return obj.key_id
-
-    @admin.display(description="slot no.", ordering="number")
-    def slot_number(self, obj: Slot):
-        return obj.number
-
-    @admin.display(description="run")
-    def run_display(self, obj: Slot):
-        return nowrap(format_html("{} {} {}", run_link(obj.run_id), obj.run.agent_type, run_badge(obj.run)))
-
-    @admin.display(description="taken", ordering="acquired_at")
-    def acquired(self, obj: Slot):
-        return nowrap(when(obj.acquired_at))
-
-    @admin.display(description="last heartbeat", ordering="heartbeat_at")
-    def heartbeat(self, obj: Slot):
-        return nowrap(when(obj.heartbeat_at))
-
-    @admin.display(description="held by worker")
-    def holder_display(self, obj: Slot):
-        return obj.holder or "reserved (no worker has started it yet)"
-
-    @admin.display(description="expires", ordering="expires_at")
-    def expires(self, obj: Slot):
-        expired = obj.expires_at <= timezone.now()
-        return nowrap(format_html("{}{}", when(obj.expires_at), " (expired)" if expired else ""))
