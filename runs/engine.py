@@ -3,6 +3,10 @@
 Every state change is a guarded update on the current state, so a duplicate or
 late broker message, or a worker that lost its lease, cannot move a step that
 someone else already moved.
+
+Lock order, everywhere: step row(s), then concurrency key rows. A run has one
+active step at a time, so the lock on that step row also serialises every change
+to its run (claim, finish, reap, cancel); runs are updated with guarded UPDATEs.
 """
 
 from __future__ import annotations
@@ -83,14 +87,20 @@ class Claim:
     worker_id: str
 
 
+def step_lock(step_id: int) -> Step | None:
+    """Inside a transaction: lock one step row (not its run) and return it with its run."""
+    return Step.objects.select_related("run").select_for_update(of=("self",)).filter(pk=step_id).first()
+
+
 def step_claim(*, step_id: int, worker_id: str) -> Claim | None:
     """Mark a QUEUED step RUNNING for this worker; None if it is not QUEUED (duplicate or late message)."""
     with transaction.atomic():
-        # Why lock: two deliveries of the same message must not both see QUEUED.
-        step = Step.objects.select_for_update().filter(pk=step_id).first()
+        # Why lock: two deliveries of the same message must not both see QUEUED,
+        # and a cancel must not slip between our check and our update.
+        step = step_lock(step_id)
         if step is None or step.status != StepStatus.QUEUED:
             return None
-        run = Run.objects.select_for_update().get(pk=step.run_id)
+        run = step.run
         now = timezone.now()
         if run.cancel_requested_at or run.is_finished:
             step_end(step=step, run=run, status=StepStatus.CANCELLED, now=now)
@@ -100,21 +110,18 @@ def step_claim(*, step_id: int, worker_id: str) -> Claim | None:
             # join the queue again rather than run without one.
             step_enqueue(step=step, limit=None)
             return None
-        attempt = step.attempts + 1
-        lease = now + timedelta(seconds=settings.RUN_LEASE_SECONDS)
-        updated = Step.objects.filter(pk=step.pk, status=StepStatus.QUEUED).update(
-            status=StepStatus.RUNNING,
-            attempts=attempt,
-            worker_id=worker_id,
-            lease_expires_at=lease,
-            started_at=step.started_at or now,
-        )
-        assert updated == 1  # the row is locked; nobody else can have moved it
-        Slot.objects.filter(step=step).update(holder=worker_id, expires_at=lease, heartbeat_at=now)
-        StepAttempt.objects.create(step=step, number=attempt, worker_id=worker_id, started_at=now)
-        Run.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(status=RunStatus.RUNNING, started_at=now)
-        step.refresh_from_db()
-    return Claim(step=step, run=run, attempt=attempt, worker_id=worker_id)
+        step.attempts += 1
+        step.status = StepStatus.RUNNING
+        step.worker_id = worker_id
+        step.lease_expires_at = now + timedelta(seconds=settings.RUN_LEASE_SECONDS)
+        step.started_at = step.started_at or now
+        step.save(update_fields=["status", "attempts", "worker_id", "lease_expires_at", "started_at"])
+        if step.concurrency_key:
+            Slot.objects.filter(step=step).update(holder=worker_id, expires_at=step.lease_expires_at, heartbeat_at=now)
+        StepAttempt.objects.create(step=step, number=step.attempts, worker_id=worker_id, started_at=now)
+        if run.status == RunStatus.PENDING:
+            Run.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(status=RunStatus.RUNNING, started_at=now)
+    return Claim(step=step, run=run, attempt=step.attempts, worker_id=worker_id)
 
 
 # --- heartbeat ----------------------------------------------------------------
@@ -238,7 +245,7 @@ def _error_info(exc: Exception, *, code: str, retryable: bool) -> dict:
 def step_finish(*, claim: Claim, output=None, error: dict | None = None) -> bool:
     """Record the outcome of an attempt; False if the step was already moved (lease lost, reaped)."""
     with transaction.atomic():
-        step = Step.objects.select_for_update().filter(pk=claim.step.pk).first()
+        step = step_lock(claim.step.pk)
         if (
             step is None
             or step.status != StepStatus.RUNNING
@@ -247,8 +254,7 @@ def step_finish(*, claim: Claim, output=None, error: dict | None = None) -> bool
         ):
             log.warning("step_finish_discarded", step_id=claim.step.pk, attempt=claim.attempt)
             return False
-        run = Run.objects.select_for_update().get(pk=step.run_id)
-        _attempt_outcome(step=step, run=run, output=output, error=error, now=timezone.now())
+        _attempt_outcome(step=step, run=step.run, output=output, error=error, now=timezone.now())
     return True
 
 
@@ -282,7 +288,8 @@ def _step_retry_later(*, step: Step, error: dict, now) -> None:
     step.worker_id, step.lease_expires_at = "", None
     step.save(update_fields=["status", "error", "error_code", "next_attempt_at", "worker_id", "lease_expires_at"])
     # An agent slot is not held while waiting to retry: the retry queues for it again.
-    dispatch.steps_dispatch_on_commit(slots.slots_release(step_id=step.pk, expires_at=start_deadline()))
+    if step.concurrency_key:
+        dispatch.steps_dispatch_on_commit(slots.slots_release(step_id=step.pk, expires_at=start_deadline()))
     log.info("step_retry_scheduled", step_id=step.pk, delay_seconds=delay, error=error["message"])
 
 
@@ -292,9 +299,6 @@ def step_end(*, step: Step, run: Run, status: str, now) -> None:
     step.finished_at = now
     step.lease_expires_at = None
     step.save(update_fields=["status", "output", "error", "error_code", "finished_at", "lease_expires_at"])
-    StepAttempt.objects.filter(step=step, status=AttemptStatus.RUNNING).update(
-        status=AttemptStatus.CANCELLED if status == StepStatus.CANCELLED else AttemptStatus.FAILED, finished_at=now
-    )
     run_status = {
         StepStatus.SUCCESS: RunStatus.COMPLETED,
         StepStatus.FAILED: RunStatus.FAILED,
@@ -308,7 +312,8 @@ def step_end(*, step: Step, run: Run, status: str, now) -> None:
         finished_at=now,
         started_at=run.started_at or step.started_at or None,
     )
-    dispatch.steps_dispatch_on_commit(slots.slots_release(step_id=step.pk, expires_at=start_deadline()))
+    if step.concurrency_key:
+        dispatch.steps_dispatch_on_commit(slots.slots_release(step_id=step.pk, expires_at=start_deadline()))
 
 
 # --- recovery: reaper and the periodic tick ------------------------------------
@@ -322,10 +327,10 @@ def steps_reap(*, now=None) -> int:
         "id", flat=True
     )[:100]:
         with transaction.atomic():
-            step = Step.objects.select_for_update().filter(pk=step_id).first()
+            step = step_lock(step_id)
             if step is None or step.status != StepStatus.RUNNING or step.lease_expires_at >= now:
                 continue  # finished, or heartbeat arrived, since we looked
-            run = Run.objects.select_for_update().get(pk=step.run_id)
+            run = step.run
             error = {
                 "message": f"Worker lost: {step.worker_id or 'unknown worker'} stopped heart-beating "
                 f"(lease expired at {step.lease_expires_at.isoformat()}).",
@@ -338,16 +343,15 @@ def steps_reap(*, now=None) -> int:
     # Slots taken for a step that never reached a worker before its start deadline.
     for slot_id in Slot.objects.filter(expires_at__lt=now, holder="").values_list("id", flat=True)[:100]:
         with transaction.atomic():
-            slot = Slot.objects.select_related("step").filter(pk=slot_id).first()
-            if slot is None:
-                continue
-            step = Step.objects.select_for_update().get(pk=slot.step_id)
+            step_id = Slot.objects.filter(pk=slot_id).values_list("step_id", flat=True).first()
+            step = step_lock(step_id) if step_id else None
             if (
-                step.status != StepStatus.QUEUED
+                step is None
+                or step.status != StepStatus.QUEUED
                 or not Slot.objects.filter(pk=slot_id, holder="", expires_at__lt=now).exists()
             ):
-                continue
-            run = Run.objects.select_for_update().get(pk=step.run_id)
+                continue  # claimed or finished since we looked
+            run = step.run
             step.error = (
                 f"Not started: no worker picked the step up within {settings.SLOT_START_DEADLINE_SECONDS:g} s "
                 "of it getting its concurrency slot. Are workers running?"
@@ -367,8 +371,8 @@ def steps_retry_due(*, now=None) -> int:
         "id", flat=True
     )[:100]:
         with transaction.atomic():
-            step = Step.objects.select_for_update().filter(pk=step_id, status=StepStatus.RETRYING).first()
-            if step is None:
+            step = step_lock(step_id)
+            if step is None or step.status != StepStatus.RETRYING:
                 continue
             step.next_attempt_at = None
             step_enqueue(step=step, limit=None)

@@ -170,7 +170,7 @@ class Step(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["run", "sequence"]
+        ordering = ["run_id", "sequence"]
         constraints = [
             models.UniqueConstraint(fields=["run", "sequence"], name="step_run_sequence_unique"),
         ]
@@ -198,7 +198,7 @@ class StepAttempt(models.Model):
     error_code = models.CharField(max_length=50, blank=True, default="")
 
     class Meta:
-        ordering = ["step", "number"]
+        ordering = ["step_id", "number"]
         constraints = [models.UniqueConstraint(fields=["step", "number"], name="attempt_step_number_unique")]
 
     def __str__(self):

@@ -54,6 +54,7 @@ def run_create(
                 concurrency_key=key,
                 rerun_of=rerun_of,
             )
+            now = timezone.now()
             step = Step.objects.create(
                 run=run,
                 sequence=0,
@@ -62,11 +63,15 @@ def run_create(
                 input=data,
                 max_attempts=agent.max_attempts,
                 concurrency_key=key,
-                queued_at=timezone.now(),
+                queued_at=now,
+                dispatched_at=None if key else now,
             )
-            if key and policy.on_busy == OnBusy.REJECT:
-                _take_slot_or_reject(key=key, limit=policy.limit, step=step, run=run)
-            engine.step_enqueue(step=step, limit=policy.limit)
+            if not key:
+                dispatch.steps_dispatch_on_commit([step.id])
+            else:
+                if policy.on_busy == OnBusy.REJECT:
+                    _take_slot_or_reject(key=key, limit=policy.limit, step=step, run=run)
+                engine.step_enqueue(step=step, limit=policy.limit)
     except IntegrityError:
         # A concurrent request with the same idempotency key won the race.
         if idempotency_key:
@@ -96,18 +101,20 @@ def _take_slot_or_reject(*, key: str, limit: int, step: Step, run: Run) -> None:
 def run_cancel(*, run_id: uuid.UUID) -> Run:
     """Cancel a run: steps not yet running stop now; a running step stops within the cancel-poll interval."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        # Lock order as in the engine: the run's step rows first (they serialise changes to the run).
+        steps = list(Step.objects.select_for_update(of=("self",)).filter(run_id=run_id).order_by("sequence"))
+        run = Run.objects.filter(pk=run_id).first()
         if run is None:
             raise RunNotFound()
         if run.is_finished:
             raise RunAlreadyFinished(f"Run {run.id} has already finished ({run.status}); nothing to cancel.")
         now = timezone.now()
         run.cancel_requested_at = run.cancel_requested_at or now
-        run.save(update_fields=["cancel_requested_at"])
+        Run.objects.filter(pk=run.pk).update(cancel_requested_at=run.cancel_requested_at)
         running = False
-        for step in Step.objects.select_for_update().filter(
-            run=run, status__in=[StepStatus.QUEUED, StepStatus.WAITING, StepStatus.RETRYING, StepStatus.RUNNING]
-        ):
+        for step in steps:
+            if step.status not in (StepStatus.QUEUED, StepStatus.WAITING, StepStatus.RETRYING, StepStatus.RUNNING):
+                continue
             if step.status == StepStatus.RUNNING:
                 running = True  # its worker sees cancel_requested_at and stops the agent
             else:
