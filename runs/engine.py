@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from agentrunner.agents import AgentContext, AgentError, get_agent
 from agentrunner.agents.registry import UnknownAgentType
-from runs import dispatch, slots
+from runs import dispatch, fastpath, slots
 from runs.models import (
     RUN_FINISHED,
     AttemptStatus,
@@ -94,6 +94,11 @@ def step_lock(step_id: int) -> Step | None:
 
 def step_claim(*, step_id: int, worker_id: str) -> Claim | None:
     """Mark a QUEUED step RUNNING for this worker; None if it is not QUEUED (duplicate or late message)."""
+    if fastpath.available():
+        claimed = fastpath.claim(step_id=step_id, worker_id=worker_id, now=timezone.now())
+        if claimed:
+            step, run = claimed
+            return Claim(step=step, run=run, attempt=step.attempts, worker_id=worker_id)
     with transaction.atomic():
         # Why lock: two deliveries of the same message must not both see QUEUED,
         # and a cancel must not slip between our check and our update.
@@ -244,6 +249,17 @@ def _error_info(exc: Exception, *, code: str, retryable: bool) -> dict:
 
 def step_finish(*, claim: Claim, output=None, error: dict | None = None) -> bool:
     """Record the outcome of an attempt; False if the step was already moved (lease lost, reaped)."""
+    # Every step ends its run today (single-agent runs); steps that lead to another
+    # step must take the ORM path once flows exist.
+    if (
+        error is None
+        and not claim.step.concurrency_key
+        and fastpath.available()
+        and fastpath.finish_success(
+            step_id=claim.step.pk, attempt=claim.attempt, worker_id=claim.worker_id, output=output, now=timezone.now()
+        )
+    ):
+        return True
     with transaction.atomic():
         step = step_lock(claim.step.pk)
         if (

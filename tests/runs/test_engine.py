@@ -1,0 +1,100 @@
+"""Engine state changes in one process: every transition is guarded (both databases; PostgreSQL takes the fast path)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from runs import engine, services
+from runs.models import AttemptStatus, Run, RunStatus, Slot, Step, StepStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def new_run(agent_type="pass", **input):
+    run, _ = services.run_create(agent_type=agent_type, input=input)
+    return run, run.steps.get()
+
+
+def test_claim__second_claim_of_the_same_step_gets_nothing():
+    run, step = new_run()
+    first = engine.step_claim(step_id=step.id, worker_id="w1")
+    assert first is not None and first.attempt == 1
+    assert engine.step_claim(step_id=step.id, worker_id="w2") is None
+    step.refresh_from_db()
+    assert (step.status, step.worker_id, step.attempts) == (StepStatus.RUNNING, "w1", 1)
+    assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING
+    assert step.attempt_set.get().status == AttemptStatus.RUNNING
+
+
+def test_finish__completes_step_attempt_and_run():
+    run, step = new_run(a=1)
+    claim = engine.step_claim(step_id=step.id, worker_id="w1")
+    assert engine.step_finish(claim=claim, output={"a": 1})
+    run.refresh_from_db()
+    assert (run.status, run.result) == (RunStatus.COMPLETED, {"a": 1})
+    assert run.started_at <= run.finished_at
+    assert step.attempt_set.get().status == AttemptStatus.SUCCESS
+
+
+def test_finish__by_a_worker_that_lost_the_step_is_discarded():
+    run, step = new_run()
+    claim = engine.step_claim(step_id=step.id, worker_id="w1")
+    Step.objects.filter(pk=step.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert engine.steps_reap() == 1  # worker lost; pass allows one attempt: the run fails
+    assert engine.step_finish(claim=claim, output={"late": True}) is False
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.error_code == "worker_lost"
+    assert run.result is None
+
+
+def test_claim__of_a_run_with_a_cancel_request_cancels_instead():
+    run, step = new_run()
+    Run.objects.filter(pk=run.pk).update(cancel_requested_at=timezone.now())  # the request raced the message
+    assert engine.step_claim(step_id=step.id, worker_id="w1") is None
+    assert Step.objects.get(pk=step.pk).status == StepStatus.CANCELLED
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+def test_finish__after_a_cancel_request_ends_cancelled_not_completed():
+    run, step = new_run()
+    claim = engine.step_claim(step_id=step.id, worker_id="w1")
+    services.run_cancel(run_id=run.pk)
+    assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING  # a running step stops cooperatively
+    assert engine.step_finish(claim=claim, output={"x": 1})
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED and run.result is None
+    assert step.attempt_set.get().status == AttemptStatus.CANCELLED
+
+
+def test_non_retryable_error_fails_at_once_and_frees_the_slot():
+    run, step = new_run("policy-checker")
+    claim = engine.step_claim(step_id=step.id, worker_id="w1")
+    assert Slot.objects.get(step=step).holder == "w1"
+    engine.step_finish(claim=claim, error={"message": "bad", "code": "non_retryable_error", "retryable": False})
+    run.refresh_from_db()
+    assert (run.status, run.error, run.error_code) == (RunStatus.FAILED, "bad", "non_retryable_error")
+    assert Slot.objects.count() == 0
+
+
+def test_retryable_error_waits_holding_no_slot_then_queues_again():
+    services.agent_policy_update(agent_type="test-flaky", limit=1, on_busy="queue")
+    run, step = new_run("test-flaky", succeed_on=2)
+    claim = engine.step_claim(step_id=step.id, worker_id="w1")
+    engine.step_finish(claim=claim, error={"message": "later", "code": "retryable_error", "retryable": True})
+    step.refresh_from_db()
+    assert step.status == StepStatus.RETRYING and step.next_attempt_at > timezone.now()
+    assert Slot.objects.count() == 0
+    other, other_step = new_run("test-flaky")  # the free slot goes to the next run meanwhile
+    assert Slot.objects.get().step_id == other_step.id
+    Step.objects.filter(pk=step.pk).update(next_attempt_at=timezone.now())
+    engine.steps_retry_due()
+    assert Step.objects.get(pk=step.pk).status == StepStatus.WAITING  # back in the queue, behind the holder
+
+
+def test_output_that_is_not_json_fails_the_step(monkeypatch):
+    run, step = new_run()
+    monkeypatch.setattr("agentrunner.agents.builtin.passthrough.PassAgent.run", lambda self, ctx: {"x": float("nan")})
+    engine.step_execute(step_id=step.id)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.error_code == "output_not_json"
