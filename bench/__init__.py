@@ -1,0 +1,1 @@
+"""Benchmarks (run directly, e.g. `make bench`); not part of the product."""
