@@ -56,10 +56,6 @@ def start_deadline():
     return timezone.now() + timedelta(seconds=settings.SLOT_START_DEADLINE_SECONDS)
 
 
-def lease_expiry():
-    return timezone.now() + timedelta(seconds=settings.RUN_LEASE_SECONDS)
-
-
 # --- entering the queue -------------------------------------------------------
 
 
@@ -140,7 +136,6 @@ class Heartbeat(threading.Thread):
         self.claim = claim
         self.cancel_event = cancel_event
         self.stopped = threading.Event()
-        self.lost = False
 
     def run(self):
         poll = settings.CANCEL_POLL_SECONDS
@@ -148,15 +143,18 @@ class Heartbeat(threading.Thread):
         last_beat = time.monotonic()
         try:
             while not self.stopped.wait(poll):
-                if Run.objects.filter(pk=self.claim.run.pk, cancel_requested_at__isnull=False).exists():
-                    self.cancel_event.set()
-                if time.monotonic() - last_beat >= beat_every:
-                    last_beat = time.monotonic()
-                    if not step_heartbeat(claim=self.claim):
-                        self.lost = True
+                try:
+                    if Run.objects.filter(pk=self.claim.run.pk, cancel_requested_at__isnull=False).exists():
                         self.cancel_event.set()
-                        log.warning("lease_lost", step_id=self.claim.step.id)
-                        return
+                    if time.monotonic() - last_beat >= beat_every:
+                        last_beat = time.monotonic()
+                        if not step_heartbeat(claim=self.claim):
+                            self.cancel_event.set()
+                            log.warning("lease_lost", step_id=self.claim.step.id)
+                            return
+                except Exception:  # a database blip must not stop the heartbeat for good
+                    log.exception("heartbeat_failed", step_id=self.claim.step.id)
+                    connection.close()
         finally:
             connection.close()
 
@@ -213,20 +211,18 @@ def step_execute(*, step_id: int) -> None:
     started = time.monotonic()
     output, error = None, None
     try:
-        agent = get_agent(step.agent_type)
-        output = agent.run(context)
-        json.dumps(output, allow_nan=False)  # stored as JSON (PostgreSQL refuses NaN): refuse what cannot be
+        output = get_agent(step.agent_type).run(context)
     except UnknownAgentType as exc:
         error = _error_info(exc, code="unknown_agent", retryable=False)
     except AgentError as exc:
         error = _error_info(exc, code=exc.code, retryable=exc.retryable)
-    except (TypeError, ValueError) as exc:
-        if output is not None:
-            error = _error_info(exc, code="output_not_json", retryable=False)
-        else:
-            error = _error_info(exc, code="agent_crashed", retryable=False)
     except Exception as exc:  # an agent's bug must fail its step, not the worker
         error = _error_info(exc, code="agent_crashed", retryable=False)
+    else:
+        try:  # stored as JSON (PostgreSQL refuses NaN): refuse what cannot be
+            json.dumps(output, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            output, error = None, _error_info(exc, code="output_not_json", retryable=False)
     finally:
         heartbeat.stop()
     elapsed_ms = round((time.monotonic() - started) * 1000)

@@ -98,3 +98,15 @@ def test_output_that_is_not_json_fails_the_step(monkeypatch):
     engine.step_execute(step_id=step.id)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.error_code == "output_not_json"
+
+
+def test_an_agent_bug_fails_its_step_with_the_exception_named(monkeypatch):
+    def broken(self, ctx):
+        raise KeyError("document")
+
+    run, step = new_run()
+    monkeypatch.setattr("agentrunner.agents.builtin.passthrough.PassAgent.run", broken)
+    engine.step_execute(step_id=step.id)
+    run.refresh_from_db()
+    assert (run.status, run.error_code) == (RunStatus.FAILED, "agent_crashed")
+    assert run.error == "KeyError: 'document'"
