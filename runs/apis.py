@@ -1,7 +1,5 @@
 """Runs and agents over HTTP: thin views calling services and selectors."""
 
-import base64
-
 import django_filters
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
@@ -16,6 +14,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.api import NOT_FOUND, UNAUTHORIZED, error_response
 from runs import selectors, services
 from runs.exceptions import RunError
@@ -161,17 +160,11 @@ class AgentRunInputSerializer(serializers.Serializer):
     def validate(self, attrs):
         upload = attrs.pop("file", None)
         if upload is not None:
-            content = upload.read()
-            data = dict(attrs.get("input") or {})
-            data["filename"] = upload.name
-            if content.startswith(b"%PDF"):
-                data["pdf_base64"] = base64.b64encode(content).decode("ascii")
-            else:
-                try:
-                    data["text"] = content.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise serializers.ValidationError({"file": ["Not a PDF and not UTF-8 text."]}) from None
-            attrs["input"] = data
+            try:
+                document = input_from_upload(filename=upload.name, content=upload.read())
+            except ValueError as exc:
+                raise serializers.ValidationError({"file": [str(exc)]}) from None
+            attrs["input"] = {**(attrs.get("input") or {}), **document}
         return attrs
 
 

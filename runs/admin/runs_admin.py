@@ -44,6 +44,7 @@ from runs.admin.display import (
     run_link,
     when,
 )
+from runs.admin.start import run_start_view
 from runs.exceptions import AgentBusy, RunAlreadyFinished, RunError, RunNotFound
 from runs.models import (
     RUN_FINISHED,
@@ -458,6 +459,7 @@ class RunAdmin(admin.ModelAdmin):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             # Before the default URLs: their "<path:object_id>/" would match these too.
+            path("start/", self.admin_site.admin_view(self.start_view), name=f"{prefix}_start"),
             path(
                 "<path:object_id>/cancel/",
                 self.admin_site.admin_view(self.cancel_view),
@@ -470,6 +472,13 @@ class RunAdmin(admin.ModelAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def start_view(self, request):
+        return run_start_view(self, request)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
+        return super().changelist_view(request, extra_context)
 
     def _button_run(self, request, object_id) -> Run | HttpResponseRedirect | HttpResponseNotAllowed:
         if request.method != "POST":

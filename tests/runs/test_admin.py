@@ -525,3 +525,55 @@ def test_slot_list__is_read_only_and_links_the_run(admin_client):
     assert response.status_code == 200
     assert f'href="{change_url(holder)}"' in response.content.decode()
     assert admin_client.get(reverse("admin:runs_slot_add")).status_code == 403
+
+
+# --- start a run from the admin -----------------------------------------------------
+
+START_URL = "/admin/runs/run/start/"
+
+
+def test_start_page__lists_agents_with_their_input_schemas(admin_client):
+    page = admin_client.get(START_URL).content.decode()
+    assert "Start a run" in page
+    for name in ("document-extractor", "policy-checker", "wait", "pass"):
+        assert name in page
+    assert "Start a run" in admin_client.get("/admin/runs/run/").content.decode()
+
+
+def test_start_page__starts_a_run_and_goes_to_its_page(admin_client, admin_user):
+    response = admin_client.post(START_URL, {"agent_type": "wait", "input": '{"seconds": 2}', "user_id": ""})
+    run = Run.objects.get()
+    assert response.status_code == 302 and response.url == f"/admin/runs/run/{run.pk}/change/"
+    assert (run.agent_type, run.input, run.created_by) == ("wait", {"seconds": 2}, admin_user)
+
+
+def test_start_page__shows_input_errors_at_the_input_field(admin_client):
+    response = admin_client.post(START_URL, {"agent_type": "wait", "input": '{"seconds": "soon"}'})
+    assert response.status_code == 200
+    assert "seconds: &#x27;soon&#x27; is not of type &#x27;number&#x27;" in response.content.decode()
+    response = admin_client.post(START_URL, {"agent_type": "wait", "input": "[1, 2"})
+    assert "Enter a valid JSON" in response.content.decode()
+    assert Run.objects.count() == 0
+
+
+def test_start_page__busy_reject_agent_is_a_form_error(admin_client):
+    services.run_create(agent_type="policy-checker", input={})
+    response = admin_client.post(START_URL, {"agent_type": "policy-checker", "input": "{}"})
+    assert response.status_code == 200
+    assert "already running" in response.content.decode()
+    assert Run.objects.count() == 1
+
+
+def test_start_page__uploaded_document_becomes_the_extractor_input(admin_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("policy.txt", b"Policy Number: PL-9", content_type="text/plain")
+    admin_client.post(START_URL, {"agent_type": "document-extractor", "input": "", "document": upload})
+    assert Run.objects.get().input == {"filename": "policy.txt", "text": "Policy Number: PL-9"}
+
+
+def test_start_page__needs_the_change_permission(client, django_user_model):
+    viewer = django_user_model.objects.create_user(username="viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_run"))
+    client.force_login(viewer)
+    assert client.get(START_URL).status_code == 403

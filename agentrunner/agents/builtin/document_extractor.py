@@ -144,6 +144,16 @@ class _Amount:
     currency_confidence: float
 
 
+def input_from_upload(*, filename: str, content: bytes) -> dict:
+    """Turn an uploaded document into this agent's input: a PDF as `pdf_base64`, else UTF-8 `text`."""
+    if content.startswith(b"%PDF"):
+        return {"filename": filename, "pdf_base64": base64.b64encode(content).decode("ascii")}
+    try:
+        return {"filename": filename, "text": content.decode("utf-8")}
+    except UnicodeDecodeError:
+        raise ValueError("Not a PDF and not UTF-8 text.") from None
+
+
 def extract_fields(text: str) -> tuple[dict, dict]:
     """Return (fields, confidence) for every name in FIELDS; a field not found is None with confidence 0."""
     text = unicodedata.normalize("NFKC", text).translate(_UNICODE_HYPHENS)

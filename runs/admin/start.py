@@ -1,0 +1,105 @@
+"""The admin's "Start a run" page: pick an agent, give its input (JSON or a document), start."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import messages
+from django.contrib.admin import ModelAdmin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from agentrunner.agents import InvalidAgentInput, all_agents
+from agentrunner.agents.builtin.document_extractor import input_from_upload
+from runs import services
+from runs.admin.display import run_link
+from runs.exceptions import RunError
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+
+class RunStartForm(forms.Form):
+    agent_type = forms.ChoiceField(label="Agent", help_text="What should run.")
+    input = forms.JSONField(
+        label="Input (JSON)",
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 10, "cols": 80, "style": "font-family: monospace"}),
+        help_text='An object matching the agent\'s input schema (shown below), e.g. {"seconds": 5} for wait.',
+    )
+    document = forms.FileField(
+        label="Document",
+        required=False,
+        help_text="For document-extractor: a PDF or text file instead of typing its text into the input.",
+    )
+    user_id = forms.UUIDField(
+        label="User id", required=False, help_text="Optional: the end user this run is for (a UUID)."
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["agent_type"].choices = [(name, name) for name in all_agents()]
+
+    def clean_input(self):
+        value = self.cleaned_data["input"]
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError('The input must be a JSON object, e.g. {"seconds": 5}.')
+        return value
+
+    def clean_document(self):
+        upload = self.cleaned_data["document"]
+        if upload is not None and upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(f"The document is too large (at most {MAX_UPLOAD_BYTES // 2**20} MB).")
+        return upload
+
+    def agent_input(self) -> dict:
+        data = dict(self.cleaned_data["input"])
+        upload = self.cleaned_data.get("document")
+        if upload is not None:
+            try:
+                data.update(input_from_upload(filename=upload.name, content=upload.read()))
+            except ValueError as exc:
+                self.add_error("document", str(exc))
+        return data
+
+
+def run_start_view(model_admin: ModelAdmin, request):
+    """Show the form; on POST start the run through the service and go to its page."""
+    if not model_admin.has_operate_permission(request):
+        raise PermissionDenied
+    form = RunStartForm(request.POST or None, request.FILES or None, initial=request.GET.dict())
+    if request.method == "POST" and form.is_valid():
+        data = form.agent_input()
+        if form.is_valid():
+            try:
+                run, _ = services.run_create(
+                    agent_type=form.cleaned_data["agent_type"],
+                    input=data,
+                    user_id=form.cleaned_data["user_id"],
+                    created_by=request.user,
+                )
+            except InvalidAgentInput as exc:
+                for path, errors in exc.errors.items():
+                    form.add_error("input", f"{path}: {'; '.join(errors)}")
+            except RunError as exc:  # e.g. the agent is busy and rejects new runs
+                form.add_error(None, str(exc))
+            else:
+                model_admin.log_addition(request, run, "Started from the admin.")
+                model_admin.message_user(request, format_html("Started run {}.", run_link(run.pk)), messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:runs_run_change", args=[run.pk]))
+    schemas = {name: json.dumps(cls.input_schema, indent=2) for name, cls in all_agents().items()}
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": "Start a run",
+        "form": form,
+        "schemas": schemas,
+        "descriptions": {name: cls.description for name, cls in all_agents().items()},
+    }
+    return TemplateResponse(request, "admin/runs/run/start.html", context)
