@@ -3,6 +3,7 @@
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from flows.definition import InvalidFlowDefinition
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -45,6 +46,15 @@ def exception_handler(exc, context):
     if isinstance(exc, InvalidAgentInput):
         errors = {f"input.{k}" if k != "input" else k: v for k, v in exc.errors.items()}
         return Response(error_body(str(exc), "invalid_input", errors), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, InvalidFlowDefinition):
+        errors, warnings = {}, {}
+        for problem in exc.problems:
+            (errors if problem.severity == "error" else warnings).setdefault(problem.path, []).append(problem.message)
+        count = sum(len(v) for v in errors.values())
+        detail = f"Invalid flow definition: {count} problem{'s' if count != 1 else ''}."
+        return Response(
+            error_body(detail, "invalid_definition", errors, warnings=warnings), status=status.HTTP_400_BAD_REQUEST
+        )
     if isinstance(exc, RunError):
         return Response(error_body(str(exc), exc.code, **exc.extra), status=exc.status_code)
     if isinstance(exc, Http404):

@@ -16,6 +16,8 @@ from rest_framework.views import APIView
 
 from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.api import NOT_FOUND, UNAUTHORIZED, error_response
+from flows.exceptions import FlowNotFound
+from flows.models import FlowVersion
 from runs import selectors, services
 from runs.exceptions import RunError
 from runs.models import OnBusyChoice, Run, RunStatus
@@ -47,8 +49,20 @@ BlockedBySerializer = inline_serializer(
 )
 
 
+FlowRefSerializer = inline_serializer(
+    name="FlowRef",
+    fields={
+        "slug": serializers.CharField(allow_null=True),
+        "version": serializers.IntegerField(),
+        "version_id": serializers.IntegerField(),
+    },
+)
+
+
 class RunOutputSerializer(serializers.ModelSerializer):
-    flow = serializers.SerializerMethodField(help_text="The flow this run executes; null for a single-agent run.")
+    flow = serializers.SerializerMethodField(
+        help_text="The flow version this run executes (slug null for an inline flow); null for a single-agent run."
+    )
     blocked_by = serializers.SerializerMethodField(
         help_text="While the run waits for a concurrency slot: who holds it, slots used / limit and its "
         "place in the queue. Null otherwise."
@@ -77,8 +91,16 @@ class RunOutputSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_flow(self, run) -> str | None:
-        return None  # flows arrive with the flows issue; an agent run has none
+    @extend_schema_field(FlowRefSerializer)
+    def get_flow(self, run):
+        version = run.flow_version
+        if version is None:
+            return None
+        return {
+            "slug": version.flow.slug if version.flow else None,
+            "version": version.number,
+            "version_id": version.pk,
+        }
 
     @extend_schema_field(BlockedBySerializer)
     def get_blocked_by(self, run):
@@ -124,8 +146,13 @@ class StepOutputSerializer(serializers.Serializer):
 
 
 class RunCreateInputSerializer(serializers.Serializer):
-    agent_type = serializers.CharField(max_length=100, help_text="A registered agent type (GET /api/v1/agents).")
-    input = JSONObjectField(required=False, default=dict, help_text="The agent's input; see its input_schema.")
+    agent_type = serializers.CharField(
+        max_length=100, required=False, help_text="A registered agent type (GET /api/v1/agents); or give `flow`."
+    )
+    flow = serializers.SlugField(
+        max_length=100, required=False, help_text="A flow's slug: runs its current version; or give `agent_type`."
+    )
+    input = JSONObjectField(required=False, default=dict, help_text="The agent's or flow's input.")
     user_id = serializers.UUIDField(required=False, allow_null=True, help_text="The end user the run is for.")
     idempotency_key = serializers.CharField(
         required=False,
@@ -137,6 +164,11 @@ class RunCreateInputSerializer(serializers.Serializer):
 
     class Meta:
         ref_name = "RunCreateRequest"
+
+    def validate(self, attrs):
+        if ("agent_type" in attrs) == ("flow" in attrs):
+            raise serializers.ValidationError({"agent_type": ["Give exactly one of agent_type and flow."]})
+        return attrs
 
 
 class AgentRunInputSerializer(serializers.Serializer):
@@ -359,13 +391,14 @@ class AgentUpdateApi(APIView):
 class RunFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
     agent_type = django_filters.CharFilter()
+    flow = django_filters.CharFilter(field_name="flow_version__flow__slug", help_text="A flow's slug.")
     user_id = django_filters.UUIDFilter()
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Run
-        fields = ["status", "agent_type", "user_id", "created_after", "created_before"]
+        fields = ["status", "agent_type", "flow", "user_id", "created_after", "created_before"]
 
 
 class RunListCreateApi(generics.ListAPIView):
@@ -417,22 +450,35 @@ class RunListCreateApi(generics.ListAPIView):
         data = RunCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        run, created = services.run_create(
-            agent_type=values["agent_type"],
-            input=values["input"],
-            user_id=values.get("user_id"),
-            created_by=request.user,
-            idempotency_key=values["idempotency_key"],
-        )
-        if not created and (run.agent_type != values["agent_type"] or run.input != values["input"]):
+        common = {
+            "input": values["input"],
+            "user_id": values.get("user_id"),
+            "created_by": request.user,
+            "idempotency_key": values["idempotency_key"],
+        }
+        if "flow" in values:
+            version = flow_current_version(values["flow"])
+            run, created = services.flow_run_create(version=version, **common)
+            same = run.flow_version_id is not None and run.flow_version.flow_id == version.flow_id
+        else:
+            run, created = services.run_create(agent_type=values["agent_type"], **common)
+            same = run.agent_type == values["agent_type"]
+        if not created and (not same or run.input != values["input"]):
             raise IdempotencyConflict()
         return Response(
             RunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
         )
 
 
+def flow_current_version(slug: str):
+    version = FlowVersion.objects.filter(flow__slug=slug).select_related("flow").order_by("-number").first()
+    if version is None:
+        raise FlowNotFound(f"No flow {slug!r}.")
+    return version
+
+
 class IdempotencyConflict(RunError):
-    """This idempotency key was already used for a different agent or input."""
+    """This idempotency key was already used for a different agent, flow or input."""
 
     status_code = 409
     code = "idempotency_conflict"
@@ -475,3 +521,26 @@ class RunStepsApi(APIView):
     def get(self, request, run_id):
         run = get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
         return Response(StepOutputSerializer(selectors.run_steps(run=run), many=True).data)
+
+
+class RunRetryApi(APIView):
+    @extend_schema(
+        operation_id="runs_retry",
+        summary="Resume a failed flow run from its failed step",
+        description="Earlier steps' outputs are kept; the failed task runs again as a new step.",
+        request=None,
+        responses={
+            202: RunOutputSerializer,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            409: error_response(
+                "Not a FAILED flow run.",
+                "Run ... is COMPLETED: only a FAILED flow run can be resumed.",
+                "not_resumable",
+            ),
+        },
+        tags=["runs"],
+    )
+    def post(self, request, run_id):
+        run = get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
+        return Response(RunOutputSerializer(services.run_resume(run_id=run.pk)).data, status=status.HTTP_202_ACCEPTED)

@@ -26,11 +26,9 @@ from django.utils import timezone
 
 from agentrunner.agents import AgentContext, AgentError, get_agent
 from agentrunner.agents.registry import UnknownAgentType
-from runs import dispatch, fastpath, slots
+from runs import dispatch, fastpath, progress, slots
 from runs.models import (
-    RUN_FINISHED,
     AttemptStatus,
-    ConcurrencyKey,
     EngineTick,
     Run,
     RunStatus,
@@ -39,37 +37,17 @@ from runs.models import (
     StepAttempt,
     StepStatus,
 )
+from runs.queueing import slots_pump, slots_pump_on_commit, step_enqueue
 
 log = structlog.get_logger("agentrunner.engine")
 
 WORKER_LOST = "worker_lost"
 START_DEADLINE = "start_deadline"
-RETRY_BACKOFF_SECONDS = 1.0
-RETRY_MAX_BACKOFF_SECONDS = 300.0
+TIMEOUT = "timeout"
 
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
-def start_deadline():
-    return timezone.now() + timedelta(seconds=settings.SLOT_START_DEADLINE_SECONDS)
-
-
-# --- entering the queue -------------------------------------------------------
-
-
-def step_enqueue(*, step: Step, limit: int | None) -> None:
-    """Inside a transaction: give a saved step a slot and dispatch it, or make it wait (FIFO)."""
-    step.status = StepStatus.QUEUED
-    if step.concurrency_key and not Slot.objects.filter(step=step).exists():
-        key = slots.key_lock(key=step.concurrency_key, limit=limit)
-        slots.slot_acquire_or_wait(key=key, step=step, expires_at=start_deadline())
-    if step.status == StepStatus.QUEUED:
-        step.dispatched_at = timezone.now()
-    step.save(update_fields=["status", "queued_at", "dispatched_at", "next_attempt_at"])
-    if step.status == StepStatus.QUEUED:
-        dispatch.steps_dispatch_on_commit([step.id])
 
 
 # --- claim --------------------------------------------------------------------
@@ -109,7 +87,7 @@ def step_claim(*, step_id: int, worker_id: str) -> Claim | None:
         if step.concurrency_key and not Slot.objects.filter(step=step).exists():
             # A slot that expired before a worker arrived (start deadline) was reaped;
             # join the queue again rather than run without one.
-            step_enqueue(step=step, limit=None)
+            step_enqueue(step=step, run=run)
             return None
         step.attempts += 1
         step.status = StepStatus.RUNNING
@@ -136,13 +114,19 @@ class Heartbeat(threading.Thread):
         self.claim = claim
         self.cancel_event = cancel_event
         self.stopped = threading.Event()
+        self.timed_out = False
 
     def run(self):
         poll = settings.CANCEL_POLL_SECONDS
         beat_every = settings.RUN_LEASE_SECONDS / 3
         last_beat = time.monotonic()
+        timeout = self.claim.step.timeout_seconds
+        deadline = last_beat + timeout if timeout else None
         try:
-            while not self.stopped.wait(poll):
+            while not self.stopped.wait(min(poll, max(deadline - time.monotonic(), 0.01)) if deadline else poll):
+                if deadline and time.monotonic() >= deadline and not self.timed_out:
+                    self.timed_out = True
+                    self.cancel_event.set()  # the agent stops as on cancel; the attempt fails with a timeout
                 try:
                     if Run.objects.filter(pk=self.claim.run.pk, cancel_requested_at__isnull=False).exists():
                         self.cancel_event.set()
@@ -225,6 +209,13 @@ def step_execute(*, step_id: int) -> None:
             output, error = None, _error_info(exc, code="output_not_json", retryable=False)
     finally:
         heartbeat.stop()
+    if heartbeat.timed_out:  # whatever the agent returned or raised once told to stop
+        output = None
+        error = {
+            "message": f"Timed out: the attempt ran longer than its timeout of {step.timeout_seconds:g} s.",
+            "code": TIMEOUT,
+            "retryable": True,
+        }
     elapsed_ms = round((time.monotonic() - started) * 1000)
     if error:
         bound.warning("agent_error", error=error["message"], code=error["code"], duration_ms=elapsed_ms)
@@ -293,39 +284,27 @@ def _attempt_outcome(*, step: Step, run: Run, output, error: dict | None, now) -
 
 
 def _step_retry_later(*, step: Step, error: dict, now) -> None:
-    delay = min(RETRY_BACKOFF_SECONDS * 2 ** (step.attempts - 1), RETRY_MAX_BACKOFF_SECONDS)
+    delay = min(step.backoff_seconds * 2 ** (step.attempts - 1), step.max_backoff_seconds)
     step.status = StepStatus.RETRYING
     step.error, step.error_code = error["message"], error["code"]
     step.next_attempt_at = now + timedelta(seconds=delay)
     step.worker_id, step.lease_expires_at = "", None
     step.save(update_fields=["status", "error", "error_code", "next_attempt_at", "worker_id", "lease_expires_at"])
     # An agent slot is not held while waiting to retry: the retry queues for it again.
-    if step.concurrency_key:
-        dispatch.steps_dispatch_on_commit(slots.slots_release(step_id=step.pk, expires_at=start_deadline()))
+    # (A flow slot belongs to the run and stays with it.)
+    slots_pump_on_commit(slots.slots_free_step(step_id=step.pk))
     log.info("step_retry_scheduled", step_id=step.pk, delay_seconds=delay, error=error["message"])
 
 
 def step_end(*, step: Step, run: Run, status: str, now) -> None:
-    """Finish a step and (single-step runs) its run; free its slots and wake the next waiter."""
+    """Finish a step, free its slot, and start the run's next step or end the run; wake waiters after commit."""
     step.status = status
     step.finished_at = now
     step.lease_expires_at = None
     step.save(update_fields=["status", "output", "error", "error_code", "finished_at", "lease_expires_at"])
-    run_status = {
-        StepStatus.SUCCESS: RunStatus.COMPLETED,
-        StepStatus.FAILED: RunStatus.FAILED,
-        StepStatus.CANCELLED: RunStatus.CANCELLED,
-    }[status]
-    Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED).update(
-        status=run_status,
-        result=step.output if status == StepStatus.SUCCESS else None,
-        error=step.error if status == StepStatus.FAILED else ("Cancelled." if status == StepStatus.CANCELLED else ""),
-        error_code=step.error_code if status == StepStatus.FAILED else "",
-        finished_at=now,
-        started_at=run.started_at or step.started_at or None,
-    )
-    if step.concurrency_key:
-        dispatch.steps_dispatch_on_commit(slots.slots_release(step_id=step.pk, expires_at=start_deadline()))
+    freed = slots.slots_free_step(step_id=step.pk)
+    freed += progress.after_step(step=step, run=run, now=now)
+    slots_pump_on_commit(freed)
 
 
 # --- recovery: reaper and the periodic tick ------------------------------------
@@ -387,7 +366,7 @@ def steps_retry_due(*, now=None) -> int:
             if step is None or step.status != StepStatus.RETRYING:
                 continue
             step.next_attempt_at = None
-            step_enqueue(step=step, limit=None)
+            step_enqueue(step=step, run=step.run)
             moved += 1
     return moved
 
@@ -410,16 +389,8 @@ def steps_redispatch_stale(*, now=None) -> int:
 
 def slots_pump_all() -> int:
     """Give free slots to waiting steps on every key that has waiters (e.g. after a limit was raised)."""
-    woken = 0
     keys = set(Step.objects.filter(status=StepStatus.WAITING).values_list("concurrency_key", flat=True))
-    for key_name in keys:
-        with transaction.atomic():
-            if not ConcurrencyKey.objects.filter(key=key_name).exists():
-                continue
-            ids = slots.slots_pump(key=slots.key_lock(key=key_name), expires_at=start_deadline())
-            dispatch.steps_dispatch_on_commit(ids)
-            woken += len(ids)
-    return woken
+    return sum(slots_pump(key=key) for key in sorted(keys))
 
 
 def engine_tick(*, worker_id: str, force: bool = False) -> dict | None:

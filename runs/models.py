@@ -87,7 +87,17 @@ class Run(models.Model):
     """One execution of an agent (a one-step flow) or of a flow version."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    agent_type = models.CharField("agent", max_length=100, db_index=True)
+    agent_type = models.CharField(
+        "agent", max_length=100, blank=True, db_index=True, help_text="Empty for a flow run (see flow version)."
+    )
+    flow_version = models.ForeignKey(
+        "flows.FlowVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="runs",
+        help_text="The flow version this run executes (pinned when it started); empty for a single-agent run.",
+    )
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
     input = models.JSONField("input", default=dict, blank=True, help_text="What the run was started with.")
     result = models.JSONField("result", null=True, blank=True, help_text="The agent's output, once completed.")
@@ -157,7 +167,11 @@ class Step(models.Model):
     error_code = models.CharField(max_length=50, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0, help_text="Attempts started so far.")
     max_attempts = models.PositiveIntegerField(default=1)
-    # Empty when the agent has no concurrency limit.
+    backoff_seconds = models.FloatField(default=1.0, help_text="First retry delay; doubles each attempt.")
+    max_backoff_seconds = models.FloatField(default=300.0)
+    timeout_seconds = models.FloatField(null=True, blank=True, help_text="An attempt running longer fails.")
+    # The key of the slot this step waits for or holds (its agent's, or its flow's while the run waits
+    # for one); empty when none applies.
     concurrency_key = models.CharField(max_length=200, blank=True, default="")
     # When the step joined the queue for its slot; FIFO order among WAITING steps.
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -230,13 +244,18 @@ class Slot(models.Model):
     key = models.ForeignKey(ConcurrencyKey, on_delete=models.CASCADE, related_name="slots", db_column="key")
     number = models.PositiveIntegerField(help_text="0 .. limit-1")
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="slots")
-    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="slots")
+    # Empty for a flow slot: it belongs to the run for its whole life, across steps.
+    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.CASCADE, related_name="slots")
     holder = models.CharField(
         max_length=200, blank=True, default="", help_text="Worker holding it; empty until a worker starts."
     )
     acquired_at = models.DateTimeField(auto_now_add=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    expires_at = models.DateTimeField(help_text="Start deadline until a worker holds it, then its lease.")
+    expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Start deadline until a worker holds it, then its lease; empty for a flow slot.",
+    )
 
     class Meta:
         verbose_name = "concurrency slot"
@@ -244,6 +263,9 @@ class Slot(models.Model):
             # At most one holder per slot number: a second guard besides the row lock.
             models.UniqueConstraint(fields=["key", "number"], name="slot_key_number_unique"),
             models.UniqueConstraint(fields=["key", "step"], name="slot_key_step_unique"),
+            models.UniqueConstraint(
+                fields=["key", "run"], condition=Q(step__isnull=True), name="slot_key_run_flow_unique"
+            ),
         ]
         indexes = [
             # Reaper: slots whose lease or start deadline passed.

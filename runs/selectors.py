@@ -43,7 +43,7 @@ def agent_list() -> list[dict]:
 
 def run_list(*, user=None) -> QuerySet[Run]:
     """Runs visible to a user: staff see all, others the runs they started."""
-    qs = Run.objects.all()
+    qs = Run.objects.select_related("flow_version__flow")
     if user is not None and not user.is_staff:
         qs = qs.filter(created_by=user)
     return qs

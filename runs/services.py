@@ -8,12 +8,16 @@ from typing import Any
 import structlog
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from flows.definition import ReferenceNotFound, concurrency_key_value
 
-from agentrunner.agents import ConcurrencyPolicy, OnBusy, all_agents, get_agent
+from agentrunner.agents import ConcurrencyPolicy, InvalidAgentInput, OnBusy, all_agents, get_agent
 from agentrunner.agents.registry import UnknownAgentType
-from runs import dispatch, engine, slots
+from flows.exceptions import FlowDisabled, RunNotResumable
+from flows.models import FlowVersion
+from runs import dispatch, engine, progress, slots
 from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
 from runs.models import AgentPolicy, Run, RunStatus, Slot, Step, StepStatus
+from runs.queueing import slots_pump, slots_pump_on_commit, start_deadline, step_enqueue
 from runs.selectors import agent_policy_get
 
 log = structlog.get_logger("agentrunner.runs")
@@ -71,7 +75,7 @@ def run_create(
             else:
                 if policy.on_busy == OnBusy.REJECT:
                     _take_slot_or_reject(key=key, limit=policy.limit, step=step, run=run)
-                engine.step_enqueue(step=step, limit=policy.limit)
+                step_enqueue(step=step, run=run)
     except IntegrityError:
         # A concurrent request with the same idempotency key won the race.
         if idempotency_key:
@@ -87,7 +91,7 @@ def _take_slot_or_reject(*, key: str, limit: int, step: Step, run: Run) -> None:
     # The slot is taken in the transaction that creates the run, so two concurrent
     # requests can never both be accepted; its expiry is the start deadline.
     locked = slots.key_lock(key=key, limit=limit)
-    if slots.slot_try_take(key=locked, step=step, expires_at=engine.start_deadline()) is None:
+    if slots.slot_try_take(key=locked, step=step, expires_at=start_deadline()) is None:
         holders = [str(r) for r in Slot.objects.filter(key=locked).values_list("run_id", flat=True)]
         log.warning("agent_busy", agent_type=run.agent_type, user_id=str(run.user_id) if run.user_id else None)
         raise AgentBusy(
@@ -161,8 +165,8 @@ def agent_policy_update(
         key_name = slots.agent_key(agent_type)
         if limit:
             # Waiting steps may now fit: hand out any new slots at once.
-            key = slots.key_lock(key=key_name, limit=limit)
-            dispatch.steps_dispatch_on_commit(slots.slots_pump(key=key, expires_at=engine.start_deadline()))
+            slots.key_lock(key=key_name, limit=limit)
+            slots_pump(key=key_name)
         else:
             # No limit any more: everyone waiting goes now, without a slot.
             waiting = list(
@@ -174,3 +178,99 @@ def agent_policy_update(
             dispatch.steps_dispatch_on_commit(waiting)
     log.info("agent_policy_updated", agent_type=agent_type, limit=limit, on_busy=on_busy)
     return agent_policy_get(agent_type=agent_type)
+
+
+def flow_run_create(
+    *,
+    version: FlowVersion,
+    input: dict[str, Any] | None,
+    user_id: uuid.UUID | None = None,
+    created_by=None,
+    idempotency_key: str = "",
+) -> tuple[Run, bool]:
+    """Start a run of a flow version; return (run, created). Raise AgentBusy on a `reject` flow at its limit."""
+    if version.flow is not None and not version.flow.enabled:
+        raise FlowDisabled(f"Flow {version.flow.slug!r} is disabled; enable it to start runs.")
+    definition = progress.definition_of(version.pk)
+    run_input = input or {}
+    key = ""
+    if definition.concurrency:
+        try:
+            value = concurrency_key_value(definition, run_input)
+        except ReferenceNotFound as exc:
+            raise InvalidAgentInput({"input": [f"The flow's concurrency key needs it: {exc}"]}) from None
+        name = version.flow.slug if version.flow else f"inline-{version.digest[:12]}"
+        key = f"{slots.FLOW_PREFIX}{name}" + (f":{value}" if value is not None else "")
+    created_by_id = getattr(created_by, "pk", None)
+    if idempotency_key:
+        existing = Run.objects.filter(created_by_id=created_by_id, idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                flow_version=version,
+                input=run_input,
+                user_id=user_id,
+                created_by_id=created_by_id,
+                idempotency_key=idempotency_key,
+                concurrency_key=key,
+            )
+            if key:
+                locked = slots.key_lock(key=key, limit=definition.concurrency.limit)
+                if definition.concurrency.on_busy == OnBusy.REJECT and not (
+                    not slots.has_waiters(key=locked)
+                    and slots.slot_try_take(key=locked, step=Step(run=run), expires_at=None)
+                ):
+                    raise AgentBusy(
+                        f"Flow {name!r} is already running at its concurrency limit "
+                        f"({definition.concurrency.limit}) for this key; try again when a run has finished.",
+                        limit=definition.concurrency.limit,
+                    )
+            freed = progress.step_start_task(
+                run=run, definition=definition, task_name=definition.start_task, sequence=0, now=timezone.now()
+            )
+            slots_pump_on_commit(freed)
+            first = run.steps.get(sequence=0)
+            if first.status == StepStatus.FAILED and first.error_code == "invalid_input":
+                # The caller's input does not fit the first task: refuse the run rather than record a failure.
+                raise InvalidAgentInput({"input": [first.error]})
+    except IntegrityError:
+        if idempotency_key:
+            existing = Run.objects.filter(created_by_id=created_by_id, idempotency_key=idempotency_key).first()
+            if existing:
+                return existing, False
+        raise
+    log.info("run_created", run_id=str(run.id), flow=key or str(version), user_id=str(user_id) if user_id else None)
+    return run, True
+
+
+def run_resume(*, run_id: uuid.UUID) -> Run:
+    """Resume a FAILED flow run from its failed step; earlier steps' outputs are kept."""
+    with transaction.atomic():
+        steps = list(Step.objects.select_for_update(of=("self",)).filter(run_id=run_id).order_by("sequence"))
+        run = Run.objects.filter(pk=run_id).first()
+        if run is None:
+            raise RunNotFound()
+        if run.status != RunStatus.FAILED or run.flow_version_id is None or not steps:
+            raise RunNotResumable(f"Run {run.id} is {run.status}: only a FAILED flow run can be resumed.")
+        failed = steps[-1]
+        Run.objects.filter(pk=run.pk, status=RunStatus.FAILED).update(
+            status=RunStatus.RUNNING, error="", error_code="", result=None, finished_at=None
+        )
+        run.refresh_from_db()
+        retry = Step.objects.create(
+            run=run,
+            sequence=failed.sequence + 1,
+            name=failed.name,
+            agent_type=failed.agent_type,
+            input=failed.input,
+            max_attempts=failed.max_attempts,
+            backoff_seconds=failed.backoff_seconds,
+            max_backoff_seconds=failed.max_backoff_seconds,
+            timeout_seconds=failed.timeout_seconds,
+            queued_at=timezone.now(),
+        )
+        step_enqueue(step=retry, run=run)
+    log.info("run_resumed", run_id=str(run.id), step=failed.name)
+    return run

@@ -1,8 +1,15 @@
 """Concurrency slots: lease rows counted and taken under a lock on their key row.
 
-Every function here expects to run inside `transaction.atomic()`. The key row is
-locked with SELECT ... FOR UPDATE on PostgreSQL; on SQLite the transaction is
-IMMEDIATE (settings), which serialises writers the same way.
+Taking a slot happens inside `transaction.atomic()` with the key row locked
+(SELECT ... FOR UPDATE on PostgreSQL; on SQLite the transaction is IMMEDIATE,
+which serialises writers the same way). Freeing a slot is a plain DELETE of the
+holder's own rows: a count can only go down, so it needs no lock; handing the
+freed slots to waiting steps ("pump") runs after commit in a transaction of its
+own. A transaction therefore holds key locks only in one order — the flow's key,
+then an agent's key — and cannot deadlock another.
+
+Two kinds of key: `agent:<type>` slots belong to one step; `flow:<...>` slots
+belong to a run for its whole life (their `step` is empty).
 """
 
 from __future__ import annotations
@@ -13,9 +20,15 @@ from django.utils import timezone
 
 from runs.models import ConcurrencyKey, Slot, Step, StepStatus
 
+FLOW_PREFIX = "flow:"
+
 
 def agent_key(agent_type: str) -> str:
     return f"agent:{agent_type}"
+
+
+def is_flow_key(key: str) -> bool:
+    return key.startswith(FLOW_PREFIX)
 
 
 def key_lock(*, key: str, limit: int | None = None) -> ConcurrencyKey:
@@ -29,14 +42,20 @@ def key_lock(*, key: str, limit: int | None = None) -> ConcurrencyKey:
     return row
 
 
-def slot_try_take(*, key: ConcurrencyKey, step: Step, expires_at: datetime, holder: str = "") -> Slot | None:
-    """With `key` locked, take its lowest free slot for `step`, or return None when all are taken."""
+def slot_try_take(*, key: ConcurrencyKey, step: Step, expires_at: datetime | None, holder: str = "") -> Slot | None:
+    """With `key` locked, take its lowest free slot for `step` (for its run, on a flow key); None when all are taken."""
     used = set(Slot.objects.filter(key=key).values_list("number", flat=True))
     if len(used) >= key.limit:
         return None
     number = min(set(range(len(used) + 1)) - used)
+    for_run = is_flow_key(key.key)
     return Slot.objects.create(
-        key=key, number=number, run_id=step.run_id, step=step, holder=holder, expires_at=expires_at
+        key=key,
+        number=number,
+        run_id=step.run_id,
+        step=None if for_run else step,
+        holder=holder,
+        expires_at=None if for_run else expires_at,
     )
 
 
@@ -44,7 +63,7 @@ def has_waiters(*, key: ConcurrencyKey) -> bool:
     return Step.objects.filter(concurrency_key=key.key, status=StepStatus.WAITING).exists()
 
 
-def slot_acquire_or_wait(*, key: ConcurrencyKey, step: Step, expires_at: datetime) -> bool:
+def slot_acquire_or_wait(*, key: ConcurrencyKey, step: Step, expires_at: datetime | None) -> bool:
     """With `key` locked, give `step` a slot (True) or put it at the back of the queue (False).
 
     A step never takes a free slot ahead of steps already waiting: FIFO.
@@ -52,30 +71,35 @@ def slot_acquire_or_wait(*, key: ConcurrencyKey, step: Step, expires_at: datetim
     if not has_waiters(key=key) and slot_try_take(key=key, step=step, expires_at=expires_at):
         return True
     step.status = StepStatus.WAITING
+    step.concurrency_key = key.key
     step.queued_at = timezone.now()
     return False
 
 
-def slots_pump(*, key: ConcurrencyKey, expires_at: datetime) -> list[int]:
-    """With `key` locked, hand free slots to the oldest WAITING steps; return their ids, now QUEUED."""
+def waiters_to_wake(*, key: ConcurrencyKey) -> list[Step]:
+    """With `key` locked: the oldest WAITING steps that fit in its free slots."""
     free = key.limit - Slot.objects.filter(key=key).count()
     if free <= 0:
         return []
-    waiters = list(
-        Step.objects.filter(concurrency_key=key.key, status=StepStatus.WAITING).order_by("queued_at", "id")[:free]
+    return list(
+        Step.objects.filter(concurrency_key=key.key, status=StepStatus.WAITING)
+        .select_related("run")
+        .order_by("queued_at", "id")[:free]
     )
-    now = timezone.now()
-    for step in waiters:
-        slot_try_take(key=key, step=step, expires_at=expires_at)
-        Step.objects.filter(pk=step.pk, status=StepStatus.WAITING).update(status=StepStatus.QUEUED, dispatched_at=now)
-    return [s.id for s in waiters]
 
 
-def slots_release(*, step_id: int, expires_at: datetime) -> list[int]:
-    """Free the step's slots and pump each key; return the ids of steps that got a slot."""
-    woken: list[int] = []
-    for key_name in list(Slot.objects.filter(step_id=step_id).values_list("key_id", flat=True)):
-        key = key_lock(key=key_name)
-        Slot.objects.filter(key=key, step_id=step_id).delete()
-        woken += slots_pump(key=key, expires_at=expires_at)
-    return woken
+def slots_free_step(*, step_id: int) -> list[str]:
+    """Free the slots a step holds; return their keys (to pump after commit)."""
+    return _free(Slot.objects.filter(step_id=step_id))
+
+
+def slots_free_run(*, run_id) -> list[str]:
+    """Free every slot a run holds (its flow slot and any step's); return their keys."""
+    return _free(Slot.objects.filter(run_id=run_id))
+
+
+def _free(queryset) -> list[str]:
+    keys = sorted(set(queryset.values_list("key_id", flat=True)))
+    if keys:
+        queryset.delete()
+    return keys

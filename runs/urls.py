@@ -10,4 +10,5 @@ urlpatterns = [
     path("runs", apis.RunListCreateApi.as_view(), name="runs-list"),
     path("runs/<uuid:run_id>", apis.RunDetailApi.as_view(), name="runs-detail"),
     path("runs/<uuid:run_id>/steps", apis.RunStepsApi.as_view(), name="runs-steps"),
+    path("runs/<uuid:run_id>/retry", apis.RunRetryApi.as_view(), name="runs-retry"),
 ]

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.test import TestCase
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -16,6 +17,18 @@ pytestmark = pytest.mark.django_db
 
 LIMITS = {"test-flaky": 2, "pass": 1}  # test-flaky: queue policy, 3 attempts; pass: reject policy
 PAST = timedelta(seconds=-3600)
+
+
+def committed(rule_body):
+    """Run a rule as if its transaction committed: waking waiters happens on commit."""
+
+    def wrapper(*args, **kwargs):
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            return rule_body(*args, **kwargs)
+
+    wrapper.__name__ = rule_body.__name__
+    wrapper.__doc__ = rule_body.__doc__
+    return wrapper
 
 
 class SlotMachine(RuleBasedStateMachine):
@@ -35,6 +48,7 @@ class SlotMachine(RuleBasedStateMachine):
         return list(Step.objects.filter(status=StepStatus.QUEUED).order_by("id"))
 
     @rule(agent=st.sampled_from(["test-flaky", "pass"]))
+    @committed
     def create(self, agent):
         try:
             services.run_create(agent_type=agent, input={})
@@ -43,6 +57,7 @@ class SlotMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: Step.objects.filter(status=StepStatus.QUEUED).exists())
     @rule(index=st.integers(0, 50), duplicate=st.booleans())
+    @committed
     def claim(self, index, duplicate):
         step = self._pick(self._queued(), index)
         self.workers += 1
@@ -54,11 +69,13 @@ class SlotMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.claims)
     @rule(index=st.integers(0, 50))
+    @committed
     def heartbeat(self, index):
         engine.step_heartbeat(claim=self._pick(list(self.claims.values()), index))
 
     @precondition(lambda self: self.claims)
     @rule(index=st.integers(0, 50), ok=st.booleans(), retryable=st.booleans())
+    @committed
     def finish(self, index, ok, retryable):
         claim = self._pick(list(self.claims.values()), index)
         error = None if ok else {"message": "boom", "code": "x", "retryable": retryable}
@@ -67,6 +84,7 @@ class SlotMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.claims)
     @rule(index=st.integers(0, 50))
+    @committed
     def worker_dies(self, index):
         """The worker stops heart-beating and its lease runs out (its claim is never finished)."""
         claim = self._pick(list(self.claims.values()), index)
@@ -74,11 +92,13 @@ class SlotMachine(RuleBasedStateMachine):
         Slot.objects.filter(step_id=claim.step.id).update(expires_at=timezone.now() + PAST)
 
     @rule()
+    @committed
     def start_deadlines_pass(self):
         Slot.objects.filter(holder="").update(expires_at=timezone.now() + PAST)
 
     @precondition(lambda self: Run.objects.exclude(status__in=["COMPLETED", "FAILED", "CANCELLED"]).exists())
     @rule(index=st.integers(0, 50))
+    @committed
     def cancel(self, index):
         run = self._pick(list(Run.objects.order_by("created_at")), index)
         try:
@@ -87,6 +107,7 @@ class SlotMachine(RuleBasedStateMachine):
             assert run.is_finished
 
     @rule()
+    @committed
     def tick(self):
         Step.objects.filter(status=StepStatus.RETRYING).update(next_attempt_at=timezone.now())
         engine.engine_tick(worker_id="ticker", force=True)

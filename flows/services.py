@@ -1,0 +1,86 @@
+"""Writes on flows: create, edit (a new immutable version), delete, and inline definitions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import structlog
+from django.db import IntegrityError, transaction
+
+from flows.definition import InvalidFlowDefinition, validate_definition
+from flows.exceptions import FlowInUse, FlowSlugTaken
+from flows.models import Flow, FlowVersion
+
+log = structlog.get_logger("agentrunner.flows")
+
+
+def definition_digest(definition) -> str:
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def definition_check(definition) -> list:
+    """Validate a definition; raise InvalidFlowDefinition with every problem if it has errors; return warnings."""
+    problems = validate_definition(definition)
+    if any(p.severity == "error" for p in problems):
+        raise InvalidFlowDefinition(problems)
+    return problems
+
+
+@transaction.atomic
+def flow_create(*, slug: str, name: str, definition, description: str = "", enabled: bool = True, owner=None) -> Flow:
+    """Create a flow and its version 1."""
+    definition_check(definition)
+    try:
+        with transaction.atomic():
+            flow = Flow.objects.create(slug=slug, name=name, description=description, enabled=enabled, owner=owner)
+    except IntegrityError:
+        raise FlowSlugTaken(f"A flow with the slug {slug!r} already exists.") from None
+    _version_add(flow=flow, definition=definition, created_by=owner)
+    log.info("flow_created", flow=slug)
+    return flow
+
+
+@transaction.atomic
+def flow_update(*, flow: Flow, user=None, definition=None, **fields) -> Flow:
+    """Change a flow's fields; a changed definition becomes a new version (runs keep theirs)."""
+    for name, value in fields.items():
+        setattr(flow, name, value)
+    flow.save()
+    if definition is not None:
+        definition_check(definition)
+        current = flow.current_version
+        if current is None or current.digest != definition_digest(definition):
+            version = _version_add(flow=flow, definition=definition, created_by=user)
+            log.info("flow_version_created", flow=flow.slug, version=version.number)
+    return flow
+
+
+def _version_add(*, flow: Flow, definition, created_by) -> FlowVersion:
+    # Lock the flow row: two concurrent edits must not both take the same number.
+    Flow.objects.select_for_update().filter(pk=flow.pk).first()
+    last = flow.versions.order_by("-number").values_list("number", flat=True).first() or 0
+    return FlowVersion.objects.create(
+        flow=flow, number=last + 1, definition=definition, digest=definition_digest(definition), created_by=created_by
+    )
+
+
+@transaction.atomic
+def flow_delete(*, flow: Flow) -> None:
+    """Delete a flow that has never run; one with runs must be disabled instead."""
+    if FlowVersion.objects.filter(flow=flow, runs__isnull=False).exists():
+        raise FlowInUse()
+    flow.delete()
+
+
+def inline_version(*, definition, created_by=None) -> FlowVersion:
+    """The version for an inline definition (POST /flow/execute); identical definitions share one."""
+    definition_check(definition)
+    digest = definition_digest(definition)
+    version = FlowVersion.objects.filter(flow__isnull=True, digest=digest).first()
+    if version is None:
+        version = FlowVersion.objects.create(
+            flow=None, number=1, definition=definition, digest=digest, created_by=created_by
+        )
+    return version
