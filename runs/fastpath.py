@@ -92,7 +92,7 @@ def claim(*, step_id: int, worker_id: str, now: datetime):
         row = cursor.fetchone()
         if row is None:
             return None
-            columns = [c.name for c in cursor.description]
+        columns = [c.name for c in cursor.description]
     values = dict(zip(columns, row, strict=True))
     step = Step(
         id=values["id"],

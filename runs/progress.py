@@ -12,10 +12,10 @@ import functools
 
 import structlog
 from django.utils import timezone
-from flows.definition import FlowDefinition, ReferenceNotFound, choose_next, parse_definition, resolve_input
 
 from agentrunner.agents import InvalidAgentInput, get_agent
 from agentrunner.agents.registry import UnknownAgentType
+from flows.definition import FlowDefinition, ReferenceNotFound, choose_next, parse_definition, resolve_input
 from flows.models import FlowVersion
 from runs import slots
 from runs.models import RUN_FINISHED, Run, RunStatus, Step, StepStatus
@@ -31,9 +31,14 @@ RUN_STATUS_AFTER = {
 MAX_STEPS = "max_steps"
 
 
-@functools.lru_cache(maxsize=256)
 def definition_of(version_id: int) -> FlowDefinition:
-    """Versions are immutable, so their parsed definition is cached per process."""
+    """The parsed definition of a version, cached per process by content digest (versions are immutable)."""
+    digest = FlowVersion.objects.values_list("digest", flat=True).get(pk=version_id)
+    return _parsed(digest, version_id)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(digest: str, version_id: int) -> FlowDefinition:
     return parse_definition(FlowVersion.objects.values_list("definition", flat=True).get(pk=version_id))
 
 

@@ -8,10 +8,10 @@ from typing import Any
 import structlog
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from flows.definition import ReferenceNotFound, concurrency_key_value
 
 from agentrunner.agents import ConcurrencyPolicy, InvalidAgentInput, OnBusy, all_agents, get_agent
 from agentrunner.agents.registry import UnknownAgentType
+from flows.definition import ReferenceNotFound, concurrency_key_value
 from flows.exceptions import FlowDisabled, RunNotResumable
 from flows.models import FlowVersion
 from runs import dispatch, engine, progress, slots

@@ -3,7 +3,15 @@
 import os
 import time
 
-from agentrunner.agents import Agent, AgentContext, ConcurrencyPolicy, OnBusy, RetryableAgentError, register
+from agentrunner.agents import (
+    Agent,
+    AgentContext,
+    ConcurrencyPolicy,
+    NonRetryableAgentError,
+    OnBusy,
+    RetryableAgentError,
+    register,
+)
 
 
 @register
@@ -39,3 +47,17 @@ class FlakyAgent(Agent):
         if context.attempt < context.input.get("succeed_on", 1):
             raise RetryableAgentError(f"attempt {context.attempt} failed on purpose")
         return {"attempt": context.attempt}
+
+
+@register
+class GateAgent(Agent):
+    """Succeed only while a file exists: lets a test fix the outside world between attempts."""
+
+    name = "test-gate"
+    description = "Test agent: fails (non-retryably) unless the file at `path` exists."
+    input_schema = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
+
+    def run(self, context: AgentContext) -> dict:
+        if not os.path.exists(context.input["path"]):
+            raise NonRetryableAgentError(f"gate closed: {context.input['path']} does not exist")
+        return {"gate": "open"}
