@@ -27,6 +27,7 @@ run: install
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py ensure_dev_superuser
+	$(BIN)/python manage.py ensure_demo_content
 	$(BIN)/python manage.py serve 127.0.0.1:8000
 
 ## test: lint, OpenAPI validation and the whole pytest suite (DATABASE_URL picks the database)

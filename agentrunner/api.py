@@ -3,13 +3,13 @@
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
-from flows.definition import InvalidFlowDefinition
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from agentrunner.agents import InvalidAgentInput
 from agentrunner.agents.registry import UnknownAgentType
+from flows.definition import InvalidFlowDefinition
 from runs.exceptions import RunError
 
 

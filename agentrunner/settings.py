@@ -207,7 +207,7 @@ SPECTACULAR_SETTINGS = {
 # lease means the worker is gone and the reaper recovers the step.
 RUN_LEASE_SECONDS = env_number("RUN_LEASE_SECONDS", 30.0)
 # How often the engine tick (reaper, due retries, lost messages) runs.
-ENGINE_TICK_SECONDS = env_number("ENGINE_TICK_SECONDS", 1.0)
+ENGINE_TICK_SECONDS = env_number("ENGINE_TICK_SECONDS", 0.5)
 # How often a running step checks for a cancel request (cancel latency).
 CANCEL_POLL_SECONDS = env_number("CANCEL_POLL_SECONDS", 0.5)
 # A slot taken when the run is accepted (`reject` policy) must be claimed by a
