@@ -1,0 +1,184 @@
+"""The flows API: definitions, versions, validation, starting runs; permissions and bad input."""
+
+import uuid
+
+import pytest
+from django.core.management import call_command
+
+from runs.models import Run, RunStatus, Step
+from tests.conftest import client_for
+from tests.flows.factories import chain, flow
+
+pytestmark = pytest.mark.django_db
+
+GOOD = chain(("a", "pass", {"x": "{{ input.x }}"}), ("b", "pass", {}))
+
+
+def error_shape(response, status):
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) >= {"detail", "code", "errors"}
+    return body
+
+
+def test_staff_create_a_flow_and_everyone_can_read_it(staff_api, api):
+    response = staff_api.post("/api/v1/flows", {"slug": "demo", "name": "Demo", "definition": GOOD}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["version"] == 1 and response.json()["owner"] == "staff"
+    assert api.get("/api/v1/flows/demo").json()["definition"] == GOOD
+    assert [f["slug"] for f in api.get("/api/v1/flows").json()] == ["demo"]
+
+
+def test_non_staff_cannot_change_flows(api):
+    flow(slug="demo")
+    error_shape(api.post("/api/v1/flows", {"slug": "x", "name": "x", "definition": GOOD}, format="json"), 403)
+    error_shape(api.patch("/api/v1/flows/demo", {"enabled": False}, format="json"), 403)
+    error_shape(api.delete("/api/v1/flows/demo"), 403)
+
+
+def test_invalid_definition_is_400_with_every_problem_by_path(staff_api):
+    bad = {
+        "name": "bad",
+        "start_task": "nope",
+        "tasks": [{"name": "a", "agent": "no-such-agent"}, {"name": "a", "agent": "wait", "input": {"seconds": "x"}}],
+        "conditions": [{"name": "c", "source_task": "a", "when": "output.(", "target_task_success": "ghost"}],
+    }
+    body = error_shape(
+        staff_api.post("/api/v1/flows", {"slug": "bad", "name": "Bad", "definition": bad}, format="json"), 400
+    )
+    assert body["code"] == "invalid_definition"
+    for path in ("start_task", "tasks[0].agent", "tasks[1].name", "tasks[1].input.seconds", "conditions[0].when"):
+        assert path in body["errors"], (path, body["errors"])
+    assert any("ghost" in m for msgs in body["errors"].values() for m in msgs)
+    assert not Run.objects.exists()
+
+
+def test_validate_reports_errors_and_warnings_without_saving(api):
+    unreachable = chain(("a", "pass", {}), ("island", "pass", {}), conditions=[])
+    body = api.post("/api/v1/flows/validate", {"definition": unreachable}, format="json").json()
+    assert body["valid"] is True
+    assert [p["path"] for p in body["problems"] if p["severity"] == "warning"] == ["tasks[1]"]
+    body = api.post("/api/v1/flows/validate", {"definition": {"tasks": 5}}, format="json").json()
+    assert body["valid"] is False and body["problems"]
+    error_shape(api.post("/api/v1/flows/validate", {}, format="json"), 400)
+
+
+def test_put_with_a_changed_definition_makes_a_new_version_and_patch_of_fields_does_not(staff_api):
+    flow(slug="demo", definition=GOOD)
+    changed = chain(("a", "pass", {}))
+    response = staff_api.put("/api/v1/flows/demo", {"name": "Demo 2", "definition": changed}, format="json")
+    assert response.status_code == 200 and response.json()["version"] == 2
+    assert staff_api.patch("/api/v1/flows/demo", {"enabled": False}, format="json").json()["version"] == 2
+    same = staff_api.patch("/api/v1/flows/demo", {"definition": changed}, format="json")
+    assert same.json()["version"] == 2  # an identical definition is not a new version
+    versions = staff_api.get("/api/v1/flows/demo/versions").json()
+    assert [v["number"] for v in versions] == [2, 1]
+    assert versions[1]["definition"] == GOOD
+
+
+def test_start_a_flow_run_and_read_it(api):
+    flow(slug="demo", definition=GOOD)
+    response = api.post("/api/v1/flows/demo/runs", {"input": {"x": 1}, "idempotency_key": "k"}, format="json")
+    assert response.status_code == 202
+    run_id = response.json()["run_id"]
+    again = api.post("/api/v1/flows/demo/runs", {"input": {"x": 1}, "idempotency_key": "k"}, format="json")
+    assert again.status_code == 200 and again.json()["run_id"] == run_id
+    run = api.get(f"/api/v1/runs/{run_id}").json()
+    assert run["flow"]["slug"] == "demo" and run["flow"]["version"] == 1
+    assert run["agent_type"] == ""
+    assert api.get("/api/v1/runs?flow=demo").json()["count"] == 1
+    steps = api.get(f"/api/v1/runs/{run_id}/steps").json()
+    assert [(s["name"], s["input"]) for s in steps] == [("a", {"x": 1})]
+
+
+def test_runs_api_starts_flows_too(api):
+    flow(slug="demo", definition=GOOD)
+    response = api.post("/api/v1/runs", {"flow": "demo", "input": {"x": 2}}, format="json")
+    assert response.status_code == 202 and response.json()["flow"]["slug"] == "demo"
+    error_shape(api.post("/api/v1/runs", {"flow": "demo", "agent_type": "pass"}, format="json"), 400)
+    error_shape(api.post("/api/v1/runs", {"flow": "ghost"}, format="json"), 404)
+
+
+def test_input_missing_for_the_first_task_is_400(api):
+    flow(slug="demo", definition=GOOD)
+    body = error_shape(api.post("/api/v1/flows/demo/runs", {"input": {}}, format="json"), 400)
+    assert "input.x" in body["detail"]
+    assert not Run.objects.exists()
+
+
+def test_disabled_unknown_and_busy_flows(api, staff_api):
+    flow(slug="demo", definition=GOOD, enabled=False)
+    assert error_shape(api.post("/api/v1/flows/demo/runs", {"input": {"x": 1}}, format="json"), 409)["code"] == (
+        "flow_disabled"
+    )
+    error_shape(api.post("/api/v1/flows/ghost/runs", {}, format="json"), 404)
+    error_shape(api.get("/api/v1/flows/ghost"), 404)
+    flow(slug="one", definition=chain(("a", "pass", {}), concurrency={"limit": 1, "on_busy": "reject"}))
+    assert api.post("/api/v1/flows/one/runs", {}, format="json").status_code == 202
+    assert error_shape(api.post("/api/v1/flows/one/runs", {}, format="json"), 409)["code"] == "agent_busy"
+
+
+def test_delete_only_a_flow_that_never_ran(staff_api):
+    flow(slug="unused")
+    assert staff_api.delete("/api/v1/flows/unused").status_code == 204
+    flow(slug="used", definition=GOOD)
+    staff_api.post("/api/v1/flows/used/runs", {"input": {"x": 1}}, format="json")
+    assert error_shape(staff_api.delete("/api/v1/flows/used"), 409)["code"] == "flow_in_use"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"slug": "Bad Slug!", "name": "x", "definition": GOOD},
+        {"slug": "ok", "name": "x", "definition": [1]},
+        {"slug": "ok", "name": "x"},
+        {"slug": "ok", "definition": GOOD},
+    ],
+)
+def test_create_bad_payloads_are_400(staff_api, payload):
+    error_shape(staff_api.post("/api/v1/flows", payload, format="json"), 400)
+
+
+def test_duplicate_slug_is_400(staff_api):
+    flow(slug="demo")
+    error_shape(staff_api.post("/api/v1/flows", {"slug": "demo", "name": "x", "definition": GOOD}, format="json"), 400)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"flow": {"tasks": []}},
+        {"flow": GOOD, "wait": 61},
+        {"flow": GOOD, "wait": -1},
+        {"flow": GOOD, "input": [1]},
+        {},
+    ],
+)
+def test_flow_execute_bad_input_is_400(api, payload):
+    error_shape(api.post("/api/v1/flow/execute", payload, format="json"), 400)
+
+
+def test_resume_endpoint(api, owner):
+    flow(slug="demo", definition=GOOD)
+    run_id = api.post("/api/v1/flows/demo/runs", {"input": {"x": 1}}, format="json").json()["run_id"]
+    assert error_shape(api.post(f"/api/v1/runs/{run_id}/retry"), 409)["code"] == "not_resumable"
+    Step.objects.filter(run_id=run_id).update(status="FAILED", error="boom")
+    Run.objects.filter(pk=run_id).update(status=RunStatus.FAILED, error="boom")
+    response = api.post(f"/api/v1/runs/{run_id}/retry")
+    assert response.status_code == 202 and response.json()["status"] == RunStatus.RUNNING
+    assert Step.objects.filter(run_id=run_id).count() == 2
+    error_shape(client_for_outsider(owner).post(f"/api/v1/runs/{run_id}/retry"), 404)
+    error_shape(api.post(f"/api/v1/runs/{uuid.uuid4()}/retry"), 404)
+
+
+def client_for_outsider(owner):
+    from django.contrib.auth import get_user_model
+
+    outsider = get_user_model().objects.create_user(username="someone-else", password="pw")
+    return client_for(outsider)
+
+
+def test_demo_content_command_is_idempotent(api):
+    call_command("ensure_demo_content")
+    call_command("ensure_demo_content")
+    assert api.get("/api/v1/flows/claim-intake").json()["version"] == 1
