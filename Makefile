@@ -42,6 +42,7 @@ lint: install-dev
 bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 bench: install-dev
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/flow_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
