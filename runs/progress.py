@@ -47,10 +47,14 @@ def after_step(*, step: Step, run: Run, now) -> list[str]:
     status = step.status
     if run.flow_version_id is None or status == StepStatus.CANCELLED or run.cancel_requested_at:
         run_status = RunStatus.CANCELLED if run.cancel_requested_at else RUN_STATUS_AFTER[status]
+        if run.flow_version_id:
+            result = flow_result(run=run)  # what the flow did before it was cancelled
+        else:
+            result = step.output if run_status == RunStatus.COMPLETED else None
         return run_end(
             run=run,
             status=run_status,
-            result=step.output if run_status == RunStatus.COMPLETED else None,
+            result=result,
             error=step.error if run_status == RunStatus.FAILED else "",
             error_code=step.error_code if run_status == RunStatus.FAILED else "",
             now=now,
