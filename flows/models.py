@@ -28,6 +28,9 @@ class Flow(models.Model):
 
     @property
     def current_version(self) -> "FlowVersion | None":
+        # Uses prefetched versions when the caller prefetched them (lists), else one query.
+        if "versions" in getattr(self, "_prefetched_objects_cache", {}):
+            return max(self.versions.all(), key=lambda v: v.number, default=None)
         return self.versions.order_by("-number").first()
 
 

@@ -42,14 +42,21 @@ def flow_create(*, slug: str, name: str, definition, description: str = "", enab
     return flow
 
 
+EDITABLE_FIELDS = {"name", "description", "enabled"}
+
+
 @transaction.atomic
 def flow_update(*, flow: Flow, user=None, definition=None, **fields) -> Flow:
-    """Change a flow's fields; a changed definition becomes a new version (runs keep theirs)."""
+    """Change a flow's name, description or enabled flag; a changed definition becomes a new version."""
+    unknown = set(fields) - EDITABLE_FIELDS
+    if unknown:
+        raise TypeError(f"flow_update cannot change {', '.join(sorted(unknown))}")
+    if definition is not None:
+        definition_check(definition)  # before touching anything
     for name, value in fields.items():
         setattr(flow, name, value)
     flow.save()
     if definition is not None:
-        definition_check(definition)
         current = flow.current_version
         if current is None or current.digest != definition_digest(definition):
             version = _version_add(flow=flow, definition=definition, created_by=user)

@@ -140,7 +140,7 @@ class Run(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.agent_type} {self.id}"
+        return f"{self.agent_type or 'flow run'} {self.id}"
 
     @property
     def is_finished(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -21,6 +22,9 @@ from runs.queueing import slots_pump, slots_pump_on_commit, start_deadline, step
 from runs.selectors import agent_policy_get
 
 log = structlog.get_logger("agentrunner.runs")
+
+# A flow's per-input concurrency key value longer than this is hashed (the key column holds 200).
+MAX_KEY_VALUE_CHARS = 80
 
 
 def run_create(
@@ -133,10 +137,12 @@ def run_cancel(*, run_id: uuid.UUID) -> Run:
 
 
 def run_rerun(*, run: Run, created_by=None) -> Run:
-    """Start a new run with the same agent and input."""
-    new_run, _ = run_create(
-        agent_type=run.agent_type, input=run.input, user_id=run.user_id, created_by=created_by, rerun_of=run
-    )
+    """Start a new run with the same agent (or flow version) and input."""
+    common = {"input": run.input, "user_id": run.user_id, "created_by": created_by, "rerun_of": run}
+    if run.flow_version_id:
+        new_run, _ = flow_run_create(version=run.flow_version, **common)
+    else:
+        new_run, _ = run_create(agent_type=run.agent_type, **common)
     return new_run
 
 
@@ -187,6 +193,7 @@ def flow_run_create(
     user_id: uuid.UUID | None = None,
     created_by=None,
     idempotency_key: str = "",
+    rerun_of: Run | None = None,
 ) -> tuple[Run, bool]:
     """Start a run of a flow version; return (run, created). Raise AgentBusy on a `reject` flow at its limit."""
     if version.flow is not None and not version.flow.enabled:
@@ -200,6 +207,8 @@ def flow_run_create(
         except ReferenceNotFound as exc:
             raise InvalidAgentInput({"input": [f"The flow's concurrency key needs it: {exc}"]}) from None
         name = version.flow.slug if version.flow else f"inline-{version.digest[:12]}"
+        if value is not None and len(value) > MAX_KEY_VALUE_CHARS:
+            value = "sha256-" + hashlib.sha256(value.encode()).hexdigest()
         key = f"{slots.FLOW_PREFIX}{name}" + (f":{value}" if value is not None else "")
     created_by_id = getattr(created_by, "pk", None)
     if idempotency_key:
@@ -215,9 +224,11 @@ def flow_run_create(
                 created_by_id=created_by_id,
                 idempotency_key=idempotency_key,
                 concurrency_key=key,
+                rerun_of=rerun_of,
             )
             if key:
                 locked = slots.key_lock(key=key, limit=definition.concurrency.limit)
+                # A flow slot belongs to the run: the step passed only names the run.
                 if definition.concurrency.on_busy == OnBusy.REJECT and not (
                     not slots.has_waiters(key=locked)
                     and slots.slot_try_take(key=locked, step=Step(run=run), expires_at=None)

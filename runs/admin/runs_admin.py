@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -21,11 +22,13 @@ from runs.admin.display import (
     ATTEMPT_COLOURS,
     CELL_STYLE,
     EMPTY,
+    FLOW_GRAPH_HELP,
     GREY,
     SHORT_ID,
     STEP_COLOURS,
     STEP_NOT_STARTED,
     TIMELINE_BAR_PX,
+    TIMELINE_GRID,
     TIMELINE_HELP,
     TIMELINE_MIN_BAR_PERCENT,
     WAITING_LABEL,
@@ -36,12 +39,16 @@ from runs.admin.display import (
     attempt_badge,
     badge,
     clock,
+    flow_graph,
+    flow_run_path,
+    flow_version_link,
     human_duration,
     nowrap,
     pre_text,
     pretty_json,
     run_badge,
     run_link,
+    timeline_scale,
     when,
 )
 from runs.admin.start import run_start_view
@@ -80,8 +87,12 @@ class RunStatusFilter(admin.SimpleListFilter):
 
 class RunChangeList(ChangeList):
     def get_queryset(self, request, exclude_parameters=None):
-        # The list never shows the JSON bodies, which can be large (extracted documents).
-        return super().get_queryset(request, exclude_parameters).defer("input", "result", "error")
+        # The list never shows the JSON bodies, which can be large (extracted documents), nor flow definitions.
+        return (
+            super()
+            .get_queryset(request, exclude_parameters)
+            .defer("input", "result", "error", "flow_version__definition")
+        )
 
 
 class CreatedFilter(admin.DateFieldListFilter):
@@ -94,7 +105,7 @@ class CreatedFilter(admin.DateFieldListFilter):
 class RunAdmin(admin.ModelAdmin):
     list_display = [
         "short_id",
-        "agent_type",
+        "agent_or_flow",
         "status_badge",
         "user_id_display",
         "created_by",
@@ -103,10 +114,10 @@ class RunAdmin(admin.ModelAdmin):
     ]
     list_display_links = ["short_id"]
     list_filter = [RunStatusFilter, "agent_type", ("created_at", CreatedFilter)]
-    list_select_related = ["created_by"]
+    list_select_related = ["created_by", "flow_version__flow"]
     ordering = ["-created_at"]
     search_fields = ["agent_type"]  # the real search is get_search_results
-    search_help_text = "Search by run id (full, or the 8-character short id), user id, or agent name."
+    search_help_text = "Search by run id (full, or the 8-character short id), user id, agent name or flow slug."
     empty_value_display = EMPTY
     actions = ["cancel_runs", "rerun_runs"]
 
@@ -132,6 +143,8 @@ class RunAdmin(admin.ModelAdmin):
         "result_pretty",
         "error_pretty",
         "timeline",
+        "flow_display",
+        "flow_graph_display",
     ]
 
     # -- permissions: nothing is edited in a form; "change" permission allows cancel and re-run
@@ -182,7 +195,7 @@ class RunAdmin(admin.ModelAdmin):
             value = None
         if value is not None:
             return queryset.filter(Q(pk=value) | Q(user_id=value)), False
-        condition = Q(agent_type__icontains=term)
+        condition = Q(agent_type__icontains=term) | Q(flow_version__flow__slug__icontains=term)
         if SHORT_ID.fullmatch(term):
             condition |= Q(id__startswith=term.lower())
         return queryset.filter(condition), False
@@ -191,6 +204,12 @@ class RunAdmin(admin.ModelAdmin):
     def short_id(self, obj: Run):
         short = str(obj.pk)[:8]
         return format_html('<span title="{}" style="font-family:monospace">{}</span>', obj.pk, short)
+
+    @admin.display(description="agent or flow", ordering="agent_type")
+    def agent_or_flow(self, obj: Run):
+        if obj.flow_version_id:
+            return nowrap(format_html("flow {}", flow_version_link(obj.flow_version)))
+        return obj.agent_type or EMPTY
 
     @admin.display(description="run id")
     def run_id(self, obj: Run):
@@ -232,6 +251,8 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         summary = list(self.summary_fields)
+        if obj is not None and obj.flow_version_id:
+            summary[summary.index("agent_type")] = "flow_display"
         if obj is not None:
             # Rows that are mostly empty appear only when they say something.
             if obj.error_code:
@@ -253,6 +274,8 @@ class RunAdmin(admin.ModelAdmin):
                     },
                 )
             )
+        if obj is not None and obj.flow_version_id:
+            fieldsets.append(("Flow", {"fields": ["flow_graph_display"], "description": FLOW_GRAPH_HELP}))
         fieldsets.append(("Input", {"fields": ["input_pretty"]}))
         fieldsets.append(("Result", {"fields": ["result_pretty"]}))
         if obj is not None and (obj.error or obj.error_code):
@@ -311,11 +334,11 @@ class RunAdmin(admin.ModelAdmin):
             holder_items or format_html("<li>{}</li>", "no run (a slot should free up shortly)"),
         )
 
-    @admin.display(description="input sent to the agent")
+    @admin.display(description="input the run started with")
     def input_pretty(self, obj: Run):
         return pretty_json(obj.input)
 
-    @admin.display(description="result returned by the agent")
+    @admin.display(description="result")
     def result_pretty(self, obj: Run):
         if obj.result is None:
             return "No result yet." if not obj.is_finished else "No result."
@@ -325,25 +348,65 @@ class RunAdmin(admin.ModelAdmin):
     def error_pretty(self, obj: Run):
         return pre_text(obj.error)
 
+    def _steps(self, obj: Run) -> list[Step]:
+        """The run's steps with their attempts, read once per page (the graph and the timeline both use them)."""
+        if not hasattr(obj, "_admin_steps"):
+            obj._admin_steps = list(selectors.run_steps(run=obj))
+        return obj._admin_steps
+
+    @admin.display(description="flow")
+    def flow_display(self, obj: Run):
+        version = obj.flow_version
+        if version is None:
+            return EMPTY
+        link = flow_version_link(version)
+        if version.flow is None:
+            return link
+        current = version.flow.versions.order_by("-number").values_list("number", flat=True).first()
+        if current and current != version.number:
+            return format_html(
+                "{} ({}; the flow is now at v{}, this run keeps the version it started with)",
+                link,
+                version.flow.name,
+                current,
+            )
+        return format_html("{} ({})", link, version.flow.name)
+
+    @admin.display(description="graph")
+    def flow_graph_display(self, obj: Run):
+        if obj.flow_version is None:
+            return EMPTY
+        path, statuses = flow_run_path(obj, self._steps(obj))
+        # The run's pinned version, not the flow's current one: that is what the run executed.
+        return flow_graph(obj.flow_version.definition, path=path, statuses=statuses)
+
     @admin.display(description="attempts")
     def timeline(self, obj: Run):
-        steps = list(selectors.run_steps(run=obj))
+        steps = self._steps(obj)
         attempts = [a for step in steps for a in step.attempt_set.all()]
         now = timezone.now()
         t0 = min((a.started_at for a in attempts), default=None)
         t1 = max((a.finished_at or now for a in attempts), default=None)
         span = max((t1 - t0).total_seconds(), 0.001) if t0 else 1.0
 
-        def bar(attempt) -> SafeString:
+        def bar(step, attempt) -> SafeString:
             start = (attempt.started_at - t0).total_seconds() / span * 100
             end = ((attempt.finished_at or now) - t0).total_seconds() / span * 100
             width = max(end - start, TIMELINE_MIN_BAR_PERCENT)
+            offset = (attempt.started_at - t0).total_seconds()
+            title = (
+                f"{step.name}, attempt {attempt.number}: from {human_duration(timedelta(seconds=offset))} to "
+                f"{human_duration((attempt.finished_at or now) - t0)}"
+                f"{'' if attempt.finished_at else ' (still running)'}, {when(attempt.started_at)} → "
+                f"{when(attempt.finished_at)}"
+            )
             return format_html(
-                '<div style="position:relative;height:14px;width:{}px;background:#e9ecef;border-radius:3px">'
-                '<div title="{}" style="position:absolute;top:0;bottom:0;left:{}%;width:{}%;background:{};'
+                '<div style="position:relative;height:16px;width:{}px;background:{};border-radius:3px">'
+                '<div title="{}" style="position:absolute;top:2px;bottom:2px;left:{}%;width:{}%;background:{};'
                 'border-radius:3px"></div></div>',
                 TIMELINE_BAR_PX,
-                f"{when(attempt.started_at)} → {when(attempt.finished_at)}",
+                TIMELINE_GRID,
+                title,
                 f"{min(start, 100 - width):.2f}",
                 f"{width:.2f}",
                 ATTEMPT_COLOURS.get(attempt.status, GREY),
@@ -357,7 +420,7 @@ class RunAdmin(admin.ModelAdmin):
                     step.name,
                     f"{attempt.number} of {step.max_attempts}",
                     attempt_badge(attempt.status),
-                    bar(attempt),
+                    bar(step, attempt),
                     clock(attempt.started_at),
                     clock(attempt.finished_at) if attempt.finished_at else "still running",
                     human_duration(attempt.duration),
@@ -379,7 +442,7 @@ class RunAdmin(admin.ModelAdmin):
                 rows.append(_timeline_row(cells, "", ""))
         if not rows:
             return "No steps yet."
-        axis = f"When (0 → {human_duration(t1 - t0)})" if t0 else "When"
+        axis = format_html("Time since the first attempt started{}", timeline_scale(span)) if t0 else "Time"
         headers = ["Step", "Attempt", "Status", axis, "Started", "Finished", "Duration", "Worker"]
         head = format_html_join("", '<th style="{}">{}</th>', ((CELL_STYLE, h) for h in headers))
         return format_html(
@@ -470,6 +533,11 @@ class RunAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.rerun_view),
                 name=f"{prefix}_rerun",
             ),
+            path(
+                "<path:object_id>/resume/",
+                self.admin_site.admin_view(self.resume_view),
+                name=f"{prefix}_resume",
+            ),
             *super().get_urls(),
         ]
 
@@ -501,6 +569,19 @@ class RunAdmin(admin.ModelAdmin):
             self.message_user(request, "The run was asked to stop; it stops within seconds.")
         else:
             self.message_user(request, "The run had already finished; nothing to cancel.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:runs_run_change", args=[run.pk]))
+
+    def resume_view(self, request, object_id):
+        run = self._button_run(request, object_id)
+        if not isinstance(run, Run):
+            return run
+        try:
+            services.run_resume(run_id=run.pk)
+        except RunError as exc:
+            self.message_user(request, f"The run was not resumed: {exc}", messages.ERROR)
+        else:
+            self.log_change(request, run, "Resumed from its failed step.")
+            self.message_user(request, "The run resumes from its failed step.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:runs_run_change", args=[run.pk]))
 
     def rerun_view(self, request, object_id):

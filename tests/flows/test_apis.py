@@ -182,3 +182,10 @@ def test_demo_content_command_is_idempotent(api):
     call_command("ensure_demo_content")
     call_command("ensure_demo_content")
     assert api.get("/api/v1/flows/claim-intake").json()["version"] == 1
+
+
+def test_flow_list_queries_do_not_grow_with_the_number_of_flows(api, django_assert_max_num_queries):
+    for i in range(5):
+        flow(slug=f"f{i}", definition=GOOD)
+    with django_assert_max_num_queries(5):
+        assert len(api.get("/api/v1/flows").json()) == 5

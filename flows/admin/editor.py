@@ -1,0 +1,160 @@
+"""The flow form: the definition as pretty-printed JSON, with every problem listed at its JSON path."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from django import forms
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from flows.definition import ERROR, WARNING, Problem, validate_definition
+from flows.models import Flow
+
+EDITOR_STYLE = (
+    "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace;font-size:12.5px;"
+    "line-height:1.45;width:100%;max-width:64em;box-sizing:border-box;tab-size:2;white-space:pre;"
+)
+# What a new flow's editor starts with: the smallest valid flow, to edit rather than to write from nothing.
+STARTER_DEFINITION = {
+    "name": "My flow",
+    "start_task": "first",
+    "tasks": [{"name": "first", "agent": "pass", "input": {"text": "{{ input.text }}"}}],
+    "conditions": [],
+}
+
+
+def pretty(definition) -> str:
+    return json.dumps(definition, indent=2, ensure_ascii=False)
+
+
+class PrettyJSONField(forms.JSONField):
+    """JSON in a monospace text area, pretty-printed; a syntax error says where it is."""
+
+    def prepare_value(self, value):
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, indent=2, ensure_ascii=False, cls=self.encoder)
+
+    def to_python(self, value):
+        if self.disabled or value in self.empty_values:
+            return super().to_python(value)
+        try:
+            return json.loads(value, cls=self.decoder)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                "This is not valid JSON: %(error)s at line %(line)s, column %(column)s.",
+                code="invalid",
+                params={"error": exc.msg, "line": exc.lineno, "column": exc.colno},
+            ) from None
+
+
+class DefinitionEditor(forms.Textarea):
+    """The text area, then every problem of the definition at its JSON path, then a "Check" button."""
+
+    def __init__(self):
+        super().__init__(attrs={"rows": 30, "spellcheck": "false", "style": EDITOR_STYLE, "class": "flow-definition"})
+        self.problems: list[Problem] = []
+        self.definition = None  # the definition the problems are about, to name the tasks they are in
+
+    def render(self, name, value, attrs=None, renderer=None):
+        editor = super().render(name, value, attrs, renderer)
+        return format_html(
+            '<div class="flow-editor">{}<div class="flow-problems" aria-live="polite">{}</div>'
+            '<p class="flow-check"><button type="button" class="button flow-check-button" data-url="{}">'
+            "Check the definition without saving</button></p></div>",
+            editor,
+            problem_list(self.problems, self.definition),
+            reverse("flows-validate"),
+        )
+
+
+_ITEM_PATH = re.compile(r"(tasks|conditions)\[(\d+)\]")
+
+
+def item_name(path: str, definition) -> str:
+    """ "task 'check'" for "tasks[1].agent": a path's place said with the name people know it by."""
+    match = _ITEM_PATH.match(path)
+    items = definition.get(match[1]) if match and isinstance(definition, dict) else None
+    if not isinstance(items, list) or int(match[2]) >= len(items) or not isinstance(items[int(match[2])], dict):
+        return ""
+    name = items[int(match[2])].get("name")
+    if not isinstance(name, str) or not name.strip():
+        return ""
+    return f"{'task' if match[1] == 'tasks' else 'condition'} {name!r}"
+
+
+def problem_list(problems: list[Problem], definition=None) -> SafeString | str:
+    """Errors, then warnings, each as `path (task 'name') — message`."""
+    parts = []
+    for severity, title, colour in (
+        (ERROR, "Errors (the flow cannot be saved until they are fixed)", "#ba2121"),
+        (WARNING, "Warnings (the flow can be saved)", "#8a6100"),
+    ):
+        found = [p for p in problems if p.severity == severity]
+        if not found:
+            continue
+        items = format_html_join(
+            "",
+            '<li><code style="color:{}">{}</code>{} — {}</li>',
+            ((colour, p.path or "(the whole definition)", _in_item(p.path, definition), p.message) for p in found),
+        )
+        parts.append(
+            format_html(
+                '<div class="flow-problems-{}" style="margin-top:8px"><strong style="color:{}">{}</strong>'
+                '<ul style="margin:4px 0 0 0;padding-left:20px">{}</ul></div>',
+                severity,
+                colour,
+                title,
+                items,
+            )
+        )
+    return format_html_join("", "{}", ((p,) for p in parts)) if parts else ""
+
+
+def _in_item(path: str, definition) -> SafeString | str:
+    name = item_name(path, definition)
+    return format_html(' <span class="flow-problem-item">({})</span>', name) if name else ""
+
+
+class FlowForm(forms.ModelForm):
+    definition = PrettyJSONField(
+        widget=DefinitionEditor(),
+        help_text=(
+            "The flow's tasks and conditions, in JSON. Saving a changed definition creates a new version; "
+            "runs that already started keep theirs."
+        ),
+    )
+
+    class Meta:
+        model = Flow
+        fields = ["slug", "name", "description", "enabled"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "definition" not in self.initial:
+            current = self.instance.current_version if self.instance.pk else None
+            self.initial["definition"] = current.definition if current else STARTER_DEFINITION
+        if self.instance.pk is None and not self.is_bound:
+            self.fields["definition"].widget.problems = []
+        elif not self.is_bound:
+            # Warnings of the saved definition (e.g. an unreachable task) are shown from the start.
+            self.fields["definition"].widget.problems = validate_definition(self.initial["definition"])
+            self.fields["definition"].widget.definition = self.initial["definition"]
+
+    def clean_definition(self):
+        definition = self.cleaned_data["definition"]
+        problems = validate_definition(definition)
+        self.fields["definition"].widget.problems = problems
+        self.fields["definition"].widget.definition = definition
+        errors = [p for p in problems if p.severity == ERROR]
+        if errors:
+            raise forms.ValidationError(
+                "The definition has %(count)s error(s), listed under the editor with their place in the JSON "
+                "(e.g. %(first)s). Nothing was saved.",
+                code="invalid_definition",
+                params={"count": len(errors), "first": errors[0].path or "the whole definition"},
+            )
+        return definition

@@ -1,0 +1,256 @@
+"""The flow admin: list, edit (a changed definition is a new version), graph, version history, delete."""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from django.contrib import admin, messages
+from django.db.models import Count, Max
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from agentrunner.agents import all_agents
+from flows import services
+from flows.admin.editor import FlowForm, pretty
+from flows.admin.run_now import RUN_PERMISSION, flow_run_view
+from flows.definition import WARNING
+from flows.exceptions import FlowInUse
+from flows.models import Flow, FlowVersion
+from runs.admin.display import EMPTY, PRE_STYLE, flow_graph, nowrap, when
+
+DIFF_COLOURS = {"+": "#d1e7dd", "-": "#f8d7da", "@": "#e7f1ff"}
+DIFF_CONTEXT_LINES = 2
+
+
+@admin.register(Flow)
+class FlowAdmin(admin.ModelAdmin):
+    form = FlowForm
+    list_display = ["slug", "name", "enabled", "version_display", "owner", "runs_display", "updated_at"]
+    list_display_links = ["slug", "name"]
+    list_filter = ["enabled"]
+    list_select_related = ["owner"]
+    search_fields = ["slug", "name"]
+    readonly_fields = ["owner", "created_at", "updated_at", "current_version_display", "versions_table"]
+
+    def get_queryset(self, request):
+        # One query for the list: the current version's number and the runs of every version.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(version_number=Max("versions__number"), run_count=Count("versions__runs", distinct=True))
+        )
+
+    def get_fieldsets(self, request, obj=None):
+        definition = ("Definition", {"fields": ["definition"], "description": definition_help()})
+        if obj is None:
+            return [(None, {"fields": ["slug", "name", "description", "enabled"]}), definition]
+        return [
+            (None, {"fields": ["slug", "name", "description", "enabled", "owner", "current_version_display"]}),
+            definition,
+            ("Versions", {"fields": ["versions_table"], "description": "Newest first; runs keep their version."}),
+        ]
+
+    def get_prepopulated_fields(self, request, obj=None):
+        return {"slug": ("name",)} if obj is None else {}
+
+    def get_readonly_fields(self, request, obj=None):
+        # The slug names the flow in the API (/api/v1/flows/<slug>/runs): clients would break if it changed.
+        return [*self.readonly_fields, "slug"] if obj is not None else self.readonly_fields
+
+    # -- list
+
+    @admin.display(description="version", ordering="version_number")
+    def version_display(self, obj: Flow):
+        return f"v{obj.version_number}" if obj.version_number else EMPTY
+
+    @admin.display(description="runs", ordering="run_count")
+    def runs_display(self, obj: Flow):
+        return obj.run_count
+
+    # -- change page
+
+    def _versions(self, obj: Flow) -> list[FlowVersion]:
+        """The flow's versions, newest first, read once per page."""
+        if not hasattr(obj, "_admin_versions"):
+            obj._admin_versions = list(
+                obj.versions.select_related("created_by").annotate(run_count=Count("runs")).order_by("-number")
+            )
+        return obj._admin_versions
+
+    @admin.display(description="current version")
+    def current_version_display(self, obj: Flow):
+        versions = self._versions(obj)
+        if not versions:
+            return EMPTY
+        return format_html("v{}, saved {} by {}", versions[0].number, when(versions[0].created_at), _user(versions[0]))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The graph spans the page's width under the first fieldset (see the change_form template), where a
+        # read-only field would lose a column to its label.
+        versions = self._versions(obj) if obj is not None else []
+        context["flow_graph"] = flow_graph(versions[0].definition) if versions else None
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="versions")
+    def versions_table(self, obj: Flow):
+        versions = self._versions(obj)
+        if not versions:
+            return EMPTY
+        rows = []
+        for index, version in enumerate(versions):
+            previous = versions[index + 1] if index + 1 < len(versions) else None
+            runs_url = reverse("admin:runs_run_changelist") + f"?flow_version__id__exact={version.pk}"
+            runs = format_html('<a href="{}">{}</a>', runs_url, version.run_count) if version.run_count else "0"
+            cells = (
+                format_html("<strong>v{}</strong>", version.number),
+                _user(version),
+                nowrap(when(version.created_at)),
+                runs,
+                version_diff(previous, version),
+            )
+            rows.append(
+                format_html_join("", '<td style="padding:4px 8px;vertical-align:top">{}</td>', ((c,) for c in cells))
+            )
+        head = format_html_join(
+            "",
+            '<th style="padding:4px 8px">{}</th>',
+            ((h,) for h in ("Version", "Saved by", "Saved at", "Runs", "Changes from the version before")),
+        )
+        return format_html(
+            '<table style="border-collapse:collapse;width:100%"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+            head,
+            format_html_join("", "<tr>{}</tr>", ((r,) for r in rows)),
+        )
+
+    # -- saving and deleting: through the services
+
+    def save_form(self, request, form, change):
+        # Not form.save(): the services write (a changed definition becomes a new version).
+        return form.instance
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        fields = {"name": data["name"], "description": data["description"], "enabled": data["enabled"]}
+        if change:
+            before = obj.current_version
+            services.flow_update(flow=obj, user=request.user, definition=data["definition"], **fields)
+            after = obj.current_version
+            if before is None or after.pk != before.pk:
+                self.message_user(
+                    request,
+                    f"The definition changed: it is now version {after.number}. Runs already started keep theirs.",
+                    messages.INFO,
+                )
+        else:
+            flow = services.flow_create(slug=data["slug"], definition=data["definition"], owner=request.user, **fields)
+            obj.pk = flow.pk
+            obj.refresh_from_db()
+            obj._state.adding = False
+        warnings = [p for p in form.fields["definition"].widget.problems if p.severity == WARNING]
+        if warnings:
+            items = format_html_join(
+                "; ", "<code>{}</code> — {}", ((p.path or "(definition)", p.message) for p in warnings)
+            )
+            self.message_user(
+                request, format_html("Saved with {} warning(s): {}", len(warnings), items), messages.WARNING
+            )
+
+    def save_related(self, request, form, formsets, change):
+        pass  # a flow has no many-to-many fields nor inlines; its versions are written by the services
+
+    def delete_model(self, request, obj):
+        services.flow_delete(flow=obj)
+
+    def delete_queryset(self, request, queryset):
+        kept = []
+        for flow in queryset:
+            try:
+                services.flow_delete(flow=flow)
+            except FlowInUse:
+                kept.append(flow.slug)
+        if kept:
+            self.message_user(
+                request,
+                f"Not deleted because they have runs (disable them instead): {', '.join(kept)}.",
+                messages.WARNING,
+            )
+
+    # -- "Run now"
+
+    def has_run_permission(self, request, obj=None) -> bool:
+        return self.has_view_permission(request, obj) and request.user.has_perm(RUN_PERMISSION)
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("<path:object_id>/run/", self.admin_site.admin_view(self.run_view), name=f"{info[0]}_{info[1]}_run"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_run": self.has_run_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def run_view(self, request, object_id):
+        return flow_run_view(self, request, object_id)
+
+
+def definition_help() -> SafeString:
+    """How a definition reads, in three sentences, with the agents there are (the admin shows it unescaped)."""
+    agents = format_html_join(", ", "<code>{}</code>", ((name,) for name in sorted(all_agents())))
+    return format_html(
+        "Each task runs an agent ({}) on its <code>input</code>, which can use the run's input "
+        "(<code>{{{{ input.document }}}}</code>) and earlier tasks' outputs "
+        "(<code>{{{{ steps.extract.output.fields }}}}</code>). After a task, the first of its conditions that holds "
+        "(an <code>outcome</code> of success or failure, or a <code>when</code> expression) sends the flow to its "
+        "<code>target_task_success</code>; if none holds, the last one's <code>target_task_failure</code> "
+        "(by default <code>end</code>) decides. A task without conditions ends the flow.",
+        agents,
+    )
+
+
+def _user(version: FlowVersion) -> str:
+    return version.created_by.get_username() if version.created_by else EMPTY
+
+
+_HUNK = re.compile(r"@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+def _hunk_header(line: str) -> str:
+    """ "@@ -59,5 +59,5 @@" says where a change is: "@ line 59" reads better."""
+    match = _HUNK.match(line)
+    return f"@ line {match[1]}" if match else line
+
+
+def version_diff(previous: FlowVersion | None, version: FlowVersion) -> SafeString | str:
+    """What changed from the version before, as a unified diff of the pretty JSON (escaped, coloured)."""
+    if previous is None:
+        return "First version."
+    lines = list(
+        difflib.unified_diff(
+            pretty(previous.definition).splitlines(),
+            pretty(version.definition).splitlines(),
+            fromfile=f"v{previous.number}",
+            tofile=f"v{version.number}",
+            n=DIFF_CONTEXT_LINES,
+            lineterm="",
+        )
+    )[2:]  # without the ---/+++ header: the summary says which versions
+    added = sum(1 for line in lines if line.startswith("+"))
+    removed = sum(1 for line in lines if line.startswith("-"))
+    body = format_html_join(
+        "",
+        '<span style="display:block;background:{}">{}</span>',
+        ((DIFF_COLOURS.get(line[:1], "transparent"), _hunk_header(line) or " ") for line in lines),
+    )
+    return format_html(
+        '<details class="flow-diff"><summary>Compared with v{}: {} line(s) added, {} removed</summary>'
+        '<pre style="{}">{}</pre></details>',
+        previous.number,
+        added,
+        removed,
+        PRE_STYLE,
+        body,
+    )

@@ -1,0 +1,175 @@
+"""The admin's "Run now" page for a flow: its input (JSON, or a document), then the run starts."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.admin import ModelAdmin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from agentrunner.agents import InvalidAgentInput
+from agentrunner.agents.builtin.document_extractor import input_from_upload
+from flows.admin.editor import EDITOR_STYLE, PrettyJSONField
+from flows.models import FlowVersion
+from flows.references import INPUT, Reference, ReferenceSyntaxError, iter_templates, parse_template, references_in
+from runs import services as run_services
+from runs.admin.display import flow_graph, run_link
+from runs.exceptions import RunError
+from runs.models import Run
+
+DOCUMENT_AGENT = "document-extractor"
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+RUN_PERMISSION = "runs.change_run"  # starting runs, as on the run list's "Start a run" page
+
+
+def flow_run_view(model_admin: ModelAdmin, request, object_id):
+    """Show the form; on POST start a run of the flow's current version through the service and go to its page."""
+    flow = model_admin.get_object(request, object_id)
+    if flow is None:
+        return model_admin._get_obj_does_not_exist_redirect(request, model_admin.opts, object_id)
+    if not model_admin.has_run_permission(request, flow):
+        raise PermissionDenied
+    version = flow.current_version
+    document_field = document_input_field(version.definition) if version else None
+    latest = Run.objects.filter(flow_version__flow=flow).order_by("-created_at").only("input", "created_at").first()
+    initial = {"input": latest.input if latest else input_skeleton(version.definition if version else {})}
+    form = FlowRunForm(request.POST or None, request.FILES or None, initial=initial, document_field=document_field)
+    if request.method == "POST" and form.is_valid():
+        run_input = form.run_input()
+        if form.is_valid():
+            run = _start(request, form, version, run_input)
+            if run is not None:
+                model_admin.log_addition(request, run, f"Started from the admin: flow {flow.slug} v{version.number}.")
+                model_admin.message_user(
+                    request,
+                    format_html("Started run {} of {} v{}.", run_link(run.pk), flow.slug, version.number),
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:runs_run_change", args=[run.pk]))
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "original": flow,
+        "title": f"Run {flow}",
+        "subtitle": None,
+        "flow": flow,
+        "version": version,
+        "form": form,
+        "graph": flow_graph(version.definition) if version else None,
+        "input_fields": input_fields(version.definition) if version else [],
+        "prefilled_from": latest,
+    }
+    return TemplateResponse(request, "admin/flows/flow/run.html", context)
+
+
+def _start(request, form: FlowRunForm, version: FlowVersion | None, run_input: dict) -> Run | None:
+    if version is None:
+        form.add_error(None, "This flow has no version to run.")
+        return None
+    try:
+        run, _ = run_services.flow_run_create(
+            version=version, input=run_input, user_id=form.cleaned_data["user_id"], created_by=request.user
+        )
+    except InvalidAgentInput as exc:
+        for where, errors in exc.errors.items():
+            prefix = "" if where == "input" else f"{where}: "
+            form.add_error("input", prefix + "; ".join(errors))
+    except RunError as exc:  # the flow is busy (AgentBusy) or disabled (FlowDisabled)
+        form.add_error(None, str(exc))
+    else:
+        return run
+    return None
+
+
+def _input_references(definition) -> list[Reference]:
+    """Every `{{ input... }}` reference in the tasks' inputs; a malformed one is skipped (the flow is saved valid)."""
+    found = []
+    tasks = definition.get("tasks") if isinstance(definition, dict) else None
+    for task in tasks if isinstance(tasks, list) else []:
+        if not isinstance(task, dict):
+            continue
+        for _, text in iter_templates(task.get("input")):
+            try:
+                found += [r for r in references_in(text) if r.root == INPUT]
+            except ReferenceSyntaxError:
+                continue
+    return found
+
+
+def input_fields(definition) -> list[str]:
+    """The run input's top-level fields that the flow's tasks read, in order."""
+    names = (str(r.segments[0]) for r in _input_references(definition) if r.segments)
+    return list(dict.fromkeys(names))
+
+
+def input_skeleton(definition) -> dict:
+    return {name: "" for name in input_fields(definition)}
+
+
+def document_input_field(definition) -> str | None:
+    """The input field a document-extractor task takes whole (`"input": "{{ input.document }}"`), if any."""
+    tasks = definition.get("tasks") if isinstance(definition, dict) else None
+    for task in tasks if isinstance(tasks, list) else []:
+        if not isinstance(task, dict) or task.get("agent") != DOCUMENT_AGENT or not isinstance(task.get("input"), str):
+            continue
+        try:
+            ref = parse_template(task["input"])
+        except ReferenceSyntaxError:
+            continue
+        if isinstance(ref, Reference) and ref.root == INPUT and len(ref.segments) == 1:
+            return str(ref.segments[0])
+    return None
+
+
+class FlowRunForm(forms.Form):
+    input = PrettyJSONField(
+        label="Input (JSON)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false", "style": EDITOR_STYLE}),
+        help_text="A JSON object; the tasks read its fields as {{ input.<field> }}.",
+    )
+    document = forms.FileField(label="Document", required=False)
+    user_id = forms.UUIDField(
+        label="User id", required=False, help_text="Optional: the end user this run is for (a UUID)."
+    )
+
+    def __init__(self, *args, document_field: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.document_field = document_field
+        if document_field is None:
+            del self.fields["document"]
+        else:
+            self.fields[
+                "document"
+            ].help_text = (
+                f"Optional: a PDF or text file, put into the input as {document_field!r} (replacing what is there)."
+            )
+        self.fields["input"].widget.attrs["placeholder"] = '{"field": "value"}'
+
+    def clean_input(self):
+        value = self.cleaned_data["input"]
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError('The input must be a JSON object, e.g. {"document": "…"}.')
+        return value
+
+    def clean_document(self):
+        upload = self.cleaned_data.get("document")
+        if upload is not None and upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(f"The document is too large (at most {MAX_UPLOAD_BYTES // 2**20} MB).")
+        return upload
+
+    def run_input(self) -> dict:
+        data = dict(self.cleaned_data["input"])
+        upload = self.cleaned_data.get("document")
+        if upload is not None and self.document_field:
+            try:
+                data[self.document_field] = input_from_upload(filename=upload.name, content=upload.read())
+            except ValueError as exc:
+                self.add_error("document", str(exc))
+        return data
