@@ -39,6 +39,7 @@ from flows.references import (
     ReferenceSyntaxError,
     format_location,
     iter_templates,
+    json_kind,
     lookup,
     parse_reference,
     parse_template,
@@ -241,7 +242,7 @@ class _Validator:
     def run(self) -> list[Problem]:
         flow = self.definition
         if not isinstance(flow, dict):
-            self.error("", f"a flow definition must be a JSON object, not {_kind(flow)}")
+            self.error("", f"a flow definition must be a JSON object, not {json_kind(flow)}")
             return self.problems
         self.unknown_keys(flow, _FLOW_KEYS, "")
         if not _is_name(flow.get("name")):
@@ -263,7 +264,7 @@ class _Validator:
         if tasks is None:
             self.error("tasks", "required: a non-empty list of tasks")
         elif not isinstance(tasks, list):
-            self.error("tasks", f"must be a list of tasks, not {_kind(tasks)}")
+            self.error("tasks", f"must be a list of tasks, not {json_kind(tasks)}")
         elif not tasks:
             self.error("tasks", "must contain at least one task")
         else:
@@ -272,7 +273,7 @@ class _Validator:
                 self.check_task(index, task, seen)
         conditions = flow.get("conditions")
         if conditions is not None and not isinstance(conditions, list):
-            self.error("conditions", f"must be a list of conditions, not {_kind(conditions)}")
+            self.error("conditions", f"must be a list of conditions, not {json_kind(conditions)}")
         elif conditions:
             self.check_conditions(conditions, check_targets=tasks_ok)
         if tasks_ok and _is_name(start) and start in self.task_names:
@@ -297,7 +298,7 @@ class _Validator:
         if concurrency is None:
             return
         if not isinstance(concurrency, dict):
-            self.error("concurrency", f"must be an object, not {_kind(concurrency)}")
+            self.error("concurrency", f"must be an object, not {json_kind(concurrency)}")
             return
         self.unknown_keys(concurrency, _CONCURRENCY_KEYS, "concurrency")
         limit = concurrency.get("limit")
@@ -316,7 +317,7 @@ class _Validator:
     def check_task(self, index: int, task: Any, seen: dict[str, int]) -> None:
         path = f"tasks[{index}]"
         if not isinstance(task, dict):
-            self.error(path, f"a task must be an object, not {_kind(task)}")
+            self.error(path, f"a task must be an object, not {json_kind(task)}")
             return
         self.unknown_keys(task, _TASK_KEYS, path)
         name = task.get("name")
@@ -366,7 +367,7 @@ class _Validator:
                 self.error(path, "must be an object, or a single {{ reference }} to one")
                 return
         elif not isinstance(value, dict):
-            self.error(path, f"must be an object, not {_kind(value)}")
+            self.error(path, f"must be an object, not {json_kind(value)}")
             return
         dynamic: list[Location] = []
         for location, text in iter_templates(value):
@@ -404,7 +405,7 @@ class _Validator:
         if retry is None:
             return
         if not isinstance(retry, dict):
-            self.error(path, f"must be an object, not {_kind(retry)}")
+            self.error(path, f"must be an object, not {json_kind(retry)}")
             return
         self.unknown_keys(retry, _RETRY_KEYS, path)
         attempts = retry.get("max_attempts")
@@ -429,7 +430,7 @@ class _Validator:
         for index, condition in enumerate(conditions):
             path = f"conditions[{index}]"
             if not isinstance(condition, dict):
-                self.error(path, f"a condition must be an object, not {_kind(condition)}")
+                self.error(path, f"a condition must be an object, not {json_kind(condition)}")
                 continue
             self.unknown_keys(condition, _CONDITION_KEYS, path)
             name = condition.get("name")
@@ -526,25 +527,11 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
     return error.message.replace(quoted, quoted[: _QUOTE_LIMIT - 3] + "...")
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
 def _key_path(key: Any) -> str:
     """Return the path inside the run input that `concurrency.key` names ("customer_id" for "input.customer_id")."""
     expected = f'must be "{FLOW_KEY}" or "input.<field>", e.g. "input.customer_id"'
     if not isinstance(key, str):
-        raise ValueError(f"{expected}; not {_kind(key)}")
+        raise ValueError(f"{expected}; not {json_kind(key)}")
     if not key.strip().startswith(INPUT):
         raise ValueError(f"{expected}; not {key!r}")
     try:

@@ -204,10 +204,11 @@ def _step_into(value: Any, segment: Segment, *, walked: str, ref: Reference, pat
         if index >= len(value):
             raise ReferenceNotFound(path, ref.text, f"{walked} has {len(value)} items, no index {index}")
         return value[index]
-    raise ReferenceNotFound(path, ref.text, f"{walked} is {_json_kind(value)}, not an object or list")
+    raise ReferenceNotFound(path, ref.text, f"{walked} is {json_kind(value)}, not an object or list")
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """How a JSON value is named in messages: "null", "a number", "a list", ..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -216,6 +217,8 @@ def _json_kind(value: Any) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, list):
+        return "a list"
     return f"a {type(value).__name__}"
 
 

@@ -45,49 +45,63 @@ def run_create(
     data = agent.validate_input(input)
     policy = agent_policy_get(agent_type=agent_type)
     key = slots.agent_key(agent_type) if policy.limit else ""
+
+    def start(run: Run) -> None:
+        now = timezone.now()
+        step = Step.objects.create(
+            run=run,
+            sequence=0,
+            name=agent_type,
+            agent_type=agent_type,
+            input=data,
+            max_attempts=agent.max_attempts,
+            concurrency_key=key,
+            queued_at=now,
+            dispatched_at=None if key else now,
+        )
+        if not key:
+            dispatch.steps_dispatch_on_commit([step.id])
+        else:
+            if policy.on_busy == OnBusy.REJECT:
+                _take_slot_or_reject(key=key, limit=policy.limit, step=step, run=run)
+            step_enqueue(step=step, run=run)
+
+    run, created = _run_insert(
+        fields={
+            "agent_type": agent_type,
+            "input": data,
+            "user_id": user_id,
+            "concurrency_key": key,
+            "rerun_of": rerun_of,
+        },
+        created_by=created_by,
+        idempotency_key=idempotency_key,
+        start=start,
+    )
+    if created:
+        log.info("run_created", run_id=str(run.id), agent_type=agent_type, user_id=str(user_id) if user_id else None)
+    return run, created
+
+
+def _run_insert(*, fields: dict, created_by, idempotency_key: str, start) -> tuple[Run, bool]:
+    """Insert a run and call start(run) in one transaction; an idempotency key already used returns its run."""
     created_by_id = getattr(created_by, "pk", None)
 
-    if idempotency_key:
-        existing = Run.objects.filter(created_by_id=created_by_id, idempotency_key=idempotency_key).first()
-        if existing:
-            return existing, False
+    def existing() -> Run | None:
+        if not idempotency_key:
+            return None
+        return Run.objects.filter(created_by_id=created_by_id, idempotency_key=idempotency_key).first()
+
+    if found := existing():
+        return found, False
     try:
         with transaction.atomic():
-            run = Run.objects.create(
-                agent_type=agent_type,
-                input=data,
-                user_id=user_id,
-                created_by_id=created_by_id,
-                idempotency_key=idempotency_key,
-                concurrency_key=key,
-                rerun_of=rerun_of,
-            )
-            now = timezone.now()
-            step = Step.objects.create(
-                run=run,
-                sequence=0,
-                name=agent_type,
-                agent_type=agent_type,
-                input=data,
-                max_attempts=agent.max_attempts,
-                concurrency_key=key,
-                queued_at=now,
-                dispatched_at=None if key else now,
-            )
-            if not key:
-                dispatch.steps_dispatch_on_commit([step.id])
-            else:
-                if policy.on_busy == OnBusy.REJECT:
-                    _take_slot_or_reject(key=key, limit=policy.limit, step=step, run=run)
-                step_enqueue(step=step, run=run)
+            run = Run.objects.create(created_by_id=created_by_id, idempotency_key=idempotency_key, **fields)
+            start(run)
     except IntegrityError:
-        # A concurrent request with the same idempotency key won the race.
-        if idempotency_key:
-            existing = Run.objects.filter(created_by_id=created_by_id, idempotency_key=idempotency_key).first()
-            if existing:
-                return existing, False
+        if found := existing():  # a concurrent request with the same key won the race
+            return found, False
         raise
-    log.info("run_created", run_id=str(run.id), agent_type=agent_type, user_id=str(user_id) if user_id else None)
     return run, True
 
 
@@ -210,50 +224,44 @@ def flow_run_create(
         if value is not None and len(value) > MAX_KEY_VALUE_CHARS:
             value = "sha256-" + hashlib.sha256(value.encode()).hexdigest()
         key = f"{slots.FLOW_PREFIX}{name}" + (f":{value}" if value is not None else "")
-    created_by_id = getattr(created_by, "pk", None)
-    if idempotency_key:
-        existing = Run.objects.filter(created_by_id=created_by_id, idempotency_key=idempotency_key).first()
-        if existing:
-            return existing, False
-    try:
-        with transaction.atomic():
-            run = Run.objects.create(
-                flow_version=version,
-                input=run_input,
-                user_id=user_id,
-                created_by_id=created_by_id,
-                idempotency_key=idempotency_key,
-                concurrency_key=key,
-                rerun_of=rerun_of,
-            )
-            if key:
-                locked = slots.key_lock(key=key, limit=definition.concurrency.limit)
-                # A flow slot belongs to the run: the step passed only names the run.
-                if definition.concurrency.on_busy == OnBusy.REJECT and not (
-                    not slots.has_waiters(key=locked)
-                    and slots.slot_try_take(key=locked, step=Step(run=run), expires_at=None)
-                ):
-                    raise AgentBusy(
-                        f"Flow {name!r} is already running at its concurrency limit "
-                        f"({definition.concurrency.limit}) for this key; try again when a run has finished.",
-                        limit=definition.concurrency.limit,
-                    )
-            freed = progress.step_start_task(
-                run=run, definition=definition, task_name=definition.start_task, sequence=0, now=timezone.now()
-            )
-            slots_pump_on_commit(freed)
-            first = run.steps.get(sequence=0)
-            if first.status == StepStatus.FAILED and first.error_code == "invalid_input":
-                # The caller's input does not fit the first task: refuse the run rather than record a failure.
-                raise InvalidAgentInput({"input": [first.error]})
-    except IntegrityError:
-        if idempotency_key:
-            existing = Run.objects.filter(created_by_id=created_by_id, idempotency_key=idempotency_key).first()
-            if existing:
-                return existing, False
-        raise
-    log.info("run_created", run_id=str(run.id), flow=key or str(version), user_id=str(user_id) if user_id else None)
-    return run, True
+
+    def start(run: Run) -> None:
+        if key:
+            locked = slots.key_lock(key=key, limit=definition.concurrency.limit)
+            # A flow slot belongs to the run: the step passed only names the run.
+            if definition.concurrency.on_busy == OnBusy.REJECT and not (
+                not slots.has_waiters(key=locked)
+                and slots.slot_try_take(key=locked, step=Step(run=run), expires_at=None)
+            ):
+                raise AgentBusy(
+                    f"Flow {name!r} is already running at its concurrency limit "
+                    f"({definition.concurrency.limit}) for this key; try again when a run has finished.",
+                    limit=definition.concurrency.limit,
+                )
+        freed = progress.step_start_task(
+            run=run, definition=definition, task_name=definition.start_task, sequence=0, now=timezone.now()
+        )
+        slots_pump_on_commit(freed)
+        first = run.steps.get(sequence=0)
+        if first.status == StepStatus.FAILED and first.error_code == "invalid_input":
+            # The caller's input does not fit the first task: refuse the run rather than record a failure.
+            raise InvalidAgentInput({"input": [first.error]})
+
+    run, created = _run_insert(
+        fields={
+            "flow_version": version,
+            "input": run_input,
+            "user_id": user_id,
+            "concurrency_key": key,
+            "rerun_of": rerun_of,
+        },
+        created_by=created_by,
+        idempotency_key=idempotency_key,
+        start=start,
+    )
+    if created:
+        log.info("run_created", run_id=str(run.id), flow=key or str(version), user_id=str(user_id) if user_id else None)
+    return run, created
 
 
 def run_resume(*, run_id: uuid.UUID) -> Run:
