@@ -186,8 +186,10 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Agent Runner API",
     "DESCRIPTION": (
-        "Start runs of agents (and, later, flows), poll their state, read results and the "
-        "timeline of every attempt. Authenticate with `Authorization: Token <key>`."
+        "Start runs of agents and of flows (agents chained with conditions), poll their state, read "
+        "results and the timeline of every attempt; staff define flows. Authenticate with "
+        "`Authorization: Token <key>` (or the admin session). Errors are always "
+        '`{"detail", "code", "errors"}` with a 4xx status.'
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
