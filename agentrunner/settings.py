@@ -224,6 +224,48 @@ STEP_MAX_SECONDS = env_number("STEP_MAX_SECONDS", 3660, int)
 # Extra modules whose import registers agents (the built-ins are always loaded).
 AGENT_MODULES = env.list("AGENT_MODULES", default=[])
 
+# --- Outbound HTTP (http-request agent) ---------------------------------------
+# Off by default: agents reach no network unless the operator allows it.
+ALLOW_EXTERNAL_REQUESTS = env_bool("ALLOW_EXTERNAL_REQUESTS", False)
+# Hosts and CIDRs always allowed, even private ones (e.g. "api.internal,10.1.0.0/16,127.0.0.1").
+HTTP_AGENT_ALLOWLIST = env.list("HTTP_AGENT_ALLOWLIST", default=[])
+HTTP_AGENT_CONNECT_TIMEOUT_SECONDS = env_number("HTTP_AGENT_CONNECT_TIMEOUT_SECONDS", 5.0)
+HTTP_AGENT_READ_TIMEOUT_SECONDS = env_number("HTTP_AGENT_READ_TIMEOUT_SECONDS", 30.0)
+HTTP_AGENT_MAX_RESPONSE_BYTES = env_number("HTTP_AGENT_MAX_RESPONSE_BYTES", 5 * 1024 * 1024, int)
+HTTP_AGENT_MAX_REDIRECTS = env_number("HTTP_AGENT_MAX_REDIRECTS", 5, int)
+
+# --- LLM gateway -----------------------------------------------------------------
+# Failover order; providers without credentials are skipped.
+LLM_PROVIDERS = env.list("LLM_PROVIDERS", default=["openai", "anthropic", "local"])
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")  # empty = the SDK's default
+OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
+ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
+ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-3-5-haiku-latest")
+# Any OpenAI-compatible server (vLLM, Ollama, llama.cpp): enabled when its base URL is set.
+LOCAL_LLM_BASE_URL = env.str("LOCAL_LLM_BASE_URL", default="")
+LOCAL_LLM_API_KEY = env.str("LOCAL_LLM_API_KEY", default="local")
+LOCAL_LLM_MODEL = env.str("LOCAL_LLM_MODEL", default="llama3.1")
+LLM_TIMEOUT_SECONDS = env_number("LLM_TIMEOUT_SECONDS", 60.0)
+LLM_MAX_RETRIES = env_number("LLM_MAX_RETRIES", 2, int)  # per provider, on retryable errors
+LLM_RETRY_BACKOFF_SECONDS = env_number("LLM_RETRY_BACKOFF_SECONDS", 0.5)
+LLM_BREAKER_FAILURES = env_number("LLM_BREAKER_FAILURES", 5, int)  # consecutive failures that open it
+LLM_BREAKER_RESET_SECONDS = env_number("LLM_BREAKER_RESET_SECONDS", 30.0)  # open -> half-open probe
+# Monthly token budget per owner (the account that starts runs); 0 = unlimited. Per-user overrides in the admin.
+LLM_MONTHLY_TOKEN_BUDGET = env_number("LLM_MONTHLY_TOKEN_BUDGET", 0, int)
+LLM_BUDGET_WARNING_RATIO = env_number("LLM_BUDGET_WARNING_RATIO", 0.8)
+# USD per million tokens: {"model": [prompt, completion]}; models not listed cost 0 (e.g. local ones).
+LLM_PRICES = env.json(
+    "LLM_PRICES",
+    default={
+        "gpt-4o-mini": [0.15, 0.60],
+        "gpt-4o": [2.50, 10.00],
+        "claude-3-5-haiku-latest": [0.80, 4.00],
+        "claude-3-5-sonnet-latest": [3.00, 15.00],
+    },
+)
+
 # --- django-q2 ------------------------------------------------------------
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="agentrunner"),

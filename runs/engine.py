@@ -188,6 +188,9 @@ def step_execute(*, step_id: int) -> None:
         user_id=run.user_id,
         cancel_event=cancel_event,
         log=bound,
+        step_id=step.pk,
+        owner_id=run.created_by_id,
+        token_budget=run.token_budget,
     )
     heartbeat = Heartbeat(claim, cancel_event)
     heartbeat.start()

@@ -35,7 +35,8 @@ WITH claimed AS (
        AND r.id = s.run_id AND r.cancel_requested_at IS NULL AND r.status <> ALL(%(finished)s)
  RETURNING s.id, s.run_id, s.sequence, s.name, s.agent_type, s.input, s.attempts, s.max_attempts,
            s.backoff_seconds, s.max_backoff_seconds, s.timeout_seconds, s.started_at,
-           r.user_id, r.flow_version_id, r.input AS run_input, r.created_at, r.started_at AS run_started_at
+           r.user_id, r.flow_version_id, r.input AS run_input, r.created_at, r.started_at AS run_started_at,
+           r.created_by_id, r.token_budget
 ), attempt AS (
     INSERT INTO {StepAttempt._meta.db_table} (step_id, number, status, worker_id, started_at, error, error_code)
     SELECT id, attempts, %(attempt_running)s, %(worker)s, %(now)s, '', '' FROM claimed
@@ -118,6 +119,8 @@ def claim(*, step_id: int, worker_id: str, now: datetime):
         input=_json(values["run_input"]),
         created_at=values["created_at"],
         started_at=values["run_started_at"] or now,
+        created_by_id=values["created_by_id"],
+        token_budget=values["token_budget"],
         status=RunStatus.RUNNING,
     )
     step.run = run

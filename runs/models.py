@@ -118,6 +118,12 @@ class Run(models.Model):
     )
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     concurrency_key = models.CharField(max_length=200, blank=True, default="")
+    token_budget = models.PositiveIntegerField(
+        "token budget",
+        null=True,
+        blank=True,
+        help_text="Most LLM tokens (prompt + completion) this run may use; empty = no per-run limit.",
+    )
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -13,7 +13,7 @@ import functools
 import structlog
 from django.utils import timezone
 
-from agentrunner.agents import InvalidAgentInput, get_agent
+from agentrunner.agents import BudgetExceededError, InvalidAgentInput, get_agent
 from agentrunner.agents.registry import UnknownAgentType
 from flows.definition import FlowDefinition, ReferenceNotFound, choose_next, parse_definition, resolve_input
 from flows.models import FlowVersion
@@ -29,6 +29,7 @@ RUN_STATUS_AFTER = {
     StepStatus.CANCELLED: RunStatus.CANCELLED,
 }
 MAX_STEPS = "max_steps"
+BUDGET_EXCEEDED = BudgetExceededError.code
 
 
 def definition_of(version_id: int) -> FlowDefinition:
@@ -45,6 +46,17 @@ def _parsed(digest: str, version_id: int) -> FlowDefinition:
 def after_step(*, step: Step, run: Run, now) -> list[str]:
     """With the step locked: start the next step or end the run; return the slot keys freed."""
     status = step.status
+    if status == StepStatus.FAILED and step.error_code == BUDGET_EXCEEDED:
+        # A budget is not a branch to route around: the run stops here.
+        return run_end(
+            run=run,
+            status=RunStatus.BUDGET_EXCEEDED,
+            result=flow_result(run=run) if run.flow_version_id else None,
+            error=step.error,
+            error_code=step.error_code,
+            now=now,
+            started_at=step.started_at,
+        )
     if run.flow_version_id is None or status == StepStatus.CANCELLED or run.cancel_requested_at:
         run_status = RunStatus.CANCELLED if run.cancel_requested_at else RUN_STATUS_AFTER[status]
         if run.flow_version_id:

@@ -51,6 +51,12 @@ class NonRetryableAgentError(AgentError):
     code = "non_retryable_error"
 
 
+class BudgetExceededError(AgentError):
+    """A token budget (the run's or its owner's monthly) does not allow this call; the run ends BUDGET_EXCEEDED."""
+
+    code = "budget_exceeded"
+
+
 class InvalidAgentInput(AgentError):
     """The input does not match the agent's input schema."""
 
@@ -72,6 +78,11 @@ class AgentContext:
     user_id: uuid.UUID | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     log: Any = None
+    step_id: int | None = None
+    # The account that started the run (Run.created_by): whose monthly LLM budget is used.
+    owner_id: int | None = None
+    # The run's token budget (None = no per-run limit).
+    token_budget: int | None = None
 
     def __post_init__(self):
         if self.log is None:
