@@ -153,6 +153,9 @@ class ValidateOutputSerializer(serializers.Serializer):
 
 class FlowRunInputSerializer(serializers.Serializer):
     input = JSONObjectField(required=False, default=dict)
+    token_budget = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Overrides the flow's `budget.max_tokens`."
+    )
     user_id = serializers.UUIDField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
 

@@ -85,7 +85,8 @@ DEFAULT_BACKOFF_SECONDS = 1
 DEFAULT_MAX_BACKOFF_SECONDS = 300
 MAX_BACKOFF_SECONDS = 86_400
 
-_FLOW_KEYS = ("name", "description", "start_task", "max_steps", "concurrency", "tasks", "conditions")
+_FLOW_KEYS = ("name", "description", "start_task", "max_steps", "concurrency", "budget", "tasks", "conditions")
+MAX_TOKEN_BUDGET = 1_000_000_000
 _TASK_KEYS = ("name", "description", "agent", "input", "retry", "timeout_seconds")
 _CONDITION_KEYS = (
     "name",
@@ -183,6 +184,7 @@ class FlowDefinition:
     conditions: tuple[Condition, ...]
     concurrency: FlowConcurrency | None
     max_steps: int
+    token_budget: int | None = None  # `budget.max_tokens`: LLM tokens one run of the flow may use
 
     @cached_property
     def _conditions_by_task(self) -> dict[str, list[Condition]]:
@@ -260,6 +262,7 @@ class _Validator:
         elif tasks_ok and start not in self.task_names:
             self.error("start_task", f"{start!r} is not a task; tasks: {self.task_list()}")
         self.check_max_steps(flow)
+        self.check_budget(flow)
         self.check_concurrency(flow)
         if tasks is None:
             self.error("tasks", "required: a non-empty list of tasks")
@@ -292,6 +295,18 @@ class _Validator:
         value = flow.get("max_steps")
         if value is not None and not (_is_int(value) and 1 <= value <= MAX_MAX_STEPS):
             self.error("max_steps", f"must be a whole number from 1 to {MAX_MAX_STEPS}")
+
+    def check_budget(self, flow: dict) -> None:
+        budget = flow.get("budget")
+        if budget is None:
+            return
+        if not isinstance(budget, dict):
+            self.error("budget", f'must be an object like {{"max_tokens": 20000}}, not {json_kind(budget)}')
+            return
+        self.unknown_keys(budget, ("max_tokens",), "budget")
+        value = budget.get("max_tokens")
+        if not (_is_int(value) and 1 <= value <= MAX_TOKEN_BUDGET):
+            self.error("budget.max_tokens", f"must be a whole number from 1 to {MAX_TOKEN_BUDGET}")
 
     def check_concurrency(self, flow: dict) -> None:
         concurrency = flow.get("concurrency")
@@ -594,6 +609,7 @@ def parse_definition(definition: Any) -> FlowDefinition:
         conditions=conditions,
         concurrency=concurrency,
         max_steps=definition.get("max_steps") or DEFAULT_MAX_STEPS,
+        token_budget=(definition.get("budget") or {}).get("max_tokens"),
     )
 
 

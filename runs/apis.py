@@ -82,6 +82,7 @@ class RunOutputSerializer(serializers.ModelSerializer):
             "error_code",
             "user_id",
             "idempotency_key",
+            "token_budget",
             "created_at",
             "started_at",
             "finished_at",
@@ -161,6 +162,12 @@ class RunCreateInputSerializer(serializers.Serializer):
         default="",
         help_text="Sending the same key again returns the same run instead of starting another.",
     )
+    token_budget = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="Most LLM tokens this run may use (a flow's `budget.max_tokens` applies if omitted).",
+    )
 
     class Meta:
         ref_name = "RunCreateRequest"
@@ -175,6 +182,13 @@ class AgentRunInputSerializer(serializers.Serializer):
     agent_type = serializers.CharField(max_length=100)
     user_id = serializers.UUIDField()
     input = JSONObjectField(required=False, default=dict)
+    token_budget = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="Most LLM tokens this run may use (a flow's `budget.max_tokens` applies if omitted).",
+    )
+
     file = serializers.FileField(
         required=False,
         help_text="multipart/form-data only: a PDF or text document for `document-extractor` "
@@ -305,6 +319,7 @@ class AgentRunApi(APIView):
             input=data.validated_data["input"],
             user_id=data.validated_data["user_id"],
             created_by=request.user,
+            token_budget=data.validated_data.get("token_budget"),
         )
         return Response({"run_id": str(run.id)}, status=status.HTTP_202_ACCEPTED)
 
@@ -455,6 +470,7 @@ class RunListCreateApi(generics.ListAPIView):
             "user_id": values.get("user_id"),
             "created_by": request.user,
             "idempotency_key": values["idempotency_key"],
+            "token_budget": values.get("token_budget"),
         }
         if "flow" in values:
             version = flow_current_version(values["flow"])

@@ -35,6 +35,7 @@ def run_create(
     created_by=None,
     idempotency_key: str = "",
     rerun_of: Run | None = None,
+    token_budget: int | None = None,
 ) -> tuple[Run, bool]:
     """Validate and start a run of an agent; return (run, created). Raise AgentBusy on a `reject` agent at its limit."""
     try:
@@ -73,6 +74,7 @@ def run_create(
             "user_id": user_id,
             "concurrency_key": key,
             "rerun_of": rerun_of,
+            "token_budget": token_budget,
         },
         created_by=created_by,
         idempotency_key=idempotency_key,
@@ -152,7 +154,13 @@ def run_cancel(*, run_id: uuid.UUID) -> Run:
 
 def run_rerun(*, run: Run, created_by=None) -> Run:
     """Start a new run with the same agent (or flow version) and input."""
-    common = {"input": run.input, "user_id": run.user_id, "created_by": created_by, "rerun_of": run}
+    common = {
+        "input": run.input,
+        "user_id": run.user_id,
+        "created_by": created_by,
+        "rerun_of": run,
+        "token_budget": run.token_budget,
+    }
     if run.flow_version_id:
         new_run, _ = flow_run_create(version=run.flow_version, **common)
     else:
@@ -208,8 +216,12 @@ def flow_run_create(
     created_by=None,
     idempotency_key: str = "",
     rerun_of: Run | None = None,
+    token_budget: int | None = None,
 ) -> tuple[Run, bool]:
-    """Start a run of a flow version; return (run, created). Raise AgentBusy on a `reject` flow at its limit."""
+    """Start a run of a flow version; return (run, created). Raise AgentBusy on a `reject` flow at its limit.
+
+    The run's token budget is the request's, else the flow's `budget.max_tokens`.
+    """
     if version.flow is not None and not version.flow.enabled:
         raise FlowDisabled(f"Flow {version.flow.slug!r} is disabled; enable it to start runs.")
     definition = progress.definition_of(version.pk)
@@ -254,6 +266,7 @@ def flow_run_create(
             "user_id": user_id,
             "concurrency_key": key,
             "rerun_of": rerun_of,
+            "token_budget": token_budget or definition.token_budget,
         },
         created_by=created_by,
         idempotency_key=idempotency_key,

@@ -189,3 +189,16 @@ def test_flow_list_queries_do_not_grow_with_the_number_of_flows(api, django_asse
         flow(slug=f"f{i}", definition=GOOD)
     with django_assert_max_num_queries(5):
         assert len(api.get("/api/v1/flows").json()) == 5
+
+
+def test_run_token_budget_comes_from_the_request_or_the_flow(api):
+    flow(slug="budgeted", definition={**GOOD, "budget": {"max_tokens": 900}})
+    from_flow = api.post("/api/v1/flows/budgeted/runs", {"input": {"x": 1}}, format="json").json()["run_id"]
+    from_request = api.post(
+        "/api/v1/flows/budgeted/runs", {"input": {"x": 1}, "token_budget": 50}, format="json"
+    ).json()["run_id"]
+    assert Run.objects.get(pk=from_flow).token_budget == 900
+    assert Run.objects.get(pk=from_request).token_budget == 50
+    agent_run = api.post("/api/v1/runs", {"agent_type": "pass", "token_budget": 10}, format="json").json()
+    assert agent_run["token_budget"] == 10
+    error_shape(api.post("/api/v1/runs", {"agent_type": "pass", "token_budget": 0}, format="json"), 400)

@@ -868,3 +868,13 @@ def test_concurrency_key_value__missing_value_raises():
 
 def test_parsed_definition_round_trips_through_json():
     assert parse_definition(json.loads(json.dumps(CLAIM_INTAKE))) == CLAIM_FLOW
+
+
+def test_budget__max_tokens_is_parsed_and_bad_values_are_errors_at_their_path():
+    base = {"name": "b", "start_task": "a", "tasks": [{"name": "a", "agent": "pass"}]}
+    assert parse_definition({**base, "budget": {"max_tokens": 5000}}).token_budget == 5000
+    assert parse_definition(base).token_budget is None
+    problems = validate_definition({**base, "budget": {"max_tokens": 0}})
+    assert [(p.path, p.severity) for p in problems] == [("budget.max_tokens", "error")]
+    problems = validate_definition({**base, "budget": 7})
+    assert [(p.path, p.severity) for p in problems] == [("budget", "error")]
