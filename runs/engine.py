@@ -203,6 +203,8 @@ def step_execute(*, step_id: int) -> None:
         error = _error_info(exc, code="unknown_agent", retryable=False)
     except AgentError as exc:
         error = _error_info(exc, code=exc.code, retryable=exc.retryable)
+        if getattr(exc, "retry_after", None):  # e.g. an HTTP 429/503 Retry-After
+            error["retry_after"] = float(exc.retry_after)
     except Exception as exc:  # an agent's bug must fail its step, not the worker
         error = _error_info(exc, code="agent_crashed", retryable=False)
     else:
@@ -288,6 +290,8 @@ def _attempt_outcome(*, step: Step, run: Run, output, error: dict | None, now) -
 
 def _step_retry_later(*, step: Step, error: dict, now) -> None:
     delay = min(step.backoff_seconds * 2 ** (step.attempts - 1), step.max_backoff_seconds)
+    # A server that says when to come back is believed, within the step's longest backoff.
+    delay = max(delay, min(error.get("retry_after") or 0, step.max_backoff_seconds))
     step.status = StepStatus.RETRYING
     step.error, step.error_code = error["message"], error["code"]
     step.next_attempt_at = now + timedelta(seconds=delay)

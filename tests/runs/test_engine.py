@@ -110,3 +110,20 @@ def test_an_agent_bug_fails_its_step_with_the_exception_named(monkeypatch):
     run.refresh_from_db()
     assert (run.status, run.error_code) == (RunStatus.FAILED, "agent_crashed")
     assert run.error == "KeyError: 'document'"
+
+
+def test_a_retry_after_hint_delays_the_retry(monkeypatch):
+    from agentrunner.agents import RetryableAgentError
+
+    def busy(self, ctx):
+        error = RetryableAgentError("503 from upstream")
+        error.retry_after = 42
+        raise error
+
+    run, step = new_run("test-flaky")
+    monkeypatch.setattr("tests.fake_agents.FlakyAgent.run", busy)
+    before = timezone.now()
+    engine.step_execute(step_id=step.id)
+    step.refresh_from_db()
+    assert step.status == StepStatus.RETRYING
+    assert 41 <= (step.next_attempt_at - before).total_seconds() <= 44
