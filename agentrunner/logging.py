@@ -41,5 +41,8 @@ def build_logging(*, level: str, fmt: str) -> dict:
         "loggers": {
             "django.db.backends": {"level": "INFO"},
             "django_q": {"level": "WARNING" if level != "DEBUG" else "DEBUG", "propagate": True},
+            # Their DEBUG lines carry full URLs and response headers (cookies): never below INFO.
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
         },
     }

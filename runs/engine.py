@@ -208,8 +208,9 @@ def step_execute(*, step_id: int) -> None:
     except Exception as exc:  # an agent's bug must fail its step, not the worker
         error = _error_info(exc, code="agent_crashed", retryable=False)
     else:
-        try:  # stored as JSON (PostgreSQL refuses NaN): refuse what cannot be
-            json.dumps(output, allow_nan=False)
+        try:  # stored as JSON: refuse what cannot be (PostgreSQL also refuses NaN and NUL characters)
+            if "\\u0000" in json.dumps(output, allow_nan=False):
+                raise ValueError("the output contains a NUL character (\\u0000), which cannot be stored")
         except (TypeError, ValueError) as exc:
             output, error = None, _error_info(exc, code="output_not_json", retryable=False)
     finally:

@@ -127,3 +127,11 @@ def test_a_retry_after_hint_delays_the_retry(monkeypatch):
     step.refresh_from_db()
     assert step.status == StepStatus.RETRYING
     assert 41 <= (step.next_attempt_at - before).total_seconds() <= 44
+
+
+def test_output_with_a_nul_character_fails_the_step_instead_of_the_database_write(monkeypatch):
+    run, step = new_run()
+    monkeypatch.setattr("agentrunner.agents.builtin.passthrough.PassAgent.run", lambda self, ctx: {"x": "a\x00b"})
+    engine.step_execute(step_id=step.id)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.error_code == "output_not_json" and "NUL" in run.error

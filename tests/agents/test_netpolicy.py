@@ -1,0 +1,262 @@
+"""The outbound policy: allowlist matching, refused address ranges, and the decision for a host."""
+
+from ipaddress import ip_address
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from agentrunner.netpolicy import (
+    Allowlist,
+    DestinationNotAllowed,
+    NetPolicy,
+    blocked_reason,
+    is_localhost_name,
+    normalize_host,
+    resolve,
+)
+
+PUBLIC_V4 = "93.184.216.34"
+
+
+class FakeResolver:
+    """Answers from a fixed table and records every lookup; an unknown name is a test bug."""
+
+    def __init__(self, table: dict[str, list[str]] | None = None):
+        self.table = {name: [ip_address(a) for a in addresses] for name, addresses in (table or {}).items()}
+        self.lookups: list[str] = []
+
+    def __call__(self, host: str, port: int):
+        self.lookups.append(host)
+        return self.table[host]
+
+
+def policy(*entries: str, external: bool = False, resolver: FakeResolver | None = None) -> NetPolicy:
+    return NetPolicy(allow_external=external, allowlist=Allowlist.parse(entries), resolver=resolver or FakeResolver())
+
+
+# --- allowlist -----------------------------------------------------------------------------------
+
+
+def test_allowlist__parses_hosts_suffixes_addresses_and_cidrs():
+    allowlist = Allowlist.parse(["API.Internal.", "*.svc.example", "10.1.0.0/16", "127.0.0.1", "[::1]", "fd00::/8", ""])
+
+    assert allowlist.hosts == {"api.internal"}
+    assert allowlist.suffixes == (".svc.example",)
+    assert [str(n) for n in allowlist.networks] == ["10.1.0.0/16", "127.0.0.1/32", "::1/128", "fd00::/8"]
+
+
+def test_allowlist__accepts_a_comma_separated_string():
+    assert Allowlist.parse("a.example, 10.0.0.0/8").hosts == {"a.example"}
+
+
+@pytest.mark.parametrize("entry", ["*", "*.", "a.*.example", "bad*entry", "host:8080", "10.0.0.0/33", "http://x/y"])
+def test_allowlist__refuses_entries_it_cannot_match(entry):
+    with pytest.raises(ValueError, match="allowlist entry"):
+        Allowlist.parse([entry])
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("api.internal", True),
+        ("API.INTERNAL", True),
+        ("api.internal.", True),
+        ("x.api.internal", False),  # exact entries do not cover subdomains
+        ("a.svc.example", True),
+        ("deep.a.svc.example", True),
+        ("svc.example", False),  # *.suffix does not cover the suffix itself
+        ("evilsvc.example", False),
+        ("svc.example.evil.com", False),
+    ],
+)
+def test_allowlist__host_matching(host, allowed):
+    allowlist = Allowlist.parse(["api.internal", "*.svc.example"])
+
+    assert allowlist.allows_host(host) is allowed
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("10.1.2.3", True),
+        ("10.2.0.1", False),
+        ("127.0.0.1", True),
+        ("127.0.0.2", False),
+        ("::ffff:10.1.2.3", True),  # the same destination as 10.1.2.3
+        ("fd00::1", True),
+        ("fe80::1", False),
+    ],
+)
+def test_allowlist__address_matching(address, allowed):
+    allowlist = Allowlist.parse(["10.1.0.0/16", "127.0.0.1", "fd00::/8"])
+
+    assert allowlist.allows_address(ip_address(address)) is allowed
+
+
+# --- refused ranges ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.1", "a loopback address"),
+        ("127.255.0.1", "a loopback address"),
+        ("::1", "a loopback address"),
+        ("10.0.0.5", "a private address"),
+        ("172.16.0.1", "a private address"),
+        ("172.31.255.255", "a private address"),
+        ("192.168.1.1", "a private address"),
+        ("fc00::1", "a private address"),
+        ("fd12:3456::1", "a private address"),
+        ("169.254.169.254", "a link-local address (the cloud metadata service)"),
+        ("fd00:ec2::254", "a link-local address (the cloud metadata service)"),
+        ("169.254.1.1", "a link-local address"),
+        ("fe80::1", "a link-local address"),
+        ("224.0.0.1", "a multicast address"),
+        ("239.255.255.250", "a multicast address"),
+        ("ff02::1", "a multicast address"),
+        ("0.0.0.0", "an unspecified address"),
+        ("::", "an unspecified address"),
+        ("100.64.0.1", "a carrier-grade NAT address"),
+        ("100.127.255.255", "a carrier-grade NAT address"),
+        ("240.0.0.1", "a reserved address"),
+        ("255.255.255.255", "a reserved address"),
+        ("0.1.2.3", "a special-purpose address"),
+        ("192.0.2.1", "a special-purpose address"),
+        ("198.18.0.1", "a special-purpose address"),
+        ("2001:db8::1", "a special-purpose address"),
+        ("fec0::1", "a site-local address"),
+        ("::ffff:127.0.0.1", "an IPv4-mapped form of 127.0.0.1, a loopback address"),
+        ("::ffff:10.0.0.1", "an IPv4-mapped form of 10.0.0.1, a private address"),
+        (
+            "::ffff:169.254.169.254",
+            "an IPv4-mapped form of 169.254.169.254, a link-local address (the cloud metadata service)",
+        ),
+        ("::ffff:0.0.0.0", "an IPv4-mapped form of 0.0.0.0, an unspecified address"),
+        ("64:ff9b::a00:1", "a NAT64 form of 10.0.0.1, a private address"),
+        ("2002:7f00:1::", "a 6to4 form of 127.0.0.1, a loopback address"),
+        ("::7f00:1", "an IPv4-compatible form of 127.0.0.1, a loopback address"),
+    ],
+)
+def test_blocked_reason__non_public_ranges(address, reason):
+    assert blocked_reason(ip_address(address)) == reason
+
+
+@pytest.mark.parametrize(
+    "address",
+    [PUBLIC_V4, "8.8.8.8", "172.32.0.1", "172.15.255.255", "100.128.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"],
+)
+def test_blocked_reason__public_addresses_pass(address):
+    assert blocked_reason(ip_address(address)) is None
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+def test_check__public_address_refused_while_external_requests_are_off():
+    with pytest.raises(DestinationNotAllowed) as exc:
+        policy("127.0.0.1").check(PUBLIC_V4, 80)
+
+    assert str(exc.value) == (
+        f"destination not allowed: {PUBLIC_V4} is an external address and ALLOW_EXTERNAL_REQUESTS is off; "
+        "add it to HTTP_AGENT_ALLOWLIST to allow it"
+    )
+
+
+def test_check__public_address_allowed_with_external_requests():
+    assert policy(external=True).check(PUBLIC_V4, 443) == [ip_address(PUBLIC_V4)]
+
+
+def test_check__private_address_message_names_the_address_and_the_setting():
+    with pytest.raises(DestinationNotAllowed) as exc:
+        policy(external=True).check("10.0.0.5", 80)
+
+    assert str(exc.value) == (
+        "destination not allowed: 10.0.0.5 is a private address; add it to HTTP_AGENT_ALLOWLIST to allow it"
+    )
+
+
+def test_check__allowlisted_cidr_is_allowed_even_with_external_requests_off():
+    resolver = FakeResolver({"db.internal": ["10.1.2.3"]})
+
+    assert policy("10.1.0.0/16", resolver=resolver).check("db.internal", 5432) == [ip_address("10.1.2.3")]
+    assert policy("10.1.0.0/16").check("10.1.9.9", 80) == [ip_address("10.1.9.9")]
+
+
+def test_check__allowlisted_name_is_allowed_whatever_it_resolves_to():
+    resolver = FakeResolver({"api.internal": ["10.9.9.9"], "a.svc.example": ["192.168.0.7"]})
+    allowed = policy("api.internal", "*.svc.example", resolver=resolver)
+
+    assert allowed.check("api.internal", 80) == [ip_address("10.9.9.9")]
+    assert allowed.check("A.svc.example.", 80) == [ip_address("192.168.0.7")]
+
+
+def test_check__name_resolving_to_a_private_address_is_refused_naming_both():
+    resolver = FakeResolver({"intranet.example": ["10.0.0.5"]})
+
+    with pytest.raises(DestinationNotAllowed, match="intranet.example resolves to 10.0.0.5, a private address"):
+        policy(external=True, resolver=resolver).check("intranet.example", 80)
+
+
+def test_check__every_resolved_address_must_pass():
+    resolver = FakeResolver({"mixed.example": [PUBLIC_V4, "169.254.169.254"]})
+
+    with pytest.raises(DestinationNotAllowed, match="169.254.169.254, a link-local address"):
+        policy(external=True, resolver=resolver).check("mixed.example", 80)
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST.", "app.localhost"])
+def test_check__localhost_names_refused_unless_allowlisted(host):
+    # Even if a resolver answers with a public address for it.
+    resolver = FakeResolver({normalize_host(host): [PUBLIC_V4]})
+
+    with pytest.raises(DestinationNotAllowed, match="is a loopback name"):
+        policy(external=True, resolver=resolver).check(host, 80)
+    assert policy("localhost", "*.localhost", resolver=resolver).check(host, 80) == [ip_address(PUBLIC_V4)]
+
+
+def test_check__localhost_allowed_when_every_address_is_allowlisted():
+    resolver = FakeResolver({"localhost": ["127.0.0.1", "::1"]})
+
+    assert len(policy("127.0.0.1", "::1", resolver=resolver).check("localhost", 80)) == 2
+    with pytest.raises(DestinationNotAllowed, match="loopback"):
+        policy("127.0.0.1", resolver=resolver).check("localhost", 80)
+
+
+def test_check__no_dns_lookup_when_no_address_could_be_allowed():
+    resolver = FakeResolver()
+
+    with pytest.raises(DestinationNotAllowed, match="example.com is not in HTTP_AGENT_ALLOWLIST"):
+        policy("api.internal", resolver=resolver).check("example.com", 443)
+    assert resolver.lookups == []
+
+
+def test_check__ip_literals_are_not_resolved():
+    resolver = FakeResolver()
+
+    with pytest.raises(DestinationNotAllowed, match="::1 is a loopback address"):
+        policy(external=True, resolver=resolver).check("[::1]", 80)
+    assert resolver.lookups == []
+
+
+def test_from_settings__reads_settings_at_call_time(settings):
+    settings.ALLOW_EXTERNAL_REQUESTS = True
+    settings.HTTP_AGENT_ALLOWLIST = ["10.0.0.0/8", "api.internal"]
+
+    built = NetPolicy.from_settings()
+
+    assert built.allow_external is True
+    assert built.allowlist.hosts == {"api.internal"}
+    settings.HTTP_AGENT_ALLOWLIST = ["nope*"]
+    with pytest.raises(ImproperlyConfigured, match="HTTP_AGENT_ALLOWLIST"):
+        NetPolicy.from_settings()
+
+
+def test_resolve__uses_the_system_resolver_without_duplicates():
+    assert resolve("127.0.0.1", 80) == [ip_address("127.0.0.1")]
+    assert ip_address("127.0.0.1") in resolve("localhost", 80)  # from /etc/hosts, no network needed
+
+
+def test_is_localhost_name():
+    assert is_localhost_name("localhost") and is_localhost_name("a.LOCALHOST.")
+    assert not is_localhost_name("localhost.example.com") and not is_localhost_name("mylocalhost")
