@@ -9,6 +9,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agentrunner.llm import breaker_states
+
 CheckSerializer = inline_serializer(
     name="HealthCheck", fields={"ok": serializers.BooleanField(), "detail": serializers.CharField()}
 )
@@ -16,6 +18,11 @@ HealthSerializer = inline_serializer(
     name="Health",
     fields={
         "status": serializers.ChoiceField(choices=["ok", "unavailable"]),
+        "llm_providers": serializers.ListField(
+            child=serializers.DictField(),
+            help_text="Each LLM provider's circuit breaker (closed, open, half_open); informational, an open "
+            "breaker does not make the service unavailable (the gateway fails over).",
+        ),
         "checks": inline_serializer(
             name="HealthChecks",
             fields={"database": CheckSerializer, "broker": CheckSerializer, "workers": CheckSerializer},
@@ -77,4 +84,9 @@ class HealthApi(APIView):
     def get(self, request):
         checks = {"database": _check(_database), "broker": _check(_broker), "workers": _check(_workers)}
         ok = all(c["ok"] for c in checks.values())
-        return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+        try:
+            providers = breaker_states()
+        except Exception:  # the database check above reports why
+            providers = []
+        body = {"status": "ok" if ok else "unavailable", "checks": checks, "llm_providers": providers}
+        return Response(body, status=200 if ok else 503)

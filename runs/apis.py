@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.api import NOT_FOUND, UNAUTHORIZED, error_response
+from agentrunner.llm import run_metrics
 from flows.exceptions import FlowNotFound
 from flows.models import FlowVersion
 from runs import selectors, services
@@ -560,3 +561,42 @@ class RunRetryApi(APIView):
     def post(self, request, run_id):
         run = get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
         return Response(RunOutputSerializer(services.run_resume(run_id=run.pk)).data, status=status.HTTP_202_ACCEPTED)
+
+
+RunMetricsSerializer = inline_serializer(
+    name="RunMetrics",
+    fields={
+        "run_id": serializers.UUIDField(),
+        "total": serializers.DictField(
+            help_text="calls, failed_calls, refused_calls, prompt/completion/total tokens, cost_usd (a decimal "
+            "string), llm_latency_ms and duration_ms for the whole run."
+        ),
+        "steps": serializers.ListField(
+            child=serializers.DictField(), help_text="The same figures per step, with each attempt's duration."
+        ),
+    },
+)
+
+
+class RunMetricsApi(APIView):
+    @extend_schema(
+        operation_id="runs_metrics",
+        summary="A run's LLM tokens, cost and durations",
+        description="Per step and in total: LLM calls (retries included), tokens, cost in USD from the LLM_PRICES "
+        "setting, time waiting for providers, and the steps' durations.",
+        responses={200: RunMetricsSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+        examples=[
+            OpenApiExample(
+                "one llm step",
+                value={
+                    "run_id": EXAMPLE_RUN_ID,
+                    "total": {"calls": 1, "total_tokens": 512, "cost_usd": "0.000154", "duration_ms": 1830},
+                    "steps": [{"name": "llm", "calls": 1, "total_tokens": 512, "cost_usd": "0.000154"}],
+                },
+            )
+        ],
+        tags=["runs"],
+    )
+    def get(self, request, run_id):
+        run = get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
+        return Response(run_metrics(run))

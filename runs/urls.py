@@ -11,4 +11,5 @@ urlpatterns = [
     path("runs/<uuid:run_id>", apis.RunDetailApi.as_view(), name="runs-detail"),
     path("runs/<uuid:run_id>/steps", apis.RunStepsApi.as_view(), name="runs-steps"),
     path("runs/<uuid:run_id>/retry", apis.RunRetryApi.as_view(), name="runs-retry"),
+    path("runs/<uuid:run_id>/metrics", apis.RunMetricsApi.as_view(), name="runs-metrics"),
 ]

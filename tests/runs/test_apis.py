@@ -338,3 +338,29 @@ def test_unknown_api_paths_are_json_404(api, path):
 )
 def test_runs_create__bad_input_is_400(api, body):
     error_shape(api.post("/api/v1/runs", body, format="json"), 400)
+
+
+def test_run_metrics__tokens_and_cost_per_step_and_total(api, owner):
+    from decimal import Decimal
+
+    from agentrunner.models import LLMCall
+
+    run, _ = services.run_create(agent_type="pass", input={}, created_by=owner)
+    step = run.steps.get()
+    LLMCall.objects.create(
+        request_id=uuid.uuid4(), run=run, step=step, owner=owner, provider="openai", model="gpt-4o-mini",
+        prompt_tokens=100, completion_tokens=20, total_tokens=120, cost_usd=Decimal("0.000027"), latency_ms=40,
+        outcome="success",
+    )  # fmt: skip
+    body = api.get(f"/api/v1/runs/{run.id}/metrics").json()
+    assert body["total"]["total_tokens"] == 120 and body["total"]["calls"] == 1
+    assert Decimal(body["total"]["cost_usd"]) == Decimal("0.000027")
+    assert body["steps"][0]["name"] == "pass" and body["steps"][0]["total_tokens"] == 120
+    error_shape(api.get(f"/api/v1/runs/{uuid.uuid4()}/metrics"), 404)
+
+
+def test_health_lists_llm_provider_breakers(settings):
+    settings.OPENAI_API_KEY = "sk-test"
+    body = APIClient().get("/api/v1/health").json()
+    assert body["llm_providers"][0]["provider"] == "openai"
+    assert body["llm_providers"][0]["state"] == "closed"

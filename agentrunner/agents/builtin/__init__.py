@@ -1,3 +1,4 @@
 """Built-in agents; importing this package registers them."""
 
-from agentrunner.agents.builtin import document_extractor, passthrough, policy_checker, wait  # noqa: F401
+import agentrunner.agents.builtin.http_request  # noqa: F401
+from agentrunner.agents.builtin import document_extractor, llm, passthrough, policy_checker, wait  # noqa: F401

@@ -1,7 +1,7 @@
 """`document-extractor`: pull insurance policy fields out of plain text or a PDF's text layer.
 
-The rules are labelled-line regexes, kept pure (`extract_fields`) so that an LLM-based
-extractor can fall back to them.
+The rules are labelled-line regexes, kept pure (`extract_fields`) so that the LLM-based
+extractor (`mode: "llm"`, or `"auto"` when a provider is configured) can fall back to them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pypdf import PasswordType, PdfReader
 
 from agentrunner.agents.base import Agent, AgentContext, ConcurrencyPolicy, NonRetryableAgentError, OnBusy
 from agentrunner.agents.registry import register
+from agentrunner.llm import LLMGatewayError, any_provider_configured, complete
 
 FIELDS = (
     "policy_number",
@@ -125,6 +126,38 @@ _ISO_4217_CODES = """
     SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN
     UYI UYU UYW UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG"""
 ISO_4217 = frozenset(_ISO_4217_CODES.split())
+MODE_RULES, MODE_LLM, MODE_AUTO = "rules", "llm", "auto"
+# The LLM reads the document's beginning only (~10k tokens): schedules state their fields up front,
+# and a 1 MB document would cost ~250k tokens per run.
+LLM_MAX_DOCUMENT_CHARS = 40_000
+LLM_MAX_TOKENS = 600
+# The LLM reports no confidence of its own: a value the rules read the same way gets the higher of
+# the rules' confidence and this; one the rules found nothing for, or read differently, gets this.
+CONFIDENCE_LLM_ONLY = 0.7
+_NULLABLE_TEXT = {"type": ["string", "null"], "maxLength": 300}
+_NULLABLE_DATE = {"type": ["string", "null"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+_NULLABLE_AMOUNT = {"type": ["number", "null"], "minimum": 0}
+LLM_FIELDS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "policy_number": _NULLABLE_TEXT,
+        "insured_name": _NULLABLE_TEXT,
+        "effective_date": _NULLABLE_DATE,
+        "expiry_date": _NULLABLE_DATE,
+        "premium": _NULLABLE_AMOUNT,
+        "coverage_limit": _NULLABLE_AMOUNT,
+        "currency": {"type": ["string", "null"], "pattern": "^[A-Z]{3}$"},
+    },
+    "required": list(FIELDS),
+    "additionalProperties": False,
+}
+LLM_SYSTEM_PROMPT = (
+    "You extract fields from insurance policy documents. Report each field exactly as the document states "
+    "it, or null when the document does not state it; never guess. Dates as YYYY-MM-DD. premium and "
+    "coverage_limit as plain numbers without currency or thousands separators. currency as an ISO 4217 "
+    "code. insured_name is the policyholder (not an additional insured, not an address)."
+)
+
 _POLICY_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-/._]{2,63}")
 _UNICODE_HYPHENS = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2012": "-"})
 
@@ -398,7 +431,9 @@ class DocumentExtractorAgent(Agent):
     name = "document-extractor"
     description = (
         "Extract insurance policy fields (policy number, insured, dates, premium, coverage limit, currency) "
-        "from `text` or from `pdf_base64` (exactly one of them), with a confidence per field."
+        "from `text` or from `pdf_base64` (exactly one of them), with a confidence per field. `mode`: "
+        '"rules" (default), "llm" (a language model via the LLM gateway, falling back to the rules when no '
+        'model answers) or "auto" (llm when a provider is configured).'
     )
     input_schema = {
         "type": "object",
@@ -406,12 +441,18 @@ class DocumentExtractorAgent(Agent):
             "text": {"type": "string", "maxLength": MAX_TEXT_CHARS},
             "pdf_base64": {"type": "string", "minLength": 1, "maxLength": MAX_PDF_BASE64_CHARS},
             "filename": {"type": "string", "maxLength": 255},
+            "mode": {
+                "enum": [MODE_RULES, MODE_LLM, MODE_AUTO],
+                "default": MODE_RULES,
+                "description": 'How to read the fields: "rules" (labelled lines), "llm" (a language model, '
+                'falling back to the rules if none answers), "auto" (llm when a provider is configured).',
+            },
         },
         "additionalProperties": False,
         # Exactly one of text / pdf_base64, written so that errors never quote the (large) document.
         "allOf": [
             {"if": {"not": {"required": ["pdf_base64"]}}, "then": {"required": ["text"]}},
-            {"if": {"required": ["text"]}, "then": {"propertyNames": {"enum": ["text", "filename"]}}},
+            {"if": {"required": ["text"]}, "then": {"propertyNames": {"enum": ["text", "filename", "mode"]}}},
         ],
     }
     concurrency = ConcurrencyPolicy(limit=1, on_busy=OnBusy.REJECT)
@@ -424,13 +465,88 @@ class DocumentExtractorAgent(Agent):
         else:
             text, pages = pdf_text(decode_pdf_base64(data["pdf_base64"]))
             source = "pdf"
-        fields, confidence = extract_fields(text)
+        mode = data.get("mode", MODE_RULES)
+        if mode == MODE_AUTO:
+            mode = MODE_LLM if any_provider_configured() else MODE_RULES
+        extra = {}
+        if mode == MODE_LLM:
+            fields, confidence, extra = extract_fields_llm(text, context)
+        else:
+            fields, confidence = extract_fields(text)
         missing = [name for name in FIELDS if fields[name] is None]
         output = {"fields": fields, "confidence": confidence, "missing": missing, "source": source}
         if pages is not None:
             output["pages"] = pages
         output["characters"] = len(text)
+        if data.get("mode", MODE_RULES) != MODE_RULES:  # the rules-only output stays as it always was
+            output.update(extra or {"method": MODE_RULES})
         context.log.info(
-            "document_extracted", source=source, filename=data.get("filename"), pages=pages, missing=missing
+            "document_extracted",
+            source=source,
+            filename=data.get("filename"),
+            pages=pages,
+            missing=missing,
+            method=output.get("method", MODE_RULES),
         )
         return output
+
+
+def extract_fields_llm(text: str, context: AgentContext) -> tuple[dict, dict, dict]:
+    """Ask the LLM gateway for the fields; fall back to `extract_fields` if no model gives a usable answer.
+
+    Return (fields, confidence, extra): extra holds `method` ("llm" or "rules"), and `fallback_reason`
+    when the rules were used. A refused budget is not a reason to fall back: BudgetExceededError
+    propagates and ends the run.
+    """
+    rules_fields, rules_confidence = extract_fields(text)
+    document = text[:LLM_MAX_DOCUMENT_CHARS]
+    prompt = "Extract the fields from this insurance document.\n\n<document>\n" + document + "\n</document>"
+    try:
+        completion = complete(
+            messages=[{"role": "user", "content": prompt}],
+            system=LLM_SYSTEM_PROMPT,
+            max_tokens=LLM_MAX_TOKENS,
+            temperature=0.0,
+            json_schema=LLM_FIELDS_SCHEMA,
+            context=context,
+        )
+    except LLMGatewayError as exc:
+        context.log.warning("document_llm_fallback", error=str(exc)[:500])
+        return rules_fields, rules_confidence, {"method": MODE_RULES, "fallback_reason": str(exc)[:1000]}
+    fields = {name: _llm_value(name, completion.parsed_json.get(name)) for name in FIELDS}
+    confidence = {}
+    for name in FIELDS:
+        if fields[name] is None:
+            confidence[name] = 0.0
+        elif fields[name] == rules_fields[name]:
+            confidence[name] = max(rules_confidence[name], CONFIDENCE_LLM_ONLY)
+        else:
+            confidence[name] = CONFIDENCE_LLM_ONLY
+    extra = {
+        "method": MODE_LLM,
+        "llm": {
+            "provider": completion.provider,
+            "model": completion.model,
+            "usage": completion.usage(),
+            "cost_usd": completion.cost_usd_text,
+            "characters_sent": len(document),
+        },
+    }
+    return fields, confidence, extra
+
+
+def _llm_value(name: str, value):
+    """Normalise one value from the model like the rules' values: trimmed text, floats, ISO dates."""
+    if value is None:
+        return None
+    if name in ("premium", "coverage_limit"):
+        return float(value)
+    text = " ".join(str(value).split())
+    if not text:
+        return None
+    if name in ("effective_date", "expiry_date"):
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError:  # "2025-02-30" passes the schema's pattern
+            return None
+    return text

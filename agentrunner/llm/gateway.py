@@ -1,0 +1,375 @@
+"""`complete()`: one LLM request, with budgets, retries, circuit breakers and failover across providers.
+
+Per request:
+1. Budgets (see `budgets`): the estimate must fit the run's and the owner's monthly budget, else an
+   LLMCall row "refused_budget" is written and BudgetExceededError raised (the run ends BUDGET_EXCEEDED).
+2. Providers in LLM_PROVIDERS order, those without credentials left out. One whose breaker is open is
+   skipped (an LLMCall row "breaker_open"); a half-open one gets exactly one test call, from one process.
+3. On a provider, retryable failures (timeout, connection error, HTTP 408/409/429/5xx, a malformed
+   response) are tried again up to LLM_MAX_RETRIES times, after LLM_RETRY_BACKOFF_SECONDS doubling each
+   time (+ up to 10 % jitter), or after the provider's Retry-After when it sends one. A Retry-After longer
+   than RETRY_AFTER_MAX_SECONDS is not waited for: the next provider is tried at once.
+4. Other failures (HTTP 400, 401, 403, 404, 422, ...) are not retried on the same provider but fail
+   over: another provider may accept what this one refused (another key, model or parameter set).
+5. When no provider answers: LLMUnavailable (retryable: the engine tries the step again later) listing
+   each provider's last error; if every provider rejected the request itself (no retryable failure and
+   no open breaker among them), LLMRequestRejected (non-retryable: trying again cannot help).
+
+Every try is an LLMCall row (tokens, cost from LLM_PRICES, latency, outcome).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import jsonschema
+import structlog
+from django.conf import settings
+
+from agentrunner.agents.base import AgentContext, BudgetExceededError
+from agentrunner.llm import breaker, budgets, providers
+from agentrunner.llm.exceptions import (
+    LLMInvalidRequest,
+    LLMNotConfigured,
+    LLMOutputInvalid,
+    LLMRequestRejected,
+    LLMUnavailable,
+)
+from agentrunner.models import LLMCall, LLMOutcome
+
+log = structlog.get_logger("agentrunner.llm")
+
+MAX_BACKOFF_SECONDS = 30.0
+BACKOFF_JITTER = 0.1  # up to 10 % added, so that workers that failed together do not retry together
+RETRY_AFTER_MAX_SECONDS = 30.0
+MAX_TOKENS_LIMIT = 128_000
+ROLES = frozenset({"system", "user", "assistant"})
+COST_PLACES = Decimal("0.00000001")
+TOKENS_PER_MILLION = Decimal(1_000_000)
+JSON_INSTRUCTION = (
+    "Answer with one JSON value only, with no text or Markdown around it, that is valid against this "
+    "JSON Schema:\n{schema}"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    text: str
+    parsed_json: Any
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+    latency_ms: int  # the answering call's; retries and failover before it are not included
+    attempts: int = 1  # provider tries made for this request, failed ones included
+    call_id: int | None = None  # the LLMCall row of the answering call
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost_usd_text(self) -> str:
+        """The cost as JSON-friendly text with 8 decimal places, e.g. "0.00012000"."""
+        return format(self.cost_usd, "f")
+
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclasses.dataclass
+class _Scope:
+    """Who a request is for, and what it has tried so far."""
+
+    context: AgentContext
+    request_id: uuid.UUID
+    tries: int = 0
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    transient: bool = False  # some provider failed in a way that may pass (retryable error, open breaker)
+
+    def record(self, *, provider: str, model: str, outcome: str, attempt: int, **values) -> LLMCall:
+        return LLMCall.objects.create(
+            run_id=self.context.run_id,
+            step_id=self.context.step_id,
+            owner_id=self.context.owner_id,
+            step_attempt=self.context.attempt,
+            request_id=self.request_id,
+            provider=provider,
+            model=model,
+            outcome=outcome,
+            attempt=attempt,
+            **values,
+        )
+
+
+def complete(
+    *,
+    messages: list[dict],
+    system: str | None = None,
+    model: str | None = None,
+    max_tokens: int = 512,
+    temperature: float | None = None,
+    json_schema: dict | None = None,
+    context: AgentContext,
+) -> Completion:
+    """Ask the configured LLM providers for a completion (the rules are in the module docstring).
+
+    `context` names the run, step and owner that the calls are recorded and budgeted against: ids of
+    existing rows (as the engine passes them) or None. `temperature` None leaves the provider's default.
+    With `json_schema`, the answer must be JSON valid
+    against it and is returned parsed in `parsed_json`. Raises BudgetExceededError (a budget refused),
+    LLMUnavailable (retryable), LLMRequestRejected, LLMNotConfigured, LLMInvalidRequest (not retryable),
+    LLMOutputInvalid (retryable: the answer did not match `json_schema`).
+    """
+    _check_request(messages, max_tokens, temperature, json_schema)
+    chain = providers.configured_providers()
+    if not chain:
+        raise LLMNotConfigured()
+    if json_schema is not None:
+        instruction = JSON_INSTRUCTION.format(schema=_schema_text(json_schema))
+        system = f"{system}\n\n{instruction}" if system else instruction
+    request = providers.Request(
+        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+        system=system,
+        max_tokens=max_tokens,
+        temperature=None if temperature is None else float(temperature),
+        want_json=json_schema is not None,
+    )
+    scope = _Scope(context=context, request_id=uuid.uuid4())
+    bound = log.bind(
+        run_id=str(context.run_id) if context.run_id else None,
+        step_id=context.step_id,
+        owner_id=context.owner_id,
+        request_id=str(scope.request_id),
+    )
+
+    estimate = _estimate(request)
+    applying = budgets.budgets_applying(
+        run_id=context.run_id, owner_id=context.owner_id, token_budget=context.token_budget
+    )
+    refused = budgets.first_refusal(applying, estimate)
+    if refused is not None:
+        message = budgets.refusal_message(refused, estimate=estimate, run_id=context.run_id, owner_id=context.owner_id)
+        scope.record(provider="", model=model or "", outcome=LLMOutcome.REFUSED_BUDGET, attempt=0, error=message)
+        bound.warning(
+            "llm_budget_refused", budget=refused.kind, used=refused.used, limit=refused.limit, estimate=estimate
+        )
+        raise BudgetExceededError(message)
+
+    completion = None
+    for provider in chain:
+        completion = _try_provider(scope, provider, providers.model_for(provider, model), request, bound)
+        if completion is not None:
+            break
+    if completion is None:
+        _raise_all_failed(scope, bound)
+
+    budgets.warn_on_crossing(applying, spent=completion.total_tokens, run_id=context.run_id, owner_id=context.owner_id)
+    if json_schema is not None:
+        completion = _with_json(completion, json_schema)
+    return completion
+
+
+def _try_provider(scope: _Scope, provider, model: str, request, bound) -> Completion | None:
+    """Call one provider, retrying as its failures allow; None if it gave no answer."""
+    if scope.context.cancelled:  # the step was cancelled or timed out: spend nothing more
+        scope.errors[provider.name] = "not tried: the step was cancelled or timed out"
+        scope.transient = True
+        return None
+    decision = breaker.breaker_admit(provider=provider.name)
+    if decision.admission == breaker.Admission.REFUSED:
+        since = f" since {decision.opened_at:%H:%M:%S} UTC" if decision.opened_at else ""
+        error = f"skipped: circuit breaker open{since} after repeated failures"
+        scope.record(provider=provider.name, model=model, outcome=LLMOutcome.BREAKER_OPEN, attempt=0, error=error)
+        scope.errors[provider.name], scope.transient = error, True
+        bound.info("llm_provider_skipped", provider=provider.name, reason="breaker_open")
+        return None
+    probing = decision.admission == breaker.Admission.PROBE
+    max_tries = 1 if probing else 1 + max(int(settings.LLM_MAX_RETRIES), 0)
+    failed_before = False
+    for attempt in range(1, max_tries + 1):
+        scope.tries += 1
+        started = time.perf_counter()
+        try:
+            answer = providers.call(provider, model, request)
+        except providers.ProviderFailure as failure:
+            latency_ms = _ms_since(started)
+            scope.record(
+                provider=provider.name,
+                model=model,
+                outcome=LLMOutcome.ERROR,
+                attempt=attempt,
+                latency_ms=latency_ms,
+                error=str(failure),
+            )
+            bound.warning(
+                "llm_call_failed",
+                provider=provider.name,
+                model=model,
+                attempt=attempt,
+                error=str(failure),
+                retryable=failure.retryable,
+                latency_ms=latency_ms,
+            )
+            tries = f"{attempt} {'try' if attempt == 1 else 'tries'}"
+            scope.errors[provider.name] = f"{failure} ({tries})"
+            stop = False
+            if failure.counts_for_breaker:
+                failed_before = True
+                stop = breaker.breaker_record_failure(provider=provider.name, decision=decision, error=str(failure))
+            elif probing:  # it answered, about this request only: the provider itself is back
+                breaker.breaker_release_probe(provider=provider.name)
+            if failure.retryable:
+                scope.transient = True
+            if not failure.retryable or stop or attempt == max_tries:
+                return None
+            delay = _retry_delay(failure, attempt)
+            if delay is None:
+                scope.errors[provider.name] += f"; Retry-After {failure.retry_after:g} s is too long to wait"
+                return None
+            bound.info("llm_retry", provider=provider.name, attempt=attempt, delay_seconds=round(delay, 3))
+            if not scope.context.sleep(delay):
+                scope.errors[provider.name] += "; the step was cancelled or timed out"
+                return None
+            continue
+        latency_ms = _ms_since(started)
+        breaker.breaker_record_success(provider=provider.name, decision=decision, failed_before=failed_before)
+        cost = cost_usd(model, answer.prompt_tokens, answer.completion_tokens, served=answer.model)
+        row = scope.record(
+            provider=provider.name,
+            model=model,
+            outcome=LLMOutcome.SUCCESS,
+            attempt=attempt,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            total_tokens=answer.prompt_tokens + answer.completion_tokens,
+            cost_usd=cost,
+            latency_ms=latency_ms,
+            error="usage not reported by the server: estimated from characters" if answer.usage_estimated else "",
+        )
+        bound.info(
+            "llm_call",
+            provider=provider.name,
+            model=model,
+            attempt=attempt,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            cost_usd=format(cost, "f"),
+            latency_ms=latency_ms,
+        )
+        return Completion(
+            text=answer.text,
+            parsed_json=None,
+            provider=provider.name,
+            model=model,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            cost_usd=cost,
+            latency_ms=latency_ms,
+            attempts=scope.tries,
+            call_id=row.pk,
+        )
+    return None
+
+
+def _raise_all_failed(scope: _Scope, bound) -> None:
+    listed = "; ".join(f"{name}: {error}" for name, error in scope.errors.items())
+    bound.error("llm_unavailable", errors=scope.errors, transient=scope.transient)
+    if scope.transient:
+        raise LLMUnavailable(f"No LLM provider answered. {listed}", errors=scope.errors)
+    raise LLMRequestRejected(f"Every LLM provider rejected the request. {listed}", errors=scope.errors)
+
+
+def _retry_delay(failure: providers.ProviderFailure, attempt: int) -> float | None:
+    """Seconds to wait before the next try on the same provider; None if the provider asks for too long."""
+    if failure.retry_after is not None:
+        return failure.retry_after if failure.retry_after <= RETRY_AFTER_MAX_SECONDS else None
+    delay = min(float(settings.LLM_RETRY_BACKOFF_SECONDS) * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    return delay + random.uniform(0, delay * BACKOFF_JITTER)
+
+
+def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, *, served: str | None = None) -> Decimal:
+    """Price a call from LLM_PRICES (USD per million prompt / completion tokens); unlisted models cost 0."""
+    prices = settings.LLM_PRICES or {}
+    price = prices.get(model) or (prices.get(served) if served else None)
+    if not price:
+        return Decimal(0).quantize(COST_PLACES)
+    try:
+        prompt_price, completion_price = (Decimal(str(p)) for p in price)
+    except (TypeError, ValueError, InvalidOperation):
+        log.warning("llm_price_unreadable", model=model, price=price)
+        return Decimal(0).quantize(COST_PLACES)
+    cost = (prompt_tokens * prompt_price + completion_tokens * completion_price) / TOKENS_PER_MILLION
+    return cost.quantize(COST_PLACES)
+
+
+def _with_json(completion: Completion, schema: dict) -> Completion:
+    try:
+        parsed = providers.parse_json_output(completion.text)
+    except ValueError as exc:
+        _note_invalid(completion, f"not JSON ({exc})")
+        raise LLMOutputInvalid(f"The model's answer is not JSON ({exc}).", completion=completion) from exc
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(parsed), key=lambda e: list(e.absolute_path))
+    if errors:
+        described = "; ".join(
+            f"{'.'.join(str(p) for p in e.absolute_path) or 'value'}: {e.message[:200]}" for e in errors[:5]
+        )
+        _note_invalid(completion, f"does not match the JSON schema: {described}")
+        raise LLMOutputInvalid(
+            f"The model's answer does not match the JSON schema: {described}.", completion=completion
+        )
+    return dataclasses.replace(completion, parsed_json=parsed)
+
+
+def _note_invalid(completion: Completion, reason: str) -> None:
+    # The call itself succeeded (and is paid for); the row says why its answer was not used.
+    if completion.call_id is not None:
+        LLMCall.objects.filter(pk=completion.call_id).update(error=f"answer rejected: {reason}"[:2000])
+
+
+def _check_request(messages, max_tokens, temperature, json_schema) -> None:
+    problems = []
+    if not isinstance(messages, list) or not messages:
+        problems.append("messages must be a non-empty list")
+    else:
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in ROLES:
+                problems.append(f"messages[{index}].role must be one of {', '.join(sorted(ROLES))}")
+            elif not isinstance(message.get("content"), str):
+                problems.append(f"messages[{index}].content must be a string")
+    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        problems.append(f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}")
+    if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
+        problems.append("temperature must be from 0 to 2")
+    if json_schema is not None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(json_schema)
+        except jsonschema.SchemaError as exc:
+            problems.append(f"json_schema is not a valid JSON Schema ({exc.message})")
+    if problems:
+        raise LLMInvalidRequest("Invalid LLM request: " + "; ".join(problems) + ".")
+
+
+def _estimate(request: providers.Request) -> int:
+    chars = sum(len(m["content"]) for m in request.messages) + len(request.system or "")
+    return -(-chars // providers.CHARS_PER_TOKEN) + request.max_tokens
+
+
+def _schema_text(schema: dict) -> str:
+    return json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+
+
+def _ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)

@@ -1,0 +1,285 @@
+"""The providers behind the gateway: which are configured, how to call each, and how to read their errors.
+
+OpenAI and any OpenAI-compatible "local" server (vLLM, Ollama, llama.cpp) use the `openai` SDK's chat
+completions, Anthropic uses the `anthropic` SDK's messages. The SDKs' own retries are off
+(`max_retries=0`): the gateway retries, so that every try is counted, recorded and seen by the breaker.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import anthropic
+import openai
+from django.conf import settings
+
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+LOCAL = "local"
+KNOWN_PROVIDERS = (OPENAI, ANTHROPIC, LOCAL)
+# Passed explicitly when the setting is empty: given no base URL the SDKs read OPENAI_BASE_URL /
+# ANTHROPIC_BASE_URL from the environment, and `.env.example` sets them empty, which they would use as is.
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
+CHARS_PER_TOKEN = 4  # rough size of a token, for estimates
+# HTTP statuses worth trying again on the same provider (the SDKs' own list): timeout, conflict,
+# rate limit, and every 5xx (including Anthropic's 529 "overloaded").
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+# Statuses that say the provider cannot serve us at all (bad key, no access): they count against its
+# breaker. Other 4xx are about this request (too long, bad parameter) and say nothing of its health.
+UNUSABLE_STATUSES = frozenset({401, 402, 403})
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    model: str  # default model
+    api_key: str
+    base_url: str
+
+
+@dataclass(frozen=True)
+class Request:
+    messages: list[dict]
+    system: str | None
+    max_tokens: int
+    temperature: float | None  # None: the provider's default
+    want_json: bool
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    usage_estimated: bool  # the server reported no usage: counted from characters instead
+
+
+class ProviderFailure(Exception):
+    """A provider call failed; `retryable` says whether the same provider may be tried again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        counts_for_breaker: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ):
+        super().__init__(message)
+        self.retryable = retryable
+        self.counts_for_breaker = counts_for_breaker
+        self.retry_after = retry_after
+        self.status = status
+
+
+def configured_providers() -> list[Provider]:
+    """Return the providers of LLM_PROVIDERS, in failover order, that have credentials (read at call time)."""
+    found = []
+    for name in settings.LLM_PROVIDERS:
+        if name == OPENAI and settings.OPENAI_API_KEY:
+            base_url = settings.OPENAI_BASE_URL or OPENAI_DEFAULT_BASE_URL
+            found.append(Provider(OPENAI, settings.OPENAI_MODEL, settings.OPENAI_API_KEY, base_url))
+        elif name == ANTHROPIC and settings.ANTHROPIC_API_KEY:
+            found.append(
+                Provider(
+                    ANTHROPIC,
+                    settings.ANTHROPIC_MODEL,
+                    settings.ANTHROPIC_API_KEY,
+                    settings.ANTHROPIC_BASE_URL or ANTHROPIC_DEFAULT_BASE_URL,
+                )
+            )
+        elif name == LOCAL and settings.LOCAL_LLM_BASE_URL:
+            found.append(
+                Provider(
+                    LOCAL, settings.LOCAL_LLM_MODEL, settings.LOCAL_LLM_API_KEY or "local", settings.LOCAL_LLM_BASE_URL
+                )
+            )
+    return found
+
+
+def model_for(provider: Provider, requested: str | None) -> str:
+    """Pick the model a provider is asked for.
+
+    "openai:gpt-4o", "anthropic:claude-3-5-sonnet-latest", "local:llama3.1:8b" name the model of one
+    provider; a plain "claude-..." name is Anthropic's; any other plain name is for the OpenAI-compatible
+    providers (openai, local). Every other provider in the failover chain uses its configured default.
+    """
+    if not requested:
+        return provider.model
+    prefix, sep, rest = requested.partition(":")
+    if sep and prefix in KNOWN_PROVIDERS:
+        return rest if prefix == provider.name and rest else provider.model
+    is_claude = requested.startswith("claude")
+    if (provider.name == ANTHROPIC) == is_claude:
+        return requested
+    return provider.model
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def call(provider: Provider, model: str, request: Request) -> Answer:
+    """Send one request to one provider; raise ProviderFailure on any failure the gateway handles."""
+    try:
+        if provider.name == ANTHROPIC:
+            return _call_anthropic(provider, model, request)
+        return _call_openai_compatible(provider, model, request)
+    except (openai.APIStatusError, anthropic.APIStatusError) as exc:
+        raise _status_failure(exc) from exc
+    except (openai.APITimeoutError, anthropic.APITimeoutError) as exc:
+        raise ProviderFailure(
+            f"timed out after {settings.LLM_TIMEOUT_SECONDS:g} s", retryable=True, counts_for_breaker=True
+        ) from exc
+    except (openai.APIConnectionError, anthropic.APIConnectionError) as exc:
+        raise ProviderFailure(f"connection failed ({_cause(exc)})", retryable=True, counts_for_breaker=True) from exc
+    except (openai.APIResponseValidationError, anthropic.APIResponseValidationError, ValueError) as exc:
+        # ValueError: the SDKs let json.JSONDecodeError through for a body that is not JSON.
+        raise ProviderFailure(
+            f"malformed response ({type(exc).__name__}: {exc})"[:500], retryable=True, counts_for_breaker=True
+        ) from exc
+    except (openai.OpenAIError, anthropic.AnthropicError) as exc:
+        raise ProviderFailure(f"{type(exc).__name__}: {exc}"[:500], retryable=False, counts_for_breaker=False) from exc
+
+
+def _call_openai_compatible(provider: Provider, model: str, request: Request) -> Answer:
+    client = _openai_client(provider.api_key, provider.base_url, float(settings.LLM_TIMEOUT_SECONDS))
+    messages = list(request.messages)
+    if request.system:
+        messages.insert(0, {"role": "system", "content": request.system})
+    options = {} if request.temperature is None else {"temperature": request.temperature}
+    # OpenAI's newer models accept only max_completion_tokens; OpenAI-compatible servers know max_tokens.
+    options["max_completion_tokens" if provider.name == OPENAI else "max_tokens"] = request.max_tokens
+    if request.want_json:
+        options["response_format"] = {"type": "json_object"}
+    response = client.chat.completions.create(model=model, messages=messages, **options)
+    try:
+        text = response.choices[0].message.content or ""
+        usage = response.usage
+        prompt_tokens = usage.prompt_tokens if usage else None
+        completion_tokens = usage.completion_tokens if usage else None
+        served = response.model or model
+    except (AttributeError, IndexError, TypeError) as exc:
+        raise _malformed(response) from exc
+    return _answer(text, served, prompt_tokens, completion_tokens, request)
+
+
+def _call_anthropic(provider: Provider, model: str, request: Request) -> Answer:
+    client = _anthropic_client(provider.api_key, provider.base_url, float(settings.LLM_TIMEOUT_SECONDS))
+    # Anthropic takes the system prompt apart from the messages, which may only be user/assistant.
+    system_parts = [request.system] if request.system else []
+    messages = []
+    for message in request.messages:
+        if message["role"] == "system":
+            system_parts.append(message["content"])
+        else:
+            messages.append(message)
+    options = {"system": "\n\n".join(system_parts)} if system_parts else {}
+    # No temperature: the Messages API of the pinned SDK (anthropic 2.x) has no sampling parameters.
+    response = client.messages.create(model=model, messages=messages, max_tokens=request.max_tokens, **options)
+    try:
+        text = "".join(block.text for block in response.content if getattr(block, "type", None) == "text")
+        usage = response.usage
+        prompt_tokens = (usage.input_tokens or 0) + (getattr(usage, "cache_creation_input_tokens", None) or 0)
+        prompt_tokens += getattr(usage, "cache_read_input_tokens", None) or 0
+        completion_tokens = usage.output_tokens
+        served = response.model or model
+    except (AttributeError, TypeError) as exc:
+        raise _malformed(response) from exc
+    return _answer(text, served, prompt_tokens, completion_tokens, request)
+
+
+def _answer(text, served, prompt_tokens, completion_tokens, request: Request) -> Answer:
+    if not isinstance(text, str):
+        raise _malformed(text)
+    estimated = not isinstance(prompt_tokens, int) or not isinstance(completion_tokens, int)
+    if estimated:  # some OpenAI-compatible servers report no usage: count something rather than nothing
+        chars = sum(len(m["content"]) for m in request.messages) + len(request.system or "")
+        prompt_tokens, completion_tokens = math.ceil(chars / CHARS_PER_TOKEN), estimate_tokens(text)
+    return Answer(text, str(served), max(prompt_tokens, 0), max(completion_tokens, 0), estimated)
+
+
+def _malformed(response) -> ProviderFailure:
+    shown = response if isinstance(response, str) else type(response).__name__
+    return ProviderFailure(f"malformed response ({str(shown)[:200]})", retryable=True, counts_for_breaker=True)
+
+
+def _status_failure(exc) -> ProviderFailure:
+    status = exc.status_code
+    retryable = status in RETRYABLE_STATUSES or status >= 500
+    return ProviderFailure(
+        f"HTTP {status}: {_error_message(exc)}"[:500],
+        retryable=retryable,
+        counts_for_breaker=retryable or status in UNUSABLE_STATUSES,
+        retry_after=retry_after_seconds(exc.response.headers) if status == 429 or status >= 500 else None,
+        status=status,
+    )
+
+
+def _error_message(exc) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return str(getattr(exc, "message", exc))
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    return f"{type(cause).__name__}: {cause}" if cause else str(exc)
+
+
+def retry_after_seconds(headers, *, now: float | None = None) -> float | None:
+    """Read Retry-After (seconds or an HTTP date) or retry-after-ms; None if absent or unreadable."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now_ts = time.time() if now is None else now
+    return max((when - datetime.fromtimestamp(now_ts, UTC)).total_seconds(), 0.0)
+
+
+# One client per (key, URL, timeout): clients hold the connection pool, so reusing them keeps
+# connections alive between calls; they are thread-safe.
+@functools.lru_cache(maxsize=32)
+def _openai_client(api_key: str, base_url: str, timeout: float) -> openai.OpenAI:
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+
+
+@functools.lru_cache(maxsize=32)
+def _anthropic_client(api_key: str, base_url: str, timeout: float) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+
+
+def parse_json_output(text: str):
+    """Parse a model's JSON answer, tolerating a Markdown code fence around it; raise ValueError if not JSON."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+        stripped = stripped.rsplit("```", 1)[0]
+    return json.loads(stripped)

@@ -1,0 +1,150 @@
+"""The LLM gateway's records: every provider call, the providers' circuit breakers, per-user monthly budgets."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class LLMOutcome(models.TextChoices):
+    SUCCESS = "success", "Succeeded"
+    ERROR = "error", "Failed"
+    REFUSED_BUDGET = "refused_budget", "Refused: over budget"
+    BREAKER_OPEN = "breaker_open", "Skipped: provider switched off (circuit open)"
+
+
+class LLMCall(models.Model):
+    """One call attempt through the LLM gateway: sent to a provider, refused by a budget, or skipped (breaker open)."""
+
+    # SET_NULL: the row is a cost record; deleting a run or a user must not erase what was spent.
+    run = models.ForeignKey(
+        "runs.Run",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="llm_calls",
+        db_index=False,  # the ("run", "step") index below serves lookups by run
+    )
+    step = models.ForeignKey("runs.Step", null=True, blank=True, on_delete=models.SET_NULL, related_name="llm_calls")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="llm_calls",
+        db_index=False,  # the ("owner", "created_at") index below serves lookups by owner
+        help_text="The account whose monthly budget the call counts against (the run's creator).",
+    )
+    request_id = models.UUIDField(
+        "gateway request",
+        help_text="Shared by every attempt (retries, failover) made for one request to the gateway.",
+    )
+    provider = models.CharField(max_length=20, blank=True, help_text="Empty when a budget refused the call.")
+    model = models.CharField(max_length=200, blank=True)
+    step_attempt = models.PositiveIntegerField(
+        "step attempt", null=True, blank=True, help_text="Which attempt of the step made the call."
+    )
+    attempt = models.PositiveSmallIntegerField(
+        "try on this provider",
+        default=1,
+        help_text="1 for the first try on this provider within one gateway request, 2 for its first retry, "
+        "...; 0 when nothing was sent (refused or skipped).",
+    )
+    outcome = models.CharField(max_length=20, choices=LLMOutcome.choices)
+    prompt_tokens = models.PositiveIntegerField("prompt tokens", default=0)
+    completion_tokens = models.PositiveIntegerField("completion tokens", default=0)
+    total_tokens = models.PositiveIntegerField(
+        "tokens", default=0, help_text="Prompt plus completion tokens: what budgets count."
+    )
+    cost_usd = models.DecimalField(
+        "cost (USD)",
+        max_digits=14,
+        decimal_places=8,
+        default=0,
+        help_text="From the prices per million tokens in the LLM_PRICES setting; 0 for models not listed.",
+    )
+    latency_ms = models.PositiveIntegerField("latency (ms)", default=0, help_text="Time waiting for the provider.")
+    error = models.TextField("error", blank=True, default="")
+    created_at = models.DateTimeField("when", default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "LLM call"
+        verbose_name_plural = "LLM calls"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Monthly usage of one owner: owner = ? AND created_at >= month start (budget check, admin).
+            models.Index(fields=["owner", "created_at"], name="llmcall_owner_created"),
+            # Tokens used by a run (run budget check) and per-step totals (run_metrics).
+            models.Index(fields=["run", "step"], name="llmcall_run_step"),
+            # The admin's list, newest first.
+            models.Index(fields=["-created_at"], name="llmcall_created_desc"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(total_tokens=models.F("prompt_tokens") + models.F("completion_tokens")),
+                name="llmcall_total_tokens_sum",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.provider or 'gateway'} {self.model} ({self.outcome})"
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "Closed (in use)"
+    OPEN = "open", "Open (switched off)"
+    HALF_OPEN = "half_open", "Half-open (testing with one call)"
+
+
+class ProviderBreaker(models.Model):
+    """A provider's circuit breaker, shared by every process; changed only by compare-and-set updates."""
+
+    provider = models.CharField(max_length=20, unique=True)
+    state = models.CharField(max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED)
+    consecutive_failures = models.PositiveIntegerField(
+        "failures in a row",
+        default=0,
+        help_text="Reset by a successful call; the breaker opens at LLM_BREAKER_FAILURES.",
+    )
+    opened_at = models.DateTimeField(
+        "switched off at", null=True, blank=True, help_text="A test call is allowed LLM_BREAKER_RESET_SECONDS later."
+    )
+    probe_started_at = models.DateTimeField(
+        "test call started at",
+        null=True,
+        blank=True,
+        help_text="When half-open: when the one test call was claimed (another may claim it if this one hangs).",
+    )
+    updated_at = models.DateTimeField("last change", default=timezone.now)
+
+    class Meta:
+        verbose_name = "LLM provider circuit breaker"
+        verbose_name_plural = "LLM provider circuit breakers"
+        ordering = ["provider"]
+
+    def __str__(self):
+        return f"{self.provider} ({self.state})"
+
+
+class OwnerBudget(models.Model):
+    """A user's own monthly LLM token limit, replacing the LLM_MONTHLY_TOKEN_BUDGET default."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="llm_budget", verbose_name="user"
+    )
+    monthly_token_limit = models.PositiveBigIntegerField(
+        "monthly token limit",
+        null=True,
+        blank=True,
+        help_text="Most LLM tokens this user's runs may use per calendar month (UTC). Empty = the default "
+        "(LLM_MONTHLY_TOKEN_BUDGET setting); 0 = unlimited.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "monthly LLM budget"
+        verbose_name_plural = "monthly LLM budgets"
+        ordering = ["user__username"]
+
+    def __str__(self):
+        return f"LLM budget of {self.user}"
