@@ -7,17 +7,17 @@ completions, Anthropic uses the `anthropic` SDK's messages. The SDKs' own retrie
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import json
 import math
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anthropic
 import openai
 from django.conf import settings
+
+from agentrunner.retry_after import parse_retry_after
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -247,21 +247,7 @@ def retry_after_seconds(headers, *, now: float | None = None) -> float | None:
             return max(float(millis) / 1000, 0.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now_ts = time.time() if now is None else now
-    return max((when - datetime.fromtimestamp(now_ts, UTC)).total_seconds(), 0.0)
+    return parse_retry_after(headers.get("retry-after"), now=None if now is None else datetime.fromtimestamp(now, UTC))
 
 
 # One client per (key, URL, timeout): clients hold the connection pool, so reusing them keeps

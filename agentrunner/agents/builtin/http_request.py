@@ -7,14 +7,14 @@ request's header values redacted (an endpoint may echo them back).
 
 from __future__ import annotations
 
-import email.utils
 import json
+import math
 import re
 import ssl
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 from django.conf import settings
@@ -22,6 +22,7 @@ from django.conf import settings
 from agentrunner.agents.base import Agent, AgentContext, NonRetryableAgentError, RetryableAgentError
 from agentrunner.agents.registry import register
 from agentrunner.netpolicy import DestinationNotAllowed, NetPolicy, ResolutionFailed
+from agentrunner.retry_after import parse_retry_after as retry_after_in_seconds
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -337,20 +338,9 @@ def _status_error(
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> int | None:
-    """Return Retry-After (delay-seconds or an HTTP date) as whole seconds from now, or None if absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return int(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0, int(seconds + 0.999))
+    """Retry-After as whole seconds from now (rounded up), or None if absent/invalid."""
+    seconds = retry_after_in_seconds(value, now=now)
+    return None if seconds is None else math.ceil(seconds)
 
 
 def _decode(response: httpx.Response, content: bytes) -> str:
