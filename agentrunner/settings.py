@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "agentrunner.apps.AgentRunnerConfig",
     "runs.apps.RunsConfig",
     "flows.apps.FlowsConfig",
+    "schedules.apps.SchedulesConfig",
+    "digests.apps.DigestsConfig",
 ]
 
 MIDDLEWARE = [
@@ -266,6 +268,49 @@ LLM_PRICES = env.json(
     },
 )
 
+# --- Schedules and digests --------------------------------------------------
+# A schedule with catch-up `skip_missed` still runs a slot this late (seconds); later ones are skipped.
+SCHEDULE_MISFIRE_GRACE_SECONDS = env_number("SCHEDULE_MISFIRE_GRACE_SECONDS", 60.0)
+# Links in digest emails point here (the admin's public address, no trailing slash).
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# A failed SMTP send is retried after 30 s, 60 s, 120 s, … up to this many attempts in all.
+DIGEST_SEND_MAX_ATTEMPTS = env_number("DIGEST_SEND_MAX_ATTEMPTS", 5, int)
+DIGEST_RETRY_BACKOFF_SECONDS = env_number("DIGEST_RETRY_BACKOFF_SECONDS", 30.0)
+
+# --- Email ----------------------------------------------------------------
+# EMAIL_URL (smtp://, smtp+tls://, smtp+ssl://, consolemail://; user and password
+# URL-encoded) wins over the EMAIL_HOST/… variables. With neither, mail goes to
+# the console (stdout of the worker): right for development, and a system check
+# warns about it when DEBUG is off.
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Agent Runner <agent-runner@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_TIMEOUT = env_number("EMAIL_TIMEOUT", 30, int)
+_email_url = env.str("EMAIL_URL", default="")
+if _email_url:
+    try:
+        _email = environ.Env.email_url_config(_email_url)
+    except (ValueError, KeyError) as exc:
+        raise ImproperlyConfigured(f"EMAIL_URL cannot be read ({exc}); e.g. smtp+tls://user:pass@host:587.") from None
+    EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+    EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+    EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+    EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS")) and not EMAIL_USE_SSL
+    EMAIL_PORT = _email["EMAIL_PORT"] or (465 if EMAIL_USE_SSL else 587 if EMAIL_USE_TLS else 25)
+    EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+    EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+elif env.str("EMAIL_HOST", default=""):
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = env.str("EMAIL_HOST")
+    EMAIL_PORT = env_number("EMAIL_PORT", 25, int)
+    EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+    EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# The domain of digest Message-IDs (deterministic per digest and period); default: the sender's domain.
+EMAIL_MESSAGE_ID_DOMAIN = env.str("EMAIL_MESSAGE_ID_DOMAIN", default="")
+
 # --- django-q2 ------------------------------------------------------------
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="agentrunner"),
@@ -282,6 +327,8 @@ Q_CLUSTER = {
     "max_attempts": 3,
     # ORM broker pick-up latency is the poll interval (0.05 s -> p50 ~28 ms).
     "poll": env_number("Q_POLL", 0.05),
+    # After downtime django-q2 fires a late schedule once; our fire task applies
+    # the schedule's own catch-up policy (schedules/services.py).
     "catch_up": False,
     "label": "Task queue (django-q2)",
     "recycle": 500,

@@ -6,13 +6,15 @@ from agentrunner.health import HealthApi
 
 admin.site.site_header = "Agent Runner"
 admin.site.site_title = "Agent Runner"
-admin.site.index_title = "Runs, agents and workers"
+admin.site.index_title = "Runs, flows, schedules and digests"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/health", HealthApi.as_view(), name="health"),
     path("api/v1/", include("runs.urls")),
     path("api/v1/", include("flows.urls")),
+    path("api/v1/", include("schedules.urls")),
+    path("api/v1/", include("digests.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

@@ -22,6 +22,7 @@ from datetime import timedelta
 import structlog
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from agentrunner.agents import AgentContext, AgentError, get_agent
@@ -401,6 +402,11 @@ def slots_pump_all() -> int:
     return sum(slots_pump(key=key) for key in sorted(keys))
 
 
+# Other apps' periodic work (schedules, digests) runs in the elected tick; a
+# receiver takes `now` and returns a dict of counts for the tick's log line.
+tick_work = Signal()
+
+
 def engine_tick(*, worker_id: str, force: bool = False) -> dict | None:
     """Run the periodic recovery work if this process wins this period's election."""
     now = timezone.now()
@@ -413,12 +419,18 @@ def engine_tick(*, worker_id: str, force: bool = False) -> dict | None:
         )
         if not won:
             return None
-    return {
+    summary = {
         "reaped": steps_reap(now=now),
         "retried": steps_retry_due(now=now),
         "redispatched": steps_redispatch_stale(now=now),
         "pumped": slots_pump_all(),
     }
+    for receiver, result in tick_work.send_robust(sender=engine_tick, now=now):
+        if isinstance(result, Exception):  # one app's failure must not stop the others' work
+            log.error("tick_work_failed", receiver=getattr(receiver, "__qualname__", str(receiver)), error=repr(result))
+        elif result:
+            summary.update(result)
+    return summary
 
 
 class EngineTicker(threading.Thread):

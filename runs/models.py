@@ -126,6 +126,17 @@ class Run(models.Model):
     )
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    schedule = models.ForeignKey(
+        "schedules.Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The schedule that started this run.",
+    )
+    scheduled_for = models.DateTimeField(
+        "scheduled for", null=True, blank=True, help_text="The schedule's fire time this run stands for."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -138,7 +149,13 @@ class Run(models.Model):
                 fields=["created_by", "idempotency_key"],
                 condition=~Q(idempotency_key=""),
                 name="run_idempotency_key_unique",
-            )
+            ),
+            # One run per schedule slot, even with several clusters firing it.
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"],
+                condition=Q(schedule__isnull=False),
+                name="run_schedule_slot_unique",
+            ),
         ]
         indexes = [
             # Run list filtered by status, newest first (API and admin).

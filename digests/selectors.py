@@ -1,0 +1,99 @@
+"""Reads: digests with their latest delivery, delivery lists, the period so far, and what needs a person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Prefetch, Q, QuerySet
+from django.utils import timezone
+
+from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription, Weekday
+from digests.rendering import RenderedDigest, digest_render
+from digests.services import MAX_RUNS_PER_DIGEST, _period_start, delivery_is_stuck, digest_runs, digest_timing
+from schedules.timing import Timing
+
+# A manual send of a per-run digest has no period of its own: digest_period_close falls back to days.
+MANUAL_FALLBACK_CRON = "0 0 * * *"
+
+
+def digest_list() -> QuerySet[DigestSubscription]:
+    """Every digest with its source and its latest delivery (`latest_deliveries`, at most one) in two queries."""
+    latest = DigestDelivery.objects.order_by("-created_at", "-pk")[:1]
+    return DigestSubscription.objects.select_related("flow", "schedule", "created_by").prefetch_related(
+        Prefetch("deliveries", queryset=latest, to_attr="latest_deliveries")
+    )
+
+
+def digest_latest_delivery(subscription: DigestSubscription) -> DigestDelivery | None:
+    """The newest delivery: prefetched by digest_list, else one query."""
+    if hasattr(subscription, "latest_deliveries"):
+        return subscription.latest_deliveries[0] if subscription.latest_deliveries else None
+    return subscription.deliveries.order_by("-created_at", "-pk").first()
+
+
+def digest_deliveries(*, subscription: DigestSubscription) -> QuerySet[DigestDelivery]:
+    """A digest's deliveries, newest first."""
+    return subscription.deliveries.order_by("-created_at", "-pk")
+
+
+def digest_next_send_at(subscription: DigestSubscription, *, now: datetime | None = None) -> datetime | None:
+    """When the current period ends and its email goes out; None when paused or sent after each run."""
+    timing = digest_timing(subscription) if subscription.enabled else None
+    return timing.next_after(now or timezone.now()) if timing else None
+
+
+def digest_period_words(subscription: DigestSubscription) -> str:
+    """The period as people say it: "daily at 08:00 Europe/Paris", "after each run of schedule Nightly"."""
+    at = subscription.send_at
+    at = at if isinstance(at, str) else at.strftime("%H:%M")
+    if subscription.period == DigestPeriod.AFTER_RUN:
+        name = subscription.schedule.name if subscription.schedule_id else "its schedule"
+        return f"after each run of schedule {name}"
+    if subscription.period == DigestPeriod.HOURLY:
+        return f"every hour, on the hour ({subscription.timezone})"
+    if subscription.period == DigestPeriod.WEEKLY:
+        return f"weekly on {Weekday(subscription.weekday).label} at {at} {subscription.timezone}"
+    return f"daily at {at} {subscription.timezone}"
+
+
+@dataclass
+class Preview:
+    start: datetime
+    end: datetime
+    run_count: int
+    content: RenderedDigest
+
+
+def digest_preview(*, subscription: DigestSubscription, now: datetime | None = None) -> Preview:
+    """What "Send now" would mail now: the runs since the last delivery (or period boundary); writes nothing."""
+    end = now or timezone.now()
+    timing = digest_timing(subscription) or Timing(cron=MANUAL_FALLBACK_CRON, tz=subscription.timezone)
+    # The same start digest_period_close(manual=True) gives a period cut now.
+    start = _period_start(subscription, timing, end)
+    runs = list(
+        digest_runs(subscription=subscription, start=start, end=end).select_related("flow_version__flow")[
+            :MAX_RUNS_PER_DIGEST
+        ]
+    )
+    content = digest_render(subscription=subscription, runs=runs, start=start, end=end)
+    return Preview(start=start, end=end, run_count=len(runs), content=content)
+
+
+def delivery_list() -> QuerySet[DigestDelivery]:
+    return DigestDelivery.objects.select_related("subscription")
+
+
+def delivery_stuck_ids(*, now: datetime | None = None) -> list[int]:
+    """Deliveries left in `sending` by a worker that died mid-send (few rows: the rule is delivery_is_stuck)."""
+    sending = DigestDelivery.objects.filter(status=DeliveryStatus.SENDING).only("status", "sending_started_at")
+    return [d.pk for d in sending if delivery_is_stuck(d, now=now)]
+
+
+def deliveries_needing_decision(*, now: datetime | None = None) -> QuerySet[DigestDelivery]:
+    """Failed deliveries and stuck `sending` ones: nothing retries them; a person resends or marks them sent."""
+    return delivery_list().filter(Q(status=DeliveryStatus.FAILED) | Q(pk__in=delivery_stuck_ids(now=now)))
+
+
+def delivery_needs_decision(delivery: DigestDelivery, *, now: datetime | None = None) -> bool:
+    return delivery.status == DeliveryStatus.FAILED or delivery_is_stuck(delivery, now=now)

@@ -1,0 +1,27 @@
+"""Schedule work in the engine tick: a django-q2 scheduler pass, and queued slots whose turn has come.
+
+django-q2's sentinel runs its scheduler only every 30 s; calling the same
+function from the elected tick makes a slot fire within about one tick of its
+time. Both may run at once: django-q2 locks the rows it fires (SELECT … FOR
+UPDATE; IMMEDIATE transactions on SQLite) and our slot claim is unique anyway.
+"""
+
+from django.dispatch import receiver
+from django_q.brokers import get_broker
+from django_q.scheduler import scheduler
+
+from runs.engine import tick_work
+
+_broker = None
+
+
+@receiver(tick_work)
+def schedules_tick(sender, now, **kwargs):
+    global _broker
+    if _broker is None:
+        _broker = get_broker()
+    scheduler(broker=_broker)
+    from schedules.services import schedule_queue_advance
+
+    started = schedule_queue_advance()
+    return {"queued_slots_started": started} if started else None
