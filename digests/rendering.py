@@ -56,8 +56,8 @@ def period_label(*, start: datetime, end: datetime, tz: str) -> str:
     if a == b:
         return f"{b:%Y-%m-%d %H:%M} {tz}"
     if a.date() == b.date():
-        return f"{a:%Y-%m-%d %H:%M}–{b:%H:%M} {tz}"
-    return f"{a:%Y-%m-%d %H:%M} – {b:%Y-%m-%d %H:%M} {tz}"
+        return f"{a:%Y-%m-%d %H:%M} to {b:%H:%M} {tz}"
+    return f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M} {tz}"
 
 
 def digest_render(

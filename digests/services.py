@@ -31,7 +31,7 @@ from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestS
 from digests.rendering import RenderedDigest, digest_render, message_id
 from runs.models import RUN_FINISHED, Run, RunStatus
 from schedules.qsync import q_schedule_move, q_schedule_sync
-from schedules.timing import Timing, TimingError
+from schedules.timing import Timing, TimingError, zone
 
 log = structlog.get_logger("agentrunner.digests")
 
@@ -103,6 +103,7 @@ def digest_check(subscription: DigestSubscription) -> None:
     if not subscription.limit or subscription.limit < 1:
         errors.setdefault("limit", []).append("List at least one result.")
     try:
+        zone(subscription.timezone)
         digest_timing(subscription)
     except (TimingError, ValueError) as exc:
         errors.setdefault("timezone" if "zone" in str(exc) else "send_at", []).append(str(exc))

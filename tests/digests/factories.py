@@ -1,0 +1,22 @@
+"""Finished runs and digests for the tests."""
+
+from datetime import UTC, datetime
+
+from digests import services
+from runs.models import Run, RunStatus
+
+PERIOD_END = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+
+
+def finished_run(*, result=None, at=None, status=RunStatus.COMPLETED, agent="pass", error="", **fields) -> Run:
+    at = at or PERIOD_END.replace(hour=7)
+    return Run.objects.create(
+        agent_type=agent, status=status, result=result, error=error, started_at=at, finished_at=at, **fields
+    )
+
+
+def digest(name="Top claims", **fields):
+    defaults = {"recipients": "ops@example.com, lead@example.com", "agent_type": "pass", "rank_by": "score"}
+    if "schedule" in fields or "flow" in fields:
+        defaults.pop("agent_type")
+    return services.digest_create(name=name, **{**defaults, **fields})
