@@ -43,6 +43,7 @@ bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 bench: install-dev
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/flow_bench.py
+	$(BIN)/python bench/schedule_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

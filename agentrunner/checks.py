@@ -24,3 +24,28 @@ def check_queue_timing(app_configs, **kwargs):
     if settings.RUN_LEASE_SECONDS <= settings.CANCEL_POLL_SECONDS * 2:
         errors.append(Error("RUN_LEASE_SECONDS must be well above CANCEL_POLL_SECONDS.", id="agentrunner.E003"))
     return errors
+
+
+@register(deploy=True)
+def check_email(app_configs, **kwargs):
+    """Digests need a real mail server in production; the console backend only prints them."""
+    from django.core.checks import Warning
+
+    warnings = []
+    if settings.EMAIL_BACKEND.endswith("console.EmailBackend"):
+        warnings.append(
+            Warning(
+                "Email goes to the console: digests are printed by the workers, not mailed.",
+                hint="Set EMAIL_URL (e.g. smtp+tls://user:password@smtp.example.com:587) or EMAIL_HOST.",
+                id="agentrunner.W010",
+            )
+        )
+    if settings.SITE_URL.startswith(("http://127.0.0.1", "http://localhost")):
+        warnings.append(
+            Warning(
+                "SITE_URL points to this machine: links in digest emails will not open for their readers.",
+                hint="Set SITE_URL to the admin's public address, e.g. https://runner.example.com.",
+                id="agentrunner.W011",
+            )
+        )
+    return warnings

@@ -51,8 +51,47 @@ def test_check_deploy_is_clean_with_real_values():
         DEBUG="0",
         SECRET_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="agents.example.com",
+        EMAIL_URL="smtp+tls://mailer:secret@smtp.example.com:587",
+        SITE_URL="https://agents.example.com",
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_check_deploy_warns_when_digests_would_go_to_the_console():
+    result = run_manage("check", "--deploy", DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50))
+    assert "agentrunner.W010" in result.stderr and "agentrunner.W011" in result.stderr
+
+
+def email_settings(**env) -> str:
+    code = (
+        "from django.conf import settings as s; print(s.EMAIL_BACKEND.rsplit('.', 2)[1], s.EMAIL_HOST, s.EMAIL_PORT, "
+        "s.EMAIL_HOST_USER, s.EMAIL_USE_TLS, s.EMAIL_USE_SSL)"
+    )
+    result = run_manage("shell", "-c", code, DEBUG="1", LOG_LEVEL="WARNING", **env)
+    return result.stdout.strip().splitlines()[-1] if result.returncode == 0 else result.stderr
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        (
+            {"EMAIL_URL": "smtp+tls://u%40x.com:p%2Fw@mail.example.com:2525"},
+            "smtp mail.example.com 2525 u@x.com True False",
+        ),
+        ({"EMAIL_URL": "smtp+ssl://u:p@mail.example.com"}, "smtp mail.example.com 465 u False True"),
+        (
+            {"EMAIL_HOST": "relay.local", "EMAIL_PORT": "2526", "EMAIL_USE_TLS": "1"},
+            "smtp relay.local 2526  True False",
+        ),
+        ({}, "console"),
+    ],
+)
+def test_email_settings_from_the_environment(env, expected):
+    assert email_settings(**env).startswith(expected)
+
+
+def test_a_malformed_email_port_stops_start_up():
+    assert "EMAIL_PORT='twenty-five' is not a int" in email_settings(EMAIL_HOST="relay", EMAIL_PORT="twenty-five")
 
 
 def test_queue_retry_must_exceed_timeout(settings):
