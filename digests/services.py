@@ -118,6 +118,17 @@ def digest_sync(*, subscription: DigestSubscription) -> None:
     q_schedule_sync(owner=subscription, func=CLOSE_TASK, label=f"digest: {subscription.name}", timing=timing)
 
 
+def digests_repair() -> int:
+    """Re-create the django-q2 row of enabled periodic digests that lost theirs (e.g. deleted by hand)."""
+    missing = DigestSubscription.objects.filter(enabled=True, q_schedule__isnull=True).exclude(
+        period=DigestPeriod.AFTER_RUN
+    )
+    for subscription in missing:
+        with transaction.atomic():
+            digest_sync(subscription=subscription)
+    return len(missing)
+
+
 @transaction.atomic
 def digest_create(*, created_by=None, **fields: Any) -> DigestSubscription:
     """Create a digest and its django-q2 row; raise DigestInvalid with every problem."""

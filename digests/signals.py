@@ -7,8 +7,11 @@ from runs.engine import tick_work
 
 @receiver(tick_work)
 def digests_tick(sender, now, **kwargs):
-    from digests.services import deliveries_dispatch_due, digest_after_run_claims
+    from digests.services import deliveries_dispatch_due, digest_after_run_claims, digests_repair
 
-    claimed = digest_after_run_claims()
-    dispatched = deliveries_dispatch_due(now=now)
-    return {k: v for k, v in {"digests_claimed": claimed, "digests_dispatched": dispatched}.items() if v} or None
+    counts = {
+        "digest_rows_recreated": digests_repair(),
+        "digests_claimed": digest_after_run_claims(),
+        "digests_dispatched": deliveries_dispatch_due(now=now),
+    }
+    return {k: v for k, v in counts.items() if v} or None

@@ -132,14 +132,15 @@ def schedule_sync(*, schedule: Schedule) -> None:
     q_schedule_sync(owner=schedule, func=FIRE_TASK, label=f"schedule: {schedule.name}", timing=timing)
 
 
-def schedules_sync_all() -> int:
-    """Re-create missing or stale django-q2 rows (e.g. after someone deleted one by hand)."""
-    count = 0
-    for schedule in Schedule.objects.all():
+def schedules_repair() -> int:
+    """Re-create the django-q2 row of enabled schedules that lost theirs (e.g. deleted by hand)."""
+    repaired = 0
+    for schedule in Schedule.objects.filter(enabled=True, q_schedule__isnull=True):
         with transaction.atomic():
             schedule_sync(schedule=schedule)
-        count += 1
-    return count
+        log.warning("schedule_row_recreated", schedule_id=schedule.pk)
+        repaired += 1
+    return repaired
 
 
 def schedule_fire(*, schedule_id: int, intended_at: datetime, now: datetime | None = None) -> ScheduleFire | None:

@@ -21,7 +21,7 @@ def schedules_tick(sender, now, **kwargs):
     if _broker is None:
         _broker = get_broker()
     scheduler(broker=_broker)
-    from schedules.services import schedule_queue_advance
+    from schedules.services import schedule_queue_advance, schedules_repair
 
-    started = schedule_queue_advance()
-    return {"queued_slots_started": started} if started else None
+    counts = {"schedule_rows_recreated": schedules_repair(), "queued_slots_started": schedule_queue_advance()}
+    return {k: v for k, v in counts.items() if v} or None

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from django_q.models import OrmQ
+from django_q.models import Schedule as QSchedule
 
 from digests import services
 from digests.models import DeliveryStatus, DigestDelivery
@@ -166,3 +167,11 @@ def test_digest_create__reports_every_problem():
             name="x", recipients="not-an-email", agent_type="pass", period="after_run", timezone="X/Y"
         )
     assert {"recipients", "period", "timezone"} <= set(caught.value.errors)
+
+
+def test_digests_repair__recreates_a_row_deleted_by_hand():
+    d = digest(period="weekly", weekday=1, send_at="09:30")
+    QSchedule.objects.all().delete()
+    assert services.digests_repair() == 1
+    d.refresh_from_db()
+    assert QSchedule.objects.get(pk=d.q_schedule_id).cron == "30 9 * * 1"

@@ -178,3 +178,12 @@ def test_schedule_fire__paused_or_deleted_schedules_start_nothing():
     assert fire(s) is None
     assert services.schedule_fire(schedule_id=999999, intended_at=SLOT) is None
     assert not Run.objects.exists()
+
+
+def test_schedules_repair__recreates_a_row_deleted_by_hand():
+    s = schedule()
+    QSchedule.objects.all().delete()
+    assert services.schedules_repair() == 1
+    s.refresh_from_db()
+    assert QSchedule.objects.get(pk=s.q_schedule_id).func == "schedules.tasks.schedule_fire"
+    assert services.schedules_repair() == 0
