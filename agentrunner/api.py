@@ -4,6 +4,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Suspicio
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import exceptions, serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -11,6 +12,16 @@ from agentrunner.agents import InvalidAgentInput
 from agentrunner.agents.registry import UnknownAgentType
 from flows.definition import InvalidFlowDefinition
 from runs.exceptions import RunError
+
+
+class SafeJSONParser(JSONParser):
+    """JSON where nesting too deep for Python's decoder is a 400 like any other parse error, not a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - the document is nested too deeply.") from None
 
 
 def _flatten(detail, prefix="") -> dict[str, list[str]]:
@@ -56,7 +67,8 @@ def exception_handler(exc, context):
             error_body(detail, "invalid_definition", errors, warnings=warnings), status=status.HTTP_400_BAD_REQUEST
         )
     if isinstance(exc, RunError):
-        return Response(error_body(str(exc), exc.code, **exc.extra), status=exc.status_code)
+        errors = getattr(exc, "errors", None)
+        return Response(error_body(str(exc), exc.code, errors, **exc.extra), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

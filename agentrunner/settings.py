@@ -178,6 +178,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PARSER_CLASSES": [
+        "agentrunner.api.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "agentrunner.api.exception_handler",
@@ -203,6 +208,8 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "runs.models.RunStatus",
         "StepStatusEnum": "runs.models.StepStatus",
         "AttemptStatusEnum": "runs.models.AttemptStatus",
+        "ScheduleFireStatusEnum": "schedules.models.FireStatus",
+        "DeliveryStatusEnum": "digests.models.DeliveryStatus",
     },
 }
 

@@ -10,12 +10,12 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agentrunner.agents.builtin.document_extractor import input_from_upload
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, error_response
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, SafeJSONParser, error_response
 from agentrunner.llm import run_metrics
 from flows.exceptions import FlowNotFound
 from flows.models import FlowVersion
@@ -288,7 +288,7 @@ RUN_FINISHED_ERR = error_response(
 
 
 class AgentRunApi(APIView):
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [SafeJSONParser, MultiPartParser, FormParser]
 
     @extend_schema(
         operation_id="agents_run",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -36,6 +36,10 @@ def cron_check(expression: str) -> str:
         raise TimingError("A cron expression has five fields: minute hour day-of-month month day-of-week.")
     if not croniter.is_valid(expression):
         raise TimingError(f"{expression!r} is not a valid cron expression.")
+    try:
+        croniter(expression, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:  # e.g. 30 February: valid syntax, never fires
+        raise TimingError(f"{expression!r} never fires (no such date).") from None
     return expression
 
 

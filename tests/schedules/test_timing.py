@@ -44,6 +44,7 @@ def test_count_between__counts_fire_times_in_the_window():
     [
         ({"cron": "61 * * * *"}, "not a valid cron"),
         ({"cron": "* * *"}, "five fields"),
+        ({"cron": "0 0 30 2 *"}, "never fires"),
         ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "Unknown time zone"),
         ({"interval_seconds": 0}, "either a cron expression or an interval"),
         ({"cron": "* * * * *", "interval_seconds": 60}, "either a cron"),

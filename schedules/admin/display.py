@@ -1,0 +1,124 @@
+"""Display helpers of the schedule pages: timing in words, times in the schedule's zone, slot badges, tables."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from runs.admin.display import AMBER, CELL_STYLE, EMPTY, GREEN, GREY, ORANGE, RED, badge
+from schedules.models import FireStatus, OverlapPolicy, Schedule, ScheduleKind
+from schedules.timing import TimingError, zone
+
+FIRE_COLOURS = {
+    FireStatus.STARTED: GREEN,
+    FireStatus.QUEUED: AMBER,
+    FireStatus.SKIPPED_OVERLAP: GREY,
+    FireStatus.SKIPPED_MISSED: ORANGE,
+    FireStatus.FAILED: RED,
+}
+OVERLAP_SHORT = {
+    OverlapPolicy.SKIP: "skip the slot",
+    OverlapPolicy.QUEUE: "queue the slot",
+    OverlapPolicy.ALLOW: "start anyway",
+}
+DAY_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+UNITS = ((86400, "day", "days"), (3600, "hour", "h"), (60, "minute", "min"), (1, "second", "s"))
+
+
+def every_words(seconds: int | None) -> str:
+    """ "every 10 min", "every hour", "every 1 h 30 min", "every 2 days"."""
+    if not seconds:
+        return EMPTY
+    parts, rest = [], seconds
+    for size, one, many in UNITS:
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append((count, one, many))
+    if len(parts) == 1 and parts[0][0] == 1:
+        return f"every {parts[0][1]}"
+    return "every " + " ".join(f"{count} {many}" for count, _, many in parts)
+
+
+def _days(field: str) -> str | None:
+    """ "Mon–Fri" for "1-5", "Sat, Sun" for "6,0"; None when it is not that simple."""
+    if field == "*":
+        return ""
+    if re.fullmatch(r"[0-7]-[0-7]", field):
+        first, last = (int(x) for x in field.split("-"))
+        return f"{DAY_NAMES[first]}–{DAY_NAMES[last]}" if first < last else None
+    if re.fullmatch(r"[0-7](,[0-7])*", field):
+        return ", ".join(DAY_NAMES[int(x)] for x in field.split(","))
+    return None
+
+
+def cron_words(expression: str) -> str | None:
+    """ "Mon–Fri at 07:00" for "0 7 * * 1-5"; None when the expression is not that simple (then shown as is)."""
+    parts = expression.split()
+    if len(parts) != 5:
+        return None
+    minute, hour, day_of_month, month, day_of_week = parts
+    days = _days(day_of_week)
+    if not minute.isdigit() or int(minute) > 59 or day_of_month != "*" or month != "*" or days is None:
+        return None
+    if hour.isdigit() and int(hour) <= 23:
+        at = f"at {int(hour):02d}:{int(minute):02d}"
+        return f"{days} {at}" if days else f"every day {at}"
+    if hour == "*":
+        return f"every hour at :{int(minute):02d}" + (f", {days}" if days else "")
+    return None
+
+
+def timing_words(schedule: Schedule) -> str:
+    if schedule.kind == ScheduleKind.CRON:
+        return f"cron {schedule.cron} ({schedule.timezone})"
+    return every_words(schedule.interval_seconds)
+
+
+def timing_display(schedule: Schedule) -> SafeString | str:
+    """The timing in words, with the cron expression under it when there are words for it."""
+    words = cron_words(schedule.cron) if schedule.kind == ScheduleKind.CRON else None
+    if words is None:
+        return timing_words(schedule)
+    return format_html(
+        '{}<br><small style="color:var(--body-quiet-color)">{}</small>',
+        words,
+        timing_words(schedule),
+    )
+
+
+def local_time(moment: datetime | None, schedule: Schedule, fmt: str = "%a %Y-%m-%d %H:%M %Z") -> SafeString | str:
+    """The time in the schedule's zone, with UTC in the tooltip."""
+    if moment is None:
+        return EMPTY
+    try:
+        tz = zone(schedule.timezone)
+    except TimingError:
+        tz = UTC
+    utc = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return format_html('<span title="{}">{}</span>', utc, moment.astimezone(tz).strftime(fmt))
+
+
+def fire_badge(status: str) -> SafeString:
+    try:
+        label = FireStatus(status).label
+    except ValueError:
+        label = status
+    return badge(label, FIRE_COLOURS.get(status, GREY))
+
+
+def table(headers: list[str], rows: list[tuple]) -> SafeString:
+    head = format_html_join("", '<th style="{}">{}</th>', ((CELL_STYLE, h) for h in headers))
+    body = format_html_join(
+        "",
+        "<tr>{}</tr>",
+        ((format_html_join("", '<td style="{}">{}</td>', ((CELL_STYLE, c) for c in row)),) for row in rows),
+    )
+    return format_html(
+        '<div style="overflow-x:auto"><table style="border-collapse:collapse"><thead><tr>{}</tr></thead>'
+        "<tbody>{}</tbody></table></div>",
+        head,
+        body,
+    )

@@ -1,0 +1,58 @@
+"""The slot history: read-only, since the scheduler decides every slot."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from runs.admin.display import EMPTY, nowrap, run_badge, run_link
+from schedules.admin.display import fire_badge, local_time
+from schedules.models import ScheduleFire
+
+
+@admin.register(ScheduleFire)
+class ScheduleFireAdmin(admin.ModelAdmin):
+    list_display = ["intended", "schedule_link", "status_badge", "run_display", "detail_display", "fired_at"]
+    list_filter = ["status", "schedule"]
+    list_select_related = ["schedule", "run"]
+    search_fields = ["schedule__name", "detail"]
+    date_hierarchy = "intended_at"
+    empty_value_display = EMPTY
+    fields = ["schedule_link", "intended", "status_badge", "run_display", "detail", "fired_at"]
+    readonly_fields = fields
+
+    # Slots are decided by the scheduler; deleting one would let its fire time start a second run.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="fire time", ordering="intended_at")
+    def intended(self, obj: ScheduleFire):
+        return nowrap(local_time(obj.intended_at, obj.schedule, "%Y-%m-%d %H:%M %Z"))
+
+    @admin.display(description="schedule", ordering="schedule__name")
+    def schedule_link(self, obj: ScheduleFire):
+        url = reverse("admin:schedules_schedule_change", args=[obj.schedule_id])
+        return format_html('<a href="{}">{}</a>', url, obj.schedule.name)
+
+    @admin.display(description="what happened", ordering="status")
+    def status_badge(self, obj: ScheduleFire):
+        return fire_badge(obj.status)
+
+    @admin.display(description="run")
+    def run_display(self, obj: ScheduleFire):
+        return nowrap(format_html("{} {}", run_link(obj.run_id), run_badge(obj.run))) if obj.run_id else EMPTY
+
+    @admin.display(description="detail")
+    def detail_display(self, obj: ScheduleFire):
+        return format_html('<div style="min-width:14em">{}</div>', obj.detail) if obj.detail else EMPTY
+
+    @admin.display(description="decided at", ordering="created_at")
+    def fired_at(self, obj: ScheduleFire):
+        return nowrap(local_time(obj.created_at, obj.schedule, "%H:%M:%S"))

@@ -1,0 +1,96 @@
+"""The schedule form: the services' own check runs in clean(), so every problem shows at its field before saving."""
+
+from __future__ import annotations
+
+import copy
+
+from croniter import CroniterBadDateError
+from django import forms
+from django.utils import timezone
+
+from agentrunner.agents import all_agents
+from flows.admin.editor import EDITOR_STYLE, PrettyJSONField
+from schedules import services
+from schedules.exceptions import ScheduleInvalid
+from schedules.models import Schedule
+from schedules.timing import time_zones
+
+FORM_FIELDS = [
+    "name",
+    "flow",
+    "agent_type",
+    "input",
+    "kind",
+    "cron",
+    "interval_seconds",
+    "timezone",
+    "enabled",
+    "overlap",
+    "catch_up",
+]
+# How the services' error keys map onto the form's fields.
+FORM_FIELD = {"target": "flow", "kind": "cron"}
+
+
+class ScheduleForm(forms.ModelForm):
+    agent_type = forms.ChoiceField(label="Agent", required=False, help_text="Or an agent to start.")
+    input = PrettyJSONField(
+        label="Input",
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "style": EDITOR_STYLE}),
+        help_text='The input every run starts with, as a JSON object, e.g. {"document": "…"}. Empty = {}.',
+    )
+    timezone = forms.ChoiceField(
+        label="Time zone", initial="UTC", help_text="Cron times are read in this zone, e.g. Europe/Paris."
+    )
+
+    class Meta:
+        model = Schedule
+        fields = FORM_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        agents = sorted(all_agents())
+        zones = sorted(time_zones())
+        # A value saved before an agent was removed (or a zone renamed) stays visible; the check then says why.
+        if self.instance.agent_type and self.instance.agent_type not in agents:
+            agents.append(self.instance.agent_type)
+        if self.instance.timezone and self.instance.timezone not in zones:
+            zones.append(self.instance.timezone)
+        self.fields["agent_type"].choices = [("", "— (none: start the flow)"), *((a, a) for a in agents)]
+        self.fields["timezone"].choices = [(z, z) for z in zones]
+        self.fields["flow"].empty_label = "— (none: start the agent)"
+
+    def clean_input(self):
+        value = self.cleaned_data["input"]
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError('The input must be a JSON object, e.g. {"document": "…"}.')
+        return value
+
+    def clean(self):
+        data = super().clean()
+        # The services' own check, on a copy: the form shows every problem before anything is written.
+        candidate = copy.copy(self.instance)
+        for name in FORM_FIELDS:
+            if name in data:
+                setattr(candidate, name, data[name])
+        try:
+            services.schedule_check(candidate)
+            services.schedule_timing(candidate).next_after(timezone.now())
+        except ScheduleInvalid as exc:
+            for key, errors in exc.errors.items():
+                field = FORM_FIELD.get(key, key.split(".")[0])
+                field = field if field in self.fields else None
+                prefix = f"{key.split('.', 1)[1]}: " if key.startswith("input.") else ""
+                if field is None or field not in self._errors:
+                    self.add_error(field, [prefix + e for e in errors])
+            return data
+        except CroniterBadDateError:
+            self.add_error("cron", "This cron expression never fires (e.g. a 30 February).")
+            return data
+        # What the services would store: a normalised cron, the unused timing field cleared, a checked input.
+        data.update(cron=candidate.cron, interval_seconds=candidate.interval_seconds, input=candidate.input)
+        return data

@@ -1,0 +1,274 @@
+"""The schedule admin: list, change page with fire times, last run and recent slots; saving through the services."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from runs.admin.display import EMPTY, GREEN, GREY, RED, badge, nowrap, run_badge, run_link
+from schedules import selectors, services
+from schedules.admin.display import OVERLAP_SHORT, fire_badge, local_time, table, timing_display
+from schedules.admin.forms import FORM_FIELDS, ScheduleForm
+from schedules.exceptions import ScheduleInvalid
+from schedules.models import Schedule
+from schedules.qsync import q_next_run
+
+WHAT_HELP = "Start either a flow or an agent (leave the other empty). Every run starts with the input below."
+WHEN_HELP = (
+    "Repeat by a fixed interval, in seconds and aligned to the clock (600 = every 10 minutes, at :00, :10, :20, …), "
+    "or by a cron expression read in the time zone: minute, hour, day of the month, month, day of the week "
+    "(0 7 * * 1-5 = Monday to Friday at 07:00). Only the field of the chosen kind is used."
+)
+STATUS_HELP = "Computed from the timing above; times are in the schedule's time zone, with UTC alongside."
+SLOTS_HELP = (
+    "The last 20 fire times and what each became: a run, or why none started (the previous run was still "
+    "active, the workers were down, or the run could not start)."
+)
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("paused", "Paused")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("active", "paused"):
+            return queryset.filter(enabled=self.value() == "active")
+        return queryset
+
+
+def titled(title: str, base=admin.ChoicesFieldListFilter):
+    """A field's list filter under a title people read ("after downtime", not the field's name)."""
+
+    class Titled(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.title = title
+
+    return Titled
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    form = ScheduleForm
+    list_display = [
+        "name",
+        "target",
+        "timing",
+        "enabled_badge",
+        "overlap_display",
+        "next_fire",
+        "last_run",
+    ]
+    list_filter = [
+        StateFilter,
+        ("kind", titled("timing")),
+        ("overlap", titled("overlap (the previous run is still active)")),
+        ("catch_up", titled("catch-up after downtime")),
+        ("flow", titled("flow", admin.RelatedFieldListFilter)),
+    ]
+    radio_fields = {"kind": admin.HORIZONTAL, "overlap": admin.VERTICAL, "catch_up": admin.VERTICAL}
+    list_select_related = ["flow", "q_schedule"]
+    search_fields = ["name", "agent_type", "flow__slug", "flow__name"]
+    search_help_text = "Search by schedule name, agent or flow."
+    ordering = ["name"]
+    empty_value_display = EMPTY
+    actions = ["pause_schedules", "resume_schedules"]
+    readonly_fields = ["next_fire_times", "last_run_display", "created_by", "created_at", "updated_at", "recent_slots"]
+
+    def get_queryset(self, request):
+        # The newest run of every schedule in one more query (a sliced prefetch), not one per row.
+        return selectors.schedule_list().order_by(*(self.get_ordering(request) or ["name"]))
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        widget = form.base_fields["flow"].widget
+        # Deleting or creating a flow from a schedule's page is one click from a mistake; the flow page does that.
+        widget.can_delete_related = widget.can_add_related = False
+        return form
+
+    def get_fieldsets(self, request, obj=None):
+        editing = [
+            ("What to start", {"fields": ["name", "flow", "agent_type", "input"], "description": WHAT_HELP}),
+            ("When", {"fields": ["kind", "interval_seconds", "cron", "timezone"], "description": WHEN_HELP}),
+            ("Rules", {"fields": ["enabled", "overlap", "catch_up"]}),
+        ]
+        if obj is None:
+            return editing
+        status = (
+            "Status",
+            {
+                "fields": ["next_fire_times", "last_run_display", "created_by", "created_at", "updated_at"],
+                "description": STATUS_HELP,
+            },
+        )
+        return [status, *editing, ("Recent slots", {"fields": ["recent_slots"], "description": SLOTS_HELP})]
+
+    # -- list
+
+    @admin.display(description="starts", ordering="flow__slug")
+    def target(self, obj: Schedule):
+        if obj.flow_id:
+            url = reverse("admin:flows_flow_change", args=[obj.flow_id])
+            return nowrap(format_html('flow <a href="{}">{}</a>', url, obj.flow.slug))
+        return nowrap(format_html("agent <code>{}</code>", obj.agent_type))
+
+    @admin.display(description="when", ordering="kind")
+    def timing(self, obj: Schedule):
+        return timing_display(obj)
+
+    @admin.display(description="state", ordering="enabled")
+    def enabled_badge(self, obj: Schedule):
+        return badge("Active", GREEN) if obj.enabled else badge("Paused", GREY)
+
+    @admin.display(description="if still running", ordering="overlap")
+    def overlap_display(self, obj: Schedule):
+        return OVERLAP_SHORT.get(obj.overlap, obj.overlap)
+
+    @admin.display(description="next fire time")
+    def next_fire(self, obj: Schedule):
+        if not obj.enabled:
+            return "paused"
+        upcoming = selectors.schedule_next_fire_times(obj, 1)
+        overdue = self._overdue(obj)
+        return nowrap(
+            format_html(
+                "{}{}",
+                local_time(upcoming[0], obj, "%a %d %b %H:%M %Z") if upcoming else EMPTY,
+                format_html(" {}", badge("overdue", RED)) if overdue else "",
+            )
+        )
+
+    @admin.display(description="last run")
+    def last_run(self, obj: Schedule):
+        run = selectors.schedule_last_run(obj)
+        if run is None:
+            return "never ran"
+        return format_html("{} {}", run_link(run.pk), run_badge(run))
+
+    def _overdue(self, obj: Schedule) -> datetime | None:
+        """When django-q2's row was due, if that is well past (the workers are not firing it), else None."""
+        due = obj.q_schedule.next_run if obj.q_schedule_id and obj.q_schedule else None
+        grace = timedelta(seconds=settings.SCHEDULE_MISFIRE_GRACE_SECONDS)
+        return due if due is not None and due < timezone.now() - grace else None
+
+    # -- change page
+
+    @admin.display(description="next 5 fire times")
+    def next_fire_times(self, obj: Schedule):
+        if not obj.enabled:
+            return "Paused: nothing fires until it is resumed (missed times are not caught up)."
+        times = selectors.schedule_next_fire_times(obj)
+        if not times:
+            return EMPTY
+        items = format_html_join(
+            "",
+            "<li>{} <span style='color:var(--body-quiet-color)'>({})</span></li>",
+            ((local_time(t, obj), t.astimezone(UTC).strftime("%H:%M UTC")) for t in times),
+        )
+        warning = ""
+        if obj.q_schedule_id is None:
+            warning = format_html(
+                "<p style='color:{}'>{}</p>", RED, "No worker schedule row: save this schedule again to restore it."
+            )
+        elif (due := q_next_run(obj)) and due < timezone.now() - timedelta(
+            seconds=settings.SCHEDULE_MISFIRE_GRACE_SECONDS
+        ):
+            warning = format_html(
+                "<p style='color:{}'>The workers were due to fire it at {}: are they running?</p>",
+                RED,
+                local_time(due, obj),
+            )
+        return format_html("<ol style='margin:0;padding-left:20px'>{}</ol>{}", items, warning)
+
+    @admin.display(description="last run")
+    def last_run_display(self, obj: Schedule):
+        run = selectors.schedule_last_run(obj)
+        if run is None:
+            return "It has not started a run yet."
+        finished = format_html(", finished {}", local_time(run.finished_at, obj)) if run.finished_at else ""
+        return format_html(
+            "{} {} for the {} fire time{}",
+            run_link(run.pk),
+            run_badge(run),
+            local_time(run.scheduled_for, obj) if run.scheduled_for else EMPTY,
+            finished,
+        )
+
+    @admin.display(description="recent slots")
+    def recent_slots(self, obj: Schedule):
+        fires = list(selectors.schedule_fire_list(schedule=obj)[: selectors.RECENT_FIRES])
+        if not fires:
+            return "No fire time reached yet."
+        rows = [
+            (
+                local_time(fire.intended_at, obj, "%a %d %b %H:%M %Z"),
+                fire_badge(fire.status),
+                format_html("{} {}", run_link(fire.run_id), run_badge(fire.run)) if fire.run_id else EMPTY,
+                format_html(
+                    '<div style="white-space:normal;min-width:12em;max-width:22em">{}</div>', fire.detail or EMPTY
+                ),
+            )
+            for fire in fires
+        ]
+        return table(["Fire time", "What happened", "Run", "Detail"], rows)
+
+    # -- saving, deleting, pausing: through the services (they keep django-q2's row in step)
+
+    def save_form(self, request, form, change):
+        return form.instance  # not form.save(): save_model writes through the services
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in FORM_FIELDS}
+        if change:
+            services.schedule_update(schedule=obj, **fields)
+            return
+        schedule = services.schedule_create(created_by=request.user, **fields)
+        obj.pk = schedule.pk
+        obj.refresh_from_db()
+        obj._state.adding = False
+
+    def save_related(self, request, form, formsets, change):
+        pass  # no many-to-many fields nor inlines
+
+    def delete_model(self, request, obj):
+        services.schedule_delete(schedule=obj)
+
+    def delete_queryset(self, request, queryset):
+        for schedule in queryset:
+            services.schedule_delete(schedule=schedule)
+
+    @admin.action(description="Pause selected schedules", permissions=["change"])
+    def pause_schedules(self, request, queryset):
+        self._switch(request, queryset, enabled=False)
+
+    @admin.action(description="Resume selected schedules", permissions=["change"])
+    def resume_schedules(self, request, queryset):
+        self._switch(request, queryset, enabled=True)
+
+    def _switch(self, request, queryset, *, enabled: bool):
+        done, failed = [], []
+        for schedule in queryset:
+            if schedule.enabled == enabled:
+                continue
+            try:
+                services.schedule_update(schedule=schedule, enabled=enabled)
+            except ScheduleInvalid as exc:
+                failed.append(f"{schedule.name} ({exc})")
+                continue
+            self.log_change(request, schedule, "Resumed." if enabled else "Paused.")
+            done.append(schedule.name)
+        verb = "Resumed" if enabled else "Paused"
+        if done:
+            self.message_user(request, f"{verb} {len(done)} schedule(s): {', '.join(done)}.", messages.SUCCESS)
+        elif not failed:
+            self.message_user(request, f"Nothing to do: they were all {verb.lower()} already.", messages.INFO)
+        if failed:
+            self.message_user(request, f"Not {verb.lower()}: {'; '.join(failed)}", messages.ERROR)

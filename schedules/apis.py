@@ -1,0 +1,499 @@
+"""Schedules over HTTP: list, create, change, pause and resume, delete, and each schedule's slot history.
+
+Everyone signed in reads; only staff write (like flows). Every write goes through `schedules.services`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from croniter import CroniterBadDateError
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, error_response
+from flows.models import Flow
+from runs.apis import EXAMPLE_RUN_ID, JSONObjectField
+from runs.models import RunStatus
+from schedules import selectors, services
+from schedules.exceptions import ScheduleInvalid, ScheduleNotFound
+from schedules.models import CatchUpPolicy, FireStatus, OverlapPolicy, Schedule, ScheduleKind
+from schedules.timing import Timing, TimingError
+
+# Longer gaps are what cron expressions are for ("0 6 1 1 *" = every 1 January).
+MAX_EVERY_SECONDS = 366 * 24 * 3600
+# The service's field names, as the API calls them.
+API_FIELD = {"agent_type": "agent", "interval_seconds": "every_seconds", "target": "flow", "kind": "cron"}
+
+EXAMPLE_SCHEDULE_ID = 7
+CLAIM_INTAKE_EVERY_10_MIN = {
+    "name": "Claim intake every 10 minutes",
+    "flow": "claim-intake",
+    "input": {"document": "Policy Number: PL-1\nNamed Insured: Acme GmbH", "check_date": "2026-11-21"},
+    "every_seconds": 600,
+    "timezone": "Europe/Paris",
+    "overlap": "skip",
+    "catch_up": "skip_missed",
+}
+WEEKDAY_MORNINGS = {
+    "name": "Exchange rates, weekday mornings",
+    "agent": "http-request",
+    "input": {"url": "https://api.example.com/rates", "method": "GET"},
+    "cron": "0 7 * * 1-5",
+    "timezone": "Europe/Paris",
+}
+CLAIM_INTAKE_OUTPUT = {
+    "id": EXAMPLE_SCHEDULE_ID,
+    "name": "Claim intake every 10 minutes",
+    "flow": "claim-intake",
+    "agent": None,
+    "input": CLAIM_INTAKE_EVERY_10_MIN["input"],
+    "cron": None,
+    "every_seconds": 600,
+    "timezone": "Europe/Paris",
+    "enabled": True,
+    "overlap": "skip",
+    "catch_up": "skip_missed",
+    "next_fire_times": [f"2026-11-21T12:{m}:00Z" for m in ("10", "20", "30", "40", "50")],
+    "last_run": {
+        "id": EXAMPLE_RUN_ID,
+        "status": "COMPLETED",
+        "scheduled_for": "2026-11-21T12:00:00Z",
+        "finished_at": "2026-11-21T12:00:04.318000Z",
+    },
+    "created_at": "2026-11-20T09:12:44.102000Z",
+    "updated_at": "2026-11-21T08:30:02.551000Z",
+}
+
+INVALID_SCHEDULE = error_response(
+    "A field is missing or wrong (unknown flow or agent, bad cron expression, time zone or interval, input not "
+    "matching the agent); every problem is listed by field.",
+    "Invalid request: cron: '0 25 * * *' is not a valid cron expression.",
+    "invalid",
+    {"cron": ["'0 25 * * *' is not a valid cron expression."], "timezone": ["Unknown time zone 'Paris'; ..."]},
+)
+STAFF_ONLY = error_response(
+    "Only staff create, change, pause and delete schedules.", "Only staff can change schedules.", "permission_denied"
+)
+
+
+def schedule_get(schedule_id) -> Schedule:
+    schedule = selectors.schedule_get(schedule_id=schedule_id)
+    if schedule is None:
+        raise ScheduleNotFound(f"No schedule {schedule_id}.")
+    return schedule
+
+
+def staff_only(request) -> Response | None:
+    if not request.user.is_staff:
+        return Response(
+            {"detail": "Only staff can change schedules.", "code": "permission_denied", "errors": {}},
+            status=status.HTTP_403_FORBIDDEN,
+        )
+    return None
+
+
+def _saved(write, **kwargs) -> Schedule:
+    """Call a service; its ScheduleInvalid becomes a 400 listing the problems under the API's field names."""
+    try:
+        schedule = write(**kwargs)
+    except ScheduleInvalid as exc:
+        raise serializers.ValidationError({API_FIELD.get(k, k): v for k, v in exc.errors.items()}) from None
+    # Read back as the list reads it (flow slug, newest run) for the response.
+    return schedule_get(schedule.pk)
+
+
+def _utc(value: datetime | None) -> str | None:
+    return serializers.DateTimeField(default_timezone=UTC).to_representation(value) if value else None
+
+
+# --- serializers ----------------------------------------------------------------
+
+
+def _strings(value):
+    """Every key and string in a JSON value (iteratively: the input may be nested as deep as the parser allows)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            yield from (key for key in item if isinstance(key, str))
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+class ScheduleRunInputField(JSONObjectField):
+    """The input every run starts with: a JSON object without NUL characters (PostgreSQL cannot store them)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if any("\x00" in text for text in _strings(value)):
+            raise serializers.ValidationError("Text in the input must not contain NUL (\\u0000) characters.")
+        return value
+
+
+class ScheduleInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, help_text="Unique; shown in the admin, in runs and in digests.")
+    flow = serializers.SlugField(
+        max_length=100, required=False, help_text="The slug of the flow to start (its newest version each time)."
+    )
+    agent = serializers.CharField(
+        max_length=100, required=False, help_text="Or the agent type to start (GET /api/v1/agents)."
+    )
+    input = ScheduleRunInputField(
+        required=False, default=dict, help_text="The input every run starts with (checked against the agent's schema)."
+    )
+    cron = serializers.CharField(
+        max_length=100,
+        required=False,
+        help_text="Five fields, minute hour day-of-month month day-of-week, read in `timezone`: "
+        "`0 7 * * 1-5` = weekdays at 07:00. Give this or `every_seconds`.",
+    )
+    every_seconds = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_EVERY_SECONDS,
+        required=False,
+        help_text="Or a fixed interval, aligned to the clock: 600 fires at :00, :10, :20, …",
+    )
+    timezone = serializers.CharField(
+        max_length=64, required=False, default="UTC", help_text="An IANA time zone such as `Europe/Paris`."
+    )
+    enabled = serializers.BooleanField(required=False, default=True, help_text="false = paused.")
+    overlap = serializers.ChoiceField(
+        choices=OverlapPolicy.choices,
+        required=False,
+        default=OverlapPolicy.SKIP,
+        help_text="What a fire time does while the previous run is still active: skip it, queue it, or start "
+        "another run anyway.",
+    )
+    catch_up = serializers.ChoiceField(
+        choices=CatchUpPolicy.choices,
+        required=False,
+        default=CatchUpPolicy.SKIP_MISSED,
+        help_text="Fire times missed while the workers were down: skip them, or run once for all of them.",
+    )
+
+    class Meta:
+        ref_name = "ScheduleRequest"
+
+    def validate_flow(self, slug: str) -> Flow:
+        flow = Flow.objects.filter(slug=slug).first()
+        if flow is None:
+            raise serializers.ValidationError(f"No flow {slug!r}.")
+        return flow
+
+    def validate_cron(self, expression: str) -> str:
+        # The service checks the syntax too; a valid cron that never fires ("0 0 30 2 *") it does not catch yet.
+        try:
+            Timing(cron=expression).next_after(timezone.now())
+        except TimingError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        except CroniterBadDateError:
+            raise serializers.ValidationError(f"{expression!r} never fires (e.g. a 30 February).") from None
+        return expression
+
+    def validate(self, attrs):
+        errors = {}
+        if "flow" in attrs and "agent" in attrs:
+            errors["flow"] = ["Give either a flow or an agent, not both."]
+        elif not self.partial and "flow" not in attrs and "agent" not in attrs:
+            errors["flow"] = ["Give the flow (its slug) or the agent to start."]
+        if "cron" in attrs and "every_seconds" in attrs:
+            errors["cron"] = ["Give either cron or every_seconds, not both."]
+        elif not self.partial and "cron" not in attrs and "every_seconds" not in attrs:
+            errors["cron"] = ["Give when to start: cron (e.g. '0 7 * * 1-5') or every_seconds (e.g. 600)."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def service_fields(self) -> dict:
+        """The validated fields under the service's names (kind, cron and interval_seconds for the timing)."""
+        data = dict(self.validated_data)
+        if "agent" in data:
+            data["agent_type"] = data.pop("agent")
+        if "cron" in data:
+            data.update(kind=ScheduleKind.CRON, interval_seconds=None)
+        if "every_seconds" in data:
+            data.update(kind=ScheduleKind.INTERVAL, interval_seconds=data.pop("every_seconds"), cron="")
+        return data
+
+
+LastRunSerializer = inline_serializer(
+    name="ScheduleLastRun",
+    fields={
+        "id": serializers.UUIDField(),
+        "status": serializers.ChoiceField(choices=RunStatus.choices),
+        "scheduled_for": serializers.DateTimeField(allow_null=True, help_text="The fire time the run stands for."),
+        "finished_at": serializers.DateTimeField(allow_null=True),
+    },
+    allow_null=True,
+)
+
+
+class ScheduleOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    flow = serializers.SerializerMethodField(help_text="The flow's slug; null when the schedule starts an agent.")
+    agent = serializers.SerializerMethodField(help_text="The agent type; null when the schedule starts a flow.")
+    input = serializers.JSONField()
+    cron = serializers.SerializerMethodField(help_text="Null for an interval schedule.")
+    every_seconds = serializers.SerializerMethodField(help_text="Null for a cron schedule.")
+    timezone = serializers.CharField()
+    enabled = serializers.BooleanField()
+    overlap = serializers.ChoiceField(choices=OverlapPolicy.choices)
+    catch_up = serializers.ChoiceField(choices=CatchUpPolicy.choices)
+    next_fire_times = serializers.SerializerMethodField(
+        help_text=f"The next {selectors.NEXT_FIRE_TIMES} fire times, in UTC; empty while paused."
+    )
+    last_run = serializers.SerializerMethodField(help_text="The newest run the schedule started; null if none.")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "Schedule"
+
+    def get_flow(self, schedule) -> str | None:
+        return schedule.flow.slug if schedule.flow_id else None
+
+    def get_agent(self, schedule) -> str | None:
+        return schedule.agent_type or None
+
+    def get_cron(self, schedule) -> str | None:
+        return schedule.cron if schedule.kind == ScheduleKind.CRON else None
+
+    def get_every_seconds(self, schedule) -> int | None:
+        return schedule.interval_seconds if schedule.kind == ScheduleKind.INTERVAL else None
+
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField()))
+    def get_next_fire_times(self, schedule):
+        return [_utc(moment) for moment in selectors.schedule_next_fire_times(schedule)]
+
+    @extend_schema_field(LastRunSerializer)
+    def get_last_run(self, schedule):
+        run = selectors.schedule_last_run(schedule)
+        if run is None:
+            return None
+        return {
+            "id": str(run.pk),
+            "status": run.status,
+            "scheduled_for": _utc(run.scheduled_for),
+            "finished_at": _utc(run.finished_at),
+        }
+
+
+class ScheduleFireOutputSerializer(serializers.Serializer):
+    intended_at = serializers.DateTimeField(help_text="The fire time this slot stands for.")
+    status = serializers.ChoiceField(
+        choices=FireStatus.choices,
+        help_text="What the slot became: "
+        + "; ".join(f"`{value}` = {label}" for value, label in FireStatus.choices)
+        + ".",
+    )
+    detail = serializers.CharField(help_text="Why it was skipped, queued or could not start; empty otherwise.")
+    run_id = serializers.UUIDField(allow_null=True, help_text="The run the slot started, if any.")
+    fired_at = serializers.DateTimeField(source="created_at", help_text="When the slot was decided.")
+
+    class Meta:
+        ref_name = "ScheduleFire"
+
+
+# --- views ----------------------------------------------------------------------
+
+
+class ScheduleListCreateApi(generics.ListAPIView):
+    serializer_class = ScheduleOutputSerializer
+    queryset = Schedule.objects.none()  # for the schema generator; requests use get_queryset
+
+    def get_queryset(self):
+        return selectors.schedule_list().order_by("name")
+
+    @extend_schema(
+        operation_id="schedules_list",
+        summary="List schedules",
+        description="By name, with each schedule's next fire times and newest run.",
+        responses={200: ScheduleOutputSerializer(many=True), 401: UNAUTHORIZED},
+        tags=["schedules"],
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="schedules_create",
+        summary="Create a schedule (staff)",
+        description="Starts a flow or an agent with a fixed input at every fire time: a cron expression read in "
+        "the schedule's time zone, or a fixed interval. Runs are started as the user who creates it.",
+        request=ScheduleInputSerializer,
+        responses={201: ScheduleOutputSerializer, 400: INVALID_SCHEDULE, 401: UNAUTHORIZED, 403: STAFF_ONLY},
+        examples=[
+            OpenApiExample("claim intake every 10 minutes", request_only=True, value=CLAIM_INTAKE_EVERY_10_MIN),
+            OpenApiExample("an agent on weekday mornings", request_only=True, value=WEEKDAY_MORNINGS),
+            OpenApiExample("created", response_only=True, status_codes=["201"], value=CLAIM_INTAKE_OUTPUT),
+        ],
+        tags=["schedules"],
+    )
+    def post(self, request):
+        if denied := staff_only(request):
+            return denied
+        data = ScheduleInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        schedule = _saved(services.schedule_create, created_by=request.user, **data.service_fields())
+        return Response(ScheduleOutputSerializer(schedule).data, status=status.HTTP_201_CREATED)
+
+
+class ScheduleDetailApi(APIView):
+    @extend_schema(
+        operation_id="schedules_retrieve",
+        summary="Get a schedule",
+        responses={200: ScheduleOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+        examples=[OpenApiExample("claim intake", value=CLAIM_INTAKE_OUTPUT)],
+        tags=["schedules"],
+    )
+    def get(self, request, schedule_id):
+        return Response(ScheduleOutputSerializer(schedule_get(schedule_id)).data)
+
+    @extend_schema(
+        operation_id="schedules_partial_update",
+        summary="Change some of a schedule's fields (staff)",
+        description="Giving `cron` makes it a cron schedule, `every_seconds` an interval one; `flow` or `agent` "
+        "replaces the target. The next fire time is computed again from now: nothing is caught up.",
+        request=ScheduleInputSerializer(partial=True),
+        responses={
+            200: ScheduleOutputSerializer,
+            400: INVALID_SCHEDULE,
+            401: UNAUTHORIZED,
+            403: STAFF_ONLY,
+            404: NOT_FOUND,
+        },
+        examples=[
+            OpenApiExample(
+                "every morning at 9 in Paris",
+                request_only=True,
+                value={"cron": "0 9 * * *", "timezone": "Europe/Paris"},
+            )
+        ],
+        tags=["schedules"],
+    )
+    def patch(self, request, schedule_id):
+        if denied := staff_only(request):
+            return denied
+        schedule = schedule_get(schedule_id)
+        data = ScheduleInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        schedule = _saved(services.schedule_update, schedule=schedule, **data.service_fields())
+        return Response(ScheduleOutputSerializer(schedule).data)
+
+    @extend_schema(
+        operation_id="schedules_destroy",
+        summary="Delete a schedule (staff)",
+        description="Its runs stay (without the link to the schedule); its slot history goes.",
+        responses={204: None, 401: UNAUTHORIZED, 403: STAFF_ONLY, 404: NOT_FOUND},
+        tags=["schedules"],
+    )
+    def delete(self, request, schedule_id):
+        if denied := staff_only(request):
+            return denied
+        services.schedule_delete(schedule=schedule_get(schedule_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SchedulePauseApi(APIView):
+    enabled = False
+
+    @extend_schema(
+        operation_id="schedules_pause",
+        summary="Pause a schedule (staff)",
+        description="No fire time starts a run until it is resumed; slots queued behind a running run are "
+        "skipped. Pausing a paused schedule changes nothing.",
+        request=None,
+        responses={
+            200: ScheduleOutputSerializer,
+            400: INVALID_SCHEDULE,
+            401: UNAUTHORIZED,
+            403: STAFF_ONLY,
+            404: NOT_FOUND,
+        },
+        examples=[OpenApiExample("paused", value={**CLAIM_INTAKE_OUTPUT, "enabled": False, "next_fire_times": []})],
+        tags=["schedules"],
+    )
+    def post(self, request, schedule_id):
+        return self._switch(request, schedule_id)
+
+    def _switch(self, request, schedule_id):
+        if denied := staff_only(request):
+            return denied
+        schedule = _saved(services.schedule_update, schedule=schedule_get(schedule_id), enabled=self.enabled)
+        return Response(ScheduleOutputSerializer(schedule).data)
+
+
+class ScheduleResumeApi(SchedulePauseApi):
+    enabled = True
+
+    @extend_schema(
+        operation_id="schedules_resume",
+        summary="Resume a paused schedule (staff)",
+        description="It fires again from its next fire time; the fire times missed while paused are not caught "
+        "up. 400 if the schedule no longer validates (e.g. its agent was removed).",
+        request=None,
+        responses={
+            200: ScheduleOutputSerializer,
+            400: INVALID_SCHEDULE,
+            401: UNAUTHORIZED,
+            403: STAFF_ONLY,
+            404: NOT_FOUND,
+        },
+        examples=[OpenApiExample("resumed", value=CLAIM_INTAKE_OUTPUT)],
+        tags=["schedules"],
+    )
+    def post(self, request, schedule_id):
+        return self._switch(request, schedule_id)
+
+
+class ScheduleFireListApi(generics.ListAPIView):
+    serializer_class = ScheduleFireOutputSerializer
+    queryset = Schedule.objects.none()  # for the schema generator; requests use get_queryset
+
+    def get_queryset(self):
+        return selectors.schedule_fire_list(schedule=schedule_get(self.kwargs["schedule_id"]))
+
+    @extend_schema(
+        operation_id="schedules_fires",
+        summary="A schedule's slot history, newest first",
+        description="One entry per fire time the scheduler reached: the run it started, or why it was skipped, "
+        "queued or could not start.",
+        responses={200: ScheduleFireOutputSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
+        examples=[
+            OpenApiExample(
+                "started and skipped",
+                response_only=True,
+                value={
+                    "count": 2,
+                    "next": None,
+                    "previous": None,
+                    "results": [
+                        {
+                            "intended_at": "2026-11-21T12:10:00Z",
+                            "status": "skipped_overlap",
+                            "detail": f"Run {EXAMPLE_RUN_ID} was still running.",
+                            "run_id": None,
+                            "fired_at": "2026-11-21T12:10:00.412000Z",
+                        },
+                        {
+                            "intended_at": "2026-11-21T12:00:00Z",
+                            "status": "started",
+                            "detail": "",
+                            "run_id": EXAMPLE_RUN_ID,
+                            "fired_at": "2026-11-21T12:00:00.388000Z",
+                        },
+                    ],
+                },
+            )
+        ],
+        tags=["schedules"],
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
