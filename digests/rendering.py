@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 
 from digests.models import DigestSubscription, RankOrder
 from digests.ranking import rank
@@ -74,6 +75,7 @@ def digest_render(
         limit=subscription.limit,
     )
     period = period_label(start=start, end=end, tz=subscription.timezone)
+    zone = ZoneInfo(subscription.timezone)
     context = {
         "subscription": subscription,
         "period": period,
@@ -84,7 +86,7 @@ def digest_render(
                 "excerpt": _excerpt(item.data),
                 "run_id": str(item.run.pk),
                 "run_label": _run_label(item.run),
-                "finished_at": item.run.finished_at,
+                "finished_at": item.run.finished_at.astimezone(zone),
                 "url": admin_url("admin:runs_run_change", item.run.pk),
             }
             for position, item in enumerate(ranking.top, start=1)
@@ -95,7 +97,7 @@ def digest_render(
                 "run_label": _run_label(run),
                 "status": run.get_status_display(),
                 "error": _excerpt(run.error or run.error_code or ""),
-                "finished_at": run.finished_at,
+                "finished_at": run.finished_at.astimezone(zone),
                 "url": admin_url("admin:runs_run_change", run.pk),
             }
             for run in sorted(failed, key=lambda r: r.finished_at, reverse=True)
@@ -106,6 +108,13 @@ def digest_render(
         "unranked": ranking.unranked,
         "digest_url": admin_url("admin:digests_digestsubscription_change", subscription.pk),
     }
+    # Times in the email are in the digest's zone (its period label names it); the
+    # template filter must not convert them back to the server's zone.
+    with timezone.override(zone):
+        return _render(context)
+
+
+def _render(context: dict) -> RenderedDigest:
     subject = render_to_string("digests/email/subject.txt", context).strip().replace("\n", " ")
     return RenderedDigest(
         subject=subject,

@@ -10,19 +10,22 @@ from django.utils import timezone
 
 from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription, Weekday
 from digests.rendering import RenderedDigest, digest_render
-from digests.services import MAX_RUNS_PER_DIGEST, _period_start, delivery_is_stuck, digest_runs, digest_timing
+from digests.services import MAX_RUNS_PER_DIGEST, delivery_is_stuck, digest_period_start, digest_runs, digest_timing
 from schedules.timing import Timing
 
 # A manual send of a per-run digest has no period of its own: digest_period_close falls back to days.
 MANUAL_FALLBACK_CRON = "0 0 * * *"
 
 
-def digest_list() -> QuerySet[DigestSubscription]:
-    """Every digest with its source and its latest delivery (`latest_deliveries`, at most one) in two queries."""
+def with_latest_delivery(digests: QuerySet[DigestSubscription]) -> QuerySet[DigestSubscription]:
+    """Fetch each digest's newest delivery (`latest_deliveries`, at most one) in one more query."""
     latest = DigestDelivery.objects.order_by("-created_at", "-pk")[:1]
-    return DigestSubscription.objects.select_related("flow", "schedule", "created_by").prefetch_related(
-        Prefetch("deliveries", queryset=latest, to_attr="latest_deliveries")
-    )
+    return digests.prefetch_related(Prefetch("deliveries", queryset=latest, to_attr="latest_deliveries"))
+
+
+def digest_list() -> QuerySet[DigestSubscription]:
+    """Every digest with its source, creator and latest delivery, in two queries."""
+    return with_latest_delivery(DigestSubscription.objects.select_related("flow", "schedule", "created_by"))
 
 
 def digest_latest_delivery(subscription: DigestSubscription) -> DigestDelivery | None:
@@ -65,12 +68,17 @@ class Preview:
     content: RenderedDigest
 
 
-def digest_preview(*, subscription: DigestSubscription, now: datetime | None = None) -> Preview:
-    """What "Send now" would mail now: the runs since the last delivery (or period boundary); writes nothing."""
+def digest_period_so_far(subscription: DigestSubscription, *, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The period "Send now" would cut now: from the last delivery's end (or the last period boundary) to now."""
     end = now or timezone.now()
     timing = digest_timing(subscription) or Timing(cron=MANUAL_FALLBACK_CRON, tz=subscription.timezone)
-    # The same start digest_period_close(manual=True) gives a period cut now.
-    start = _period_start(subscription, timing, end)
+    # The same start digest_period_close(manual=True) gives.
+    return digest_period_start(subscription, timing, end), end
+
+
+def digest_preview(*, subscription: DigestSubscription, now: datetime | None = None) -> Preview:
+    """What "Send now" would mail now: the runs since the last delivery (or period boundary); writes nothing."""
+    start, end = digest_period_so_far(subscription, now=now)
     runs = list(
         digest_runs(subscription=subscription, start=start, end=end).select_related("flow_version__flow")[
             :MAX_RUNS_PER_DIGEST
@@ -78,6 +86,11 @@ def digest_preview(*, subscription: DigestSubscription, now: datetime | None = N
     )
     content = digest_render(subscription=subscription, runs=runs, start=start, end=end)
     return Preview(start=start, end=end, run_count=len(runs), content=content)
+
+
+def delivery_recipients(delivery: DigestDelivery) -> list[str]:
+    """The addresses a delivery was sent to (stored as the digest's recipients were then)."""
+    return [a.strip() for a in delivery.recipients.replace("\n", ",").split(",") if a.strip()]
 
 
 def delivery_list() -> QuerySet[DigestDelivery]:

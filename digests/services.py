@@ -136,7 +136,7 @@ def digest_create(*, created_by=None, **fields: Any) -> DigestSubscription:
     digest_check(subscription)
     if DigestSubscription.objects.filter(name=subscription.name).exists():
         raise DigestInvalid({"name": [f"A digest named {subscription.name!r} already exists."]})
-    subscription.save()
+    _save_unique_name(subscription)
     digest_sync(subscription=subscription)
     log.info("digest_created", digest_id=subscription.pk, period=subscription.period)
     return subscription
@@ -148,12 +148,29 @@ def digest_update(*, subscription: DigestSubscription, **fields: Any) -> DigestS
     for name, value in fields.items():
         if name in EDITABLE:
             setattr(subscription, name, value)
+    # Giving a new source replaces the current one.
+    for given, others in (
+        ("flow", ("agent_type", "schedule")),
+        ("agent_type", ("flow", "schedule")),
+        ("schedule", ("flow", "agent_type")),
+    ):
+        if fields.get(given):
+            for other in others:
+                setattr(subscription, other, "" if other == "agent_type" else None)
     digest_check(subscription)
     if DigestSubscription.objects.filter(name=subscription.name).exclude(pk=subscription.pk).exists():
         raise DigestInvalid({"name": [f"A digest named {subscription.name!r} already exists."]})
-    subscription.save()
+    _save_unique_name(subscription)
     digest_sync(subscription=subscription)
     return subscription
+
+
+def _save_unique_name(subscription: DigestSubscription) -> None:
+    try:
+        with transaction.atomic():
+            subscription.save()
+    except IntegrityError:  # a concurrent request took the name between the check and the save
+        raise DigestInvalid({"name": [f"A digest named {subscription.name!r} already exists."]}) from None
 
 
 @transaction.atomic
@@ -180,7 +197,8 @@ def digest_runs(*, subscription: DigestSubscription, start: datetime, end: datet
     return runs.filter(status__in=statuses).order_by("-finished_at")
 
 
-def _period_start(subscription: DigestSubscription, timing: Timing, end: datetime) -> datetime:
+def digest_period_start(subscription: DigestSubscription, timing: Timing, end: datetime) -> datetime:
+    """Where the period ending at `end` starts: the end of the previous delivery, else the previous boundary."""
     # A period starts where the previous one ended, so downtime never drops runs:
     # the first period after an outage covers the whole outage.
     previous = (
@@ -214,7 +232,7 @@ def digest_period_close(
         DigestSubscription.objects.select_for_update().filter(pk=subscription.pk).first()
         if not manual and subscription.deliveries.filter(run__isnull=True, period_end__gte=end).exists():
             return None
-        start = _period_start(subscription, timing, end)
+        start = digest_period_start(subscription, timing, end)
         runs = list(digest_runs(subscription=subscription, start=start, end=end)[:MAX_RUNS_PER_DIGEST])
         return _delivery_claim(subscription=subscription, key=key, start=start, end=end, runs=runs, manual=manual)
 
@@ -375,8 +393,16 @@ def deliveries_dispatch_due(*, now: datetime | None = None) -> int:
     return len(due)
 
 
+def _refuse_fresh_sending(delivery: DigestDelivery) -> None:
+    if delivery.status == DeliveryStatus.SENDING and not delivery_is_stuck(delivery):
+        raise DeliveryStateConflict(
+            "This delivery is being sent right now; decide only once it is stuck (its worker stopped)."
+        )
+
+
 def delivery_resend(*, delivery: DigestDelivery, by: str = "") -> DigestDelivery:
-    """Send a delivery again (same Message-ID) after a person decided to: from `sending`, `failed` or `sent`."""
+    """Send a delivery again (same Message-ID) after a person decided to: from stuck `sending`, `failed` or `sent`."""
+    _refuse_fresh_sending(delivery)
     note = {"at": timezone.now().isoformat(), "outcome": "resend requested", "by": by}
     with transaction.atomic():
         moved = DigestDelivery.objects.filter(
@@ -395,6 +421,7 @@ def delivery_resend(*, delivery: DigestDelivery, by: str = "") -> DigestDelivery
 
 def delivery_mark_sent(*, delivery: DigestDelivery, by: str = "") -> DigestDelivery:
     """Record that a delivery stuck in `sending` (or failed) did reach its recipients."""
+    _refuse_fresh_sending(delivery)
     note = {"at": timezone.now().isoformat(), "outcome": "marked sent", "by": by}
     moved = DigestDelivery.objects.filter(
         pk=delivery.pk, status__in=[DeliveryStatus.SENDING, DeliveryStatus.FAILED]

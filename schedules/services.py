@@ -90,7 +90,7 @@ def schedule_create(*, created_by=None, **fields: Any) -> Schedule:
     schedule_check(schedule)
     if Schedule.objects.filter(name=schedule.name).exists():
         raise ScheduleInvalid({"name": [f"A schedule named {schedule.name!r} already exists."]})
-    schedule.save()
+    _save_unique_name(schedule)
     schedule_sync(schedule=schedule)
     log.info("schedule_created", schedule_id=schedule.pk, name=schedule.name, target=schedule.target_label)
     return schedule
@@ -109,7 +109,7 @@ def schedule_update(*, schedule: Schedule, **fields: Any) -> Schedule:
     schedule_check(schedule)
     if Schedule.objects.filter(name=schedule.name).exclude(pk=schedule.pk).exists():
         raise ScheduleInvalid({"name": [f"A schedule named {schedule.name!r} already exists."]})
-    schedule.save()
+    _save_unique_name(schedule)
     schedule_sync(schedule=schedule)
     if not schedule.enabled:
         ScheduleFire.objects.filter(schedule=schedule, status=FireStatus.QUEUED).update(
@@ -117,6 +117,14 @@ def schedule_update(*, schedule: Schedule, **fields: Any) -> Schedule:
         )
     log.info("schedule_updated", schedule_id=schedule.pk, enabled=schedule.enabled)
     return schedule
+
+
+def _save_unique_name(schedule: Schedule) -> None:
+    try:
+        with transaction.atomic():
+            schedule.save()
+    except IntegrityError:  # a concurrent request took the name between the check and the save
+        raise ScheduleInvalid({"name": [f"A schedule named {schedule.name!r} already exists."]}) from None
 
 
 @transaction.atomic

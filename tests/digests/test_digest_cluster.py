@@ -115,7 +115,11 @@ def test_worker_killed_mid_send__stays_sending_and_is_never_resent_automatically
     assert delivery.status == DeliveryStatus.SENDING
     assert smtp.inbox.messages == [] and DigestDelivery.objects.count() == 1
     assert services.delivery_is_stuck(delivery, now=timezone.now() + timedelta(minutes=5))
-    # A person decides to resend: one email, with the same Message-ID.
+    with pytest.raises(services.DeliveryStateConflict):  # too early: it might still be mid-send
+        services.delivery_resend(delivery=delivery, by="staff")
+    # Minutes later a person decides to resend: one email, with the same Message-ID.
+    DigestDelivery.objects.filter(pk=delivery.pk).update(sending_started_at=timezone.now() - timedelta(minutes=5))
+    delivery.refresh_from_db()
     services.delivery_resend(delivery=delivery, by="staff")
     wait_for(lambda: delivery_in(DeliveryStatus.SENT), timeout=15, message="the resend")
     assert [m["Message-ID"] for m in smtp.inbox.messages] == [delivery.message_id]

@@ -113,7 +113,9 @@ def test_delivery_resend__from_sending_mails_again_with_the_same_message_id(
     mail_to_smtp, django_capture_on_commit_callbacks
 ):
     delivery = close(digest())
-    DigestDelivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.SENDING)
+    DigestDelivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.SENDING, sending_started_at=timezone.now() - timedelta(hours=1)
+    )
     delivery.refresh_from_db()
     services.delivery_resend(delivery=delivery, by="staff")
     services.delivery_send(delivery_id=delivery.pk)
@@ -124,7 +126,13 @@ def test_delivery_mark_sent__only_from_sending_or_failed():
     delivery = close(digest())
     with pytest.raises(services.DeliveryStateConflict):
         services.delivery_mark_sent(delivery=delivery)
-    DigestDelivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.SENDING)
+    DigestDelivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.SENDING, sending_started_at=timezone.now()
+    )
+    delivery.refresh_from_db()
+    with pytest.raises(services.DeliveryStateConflict, match="right now"):
+        services.delivery_mark_sent(delivery=delivery)
+    DigestDelivery.objects.filter(pk=delivery.pk).update(sending_started_at=timezone.now() - timedelta(hours=1))
     delivery.refresh_from_db()
     assert services.delivery_mark_sent(delivery=delivery, by="staff").status == DeliveryStatus.SENT
 

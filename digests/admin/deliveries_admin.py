@@ -1,0 +1,439 @@
+"""The delivery admin: read-only record of each period's email, and the decisions nothing takes automatically.
+
+A delivery that failed, or that a worker left in `sending` when it died mid-send, is never retried by
+itself (the email may already have left). A person resends it (same Message-ID) or marks it sent; both
+go through `digests.services` and are recorded in its history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from digests import selectors, services
+from digests.admin.decisions import (
+    MARKABLE,
+    RESENDABLE,
+    STILL_SENDING,
+    bulk_decide,
+    decision_allowed,
+    mark_sent_confirm_text,
+    resend_confirm_text,
+)
+from digests.admin.display import (
+    EMPTY,
+    compact_period,
+    delivery_badge,
+    delivery_kind,
+    delivery_period,
+    in_zone,
+    relative,
+    short_error,
+    table,
+)
+from digests.exceptions import DeliveryStateConflict
+from digests.models import DeliveryStatus, DigestDelivery
+from runs.admin.display import flow_version_link, nowrap, pre_text, run_badge, run_link
+from runs.models import Run
+
+# The runs table of a delivery page lists this many; a digest can cover thousands.
+RUNS_SHOWN = 50
+# The history's outcomes (digests.services), as the table says them.
+OUTCOMES = {
+    "sent": "Sent",
+    "error": "Failed",
+    "resend requested": "Resend requested",
+    "marked sent": "Marked as sent",
+}
+DECISION_FILTER = "decision"
+DECISION_NEEDED = "needed"
+
+
+class NeedsDecisionFilter(admin.SimpleListFilter):
+    """Failed deliveries and ones stuck while sending: nothing retries them, a person decides."""
+
+    title = "needs a decision"
+    parameter_name = DECISION_FILTER
+
+    def lookups(self, request, model_admin):
+        return [(DECISION_NEEDED, "Needs a decision (failed, or stuck while sending)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == DECISION_NEEDED:
+            return queryset.filter(pk__in=selectors.deliveries_needing_decision().values("pk"))
+        return queryset
+
+
+class DigestFilter(admin.RelatedFieldListFilter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "digest"
+
+
+def needs_decision_url() -> str:
+    return reverse("admin:digests_digestdelivery_changelist") + f"?{DECISION_FILTER}={DECISION_NEEDED}"
+
+
+@admin.register(DigestDelivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = [
+        "digest_name",
+        "period_short",
+        "status_badge",
+        "runs_count",
+        "sent_short",
+    ]
+    list_display_links = ["period_short"]
+    list_filter = [NeedsDecisionFilter, "status", ("subscription", DigestFilter)]
+    list_select_related = ["subscription"]
+    search_fields = ["subscription__name", "subject", "message_id", "recipients"]
+    search_help_text = "Search by digest name, subject, Message-ID or recipient."
+    ordering = ["-created_at", "-pk"]
+    empty_value_display = EMPTY
+    actions = ["resend_selected", "mark_sent_selected"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "digest_link",
+                    "period_display",
+                    "kind_display",
+                    "status_display",
+                    "recipients_display",
+                    "subject",
+                    "message_id",
+                    "email_link",
+                ]
+            },
+        ),
+        (
+            "Sending",
+            {
+                "fields": [
+                    "attempts",
+                    "next_attempt_display",
+                    "sending_started_display",
+                    "sent_display",
+                    "error_display",
+                ],
+            },
+        ),
+        (
+            "History",
+            {"fields": ["history_table"], "description": "Every send attempt and every decision, oldest first."},
+        ),
+        ("Runs included", {"fields": ["runs_table"]}),
+    ]
+    readonly_fields = [
+        "digest_link",
+        "period_display",
+        "kind_display",
+        "status_display",
+        "recipients_display",
+        "subject",
+        "message_id",
+        "email_link",
+        "attempts",
+        "next_attempt_display",
+        "sending_started_display",
+        "sent_display",
+        "error_display",
+        "history_table",
+        "runs_table",
+    ]
+
+    # -- permissions: a record, never edited; "change" permission allows the decisions
+
+    def has_add_permission(self, request):
+        return False  # deliveries are claimed by the scheduler, the tick or Send now
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the page is read-only; decisions are buttons (has_decide_permission)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the row is what keeps a period from being mailed twice
+
+    def has_decide_permission(self, request) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    # -- list
+
+    @admin.display(description="digest", ordering="subscription__name")
+    def digest_name(self, obj: DigestDelivery):
+        return obj.subscription.name
+
+    @admin.display(description="period", ordering="period_end")
+    def period_short(self, obj: DigestDelivery):
+        return format_html(
+            '<span style="white-space:nowrap">{}</span><br>'
+            '<small style="color:var(--body-quiet-color)">{} · {}</small>',
+            compact_period(obj),
+            obj.subscription.timezone,
+            delivery_kind(obj),
+        )
+
+    @admin.display(description="period")
+    def period_display(self, obj: DigestDelivery):
+        return delivery_period(obj)
+
+    @admin.display(description="started by", ordering="manual")
+    def kind_display(self, obj: DigestDelivery):
+        return delivery_kind(obj)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: DigestDelivery):
+        return delivery_badge(obj)
+
+    @admin.display(description="runs")
+    def runs_count(self, obj: DigestDelivery):
+        return len(obj.run_ids)
+
+    @admin.display(description="sent at", ordering="sent_at")
+    def sent_short(self, obj: DigestDelivery):
+        return nowrap(in_zone(obj.sent_at, obj.subscription.timezone, with_zone=False))
+
+    @admin.display(description="sent at")
+    def sent_display(self, obj: DigestDelivery):
+        return nowrap(in_zone(obj.sent_at, obj.subscription.timezone))
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {
+            "needs_decision_count": selectors.deliveries_needing_decision().count(),
+            "needs_decision_url": needs_decision_url(),
+            "showing_needs_decision": request.GET.get(DECISION_FILTER) == DECISION_NEEDED,
+        }
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    # -- change page
+
+    @admin.display(description="digest")
+    def digest_link(self, obj: DigestDelivery):
+        url = reverse("admin:digests_digestsubscription_change", args=[obj.subscription_id])
+        return format_html('<a href="{}">{}</a>', url, obj.subscription)
+
+    @admin.display(description="status")
+    def status_display(self, obj: DigestDelivery):
+        return delivery_badge(obj)
+
+    @admin.display(description="addressed to")
+    def recipients_display(self, obj: DigestDelivery):
+        return ", ".join(selectors.delivery_recipients(obj)) or EMPTY
+
+    @admin.display(description="email")
+    def email_link(self, obj: DigestDelivery):
+        if obj.status == DeliveryStatus.EMPTY:
+            return "Not mailed: nothing to report in this period (“skip empty periods” is ticked)."
+        url = reverse("admin:digests_digestdelivery_email", args=[obj.pk])
+        return format_html('<a href="{}">View the email (subject, text and HTML)</a>', url)
+
+    @admin.display(description="next attempt")
+    def next_attempt_display(self, obj: DigestDelivery):
+        if obj.status != DeliveryStatus.RETRYING or obj.next_attempt_at is None:
+            return EMPTY
+        return format_html(
+            "{} ({})", in_zone(obj.next_attempt_at, obj.subscription.timezone), relative(obj.next_attempt_at)
+        )
+
+    @admin.display(description="sending started")
+    def sending_started_display(self, obj: DigestDelivery):
+        return in_zone(obj.sending_started_at, obj.subscription.timezone)
+
+    @admin.display(description="last error")
+    def error_display(self, obj: DigestDelivery):
+        return pre_text(obj.error)
+
+    @admin.display(description="history")
+    def history_table(self, obj: DigestDelivery):
+        entries = [e for e in obj.history if isinstance(e, dict)]
+        if not entries:
+            return "Nothing yet."
+        tz = obj.subscription.timezone
+        rows = [
+            (
+                nowrap(_entry_time(e.get("at"), tz)),
+                e.get("attempt") or EMPTY,
+                OUTCOMES.get(e.get("outcome"), e.get("outcome") or EMPTY),
+                e.get("by") or EMPTY,
+                short_error(e.get("error") or "", limit=200),
+            )
+            for e in entries
+        ]
+        return table([f"When ({tz})", "Attempt", "What happened", "By", "Error"], rows)
+
+    @admin.display(description="runs")
+    def runs_table(self, obj: DigestDelivery):
+        ids = [str(i) for i in obj.run_ids]
+        if not ids:
+            return "No runs finished in this period."
+        runs = list(
+            Run.objects.filter(pk__in=ids[:RUNS_SHOWN])
+            .select_related("flow_version__flow")
+            .only("id", "status", "agent_type", "finished_at", "flow_version__number", "flow_version__flow__slug")
+            .order_by("-finished_at")
+        )
+        rows = [
+            (
+                run_link(run.pk),
+                nowrap(format_html("flow {}", flow_version_link(run.flow_version)))
+                if run.flow_version_id
+                else run.agent_type,
+                run_badge(run),
+                nowrap(in_zone(run.finished_at, obj.subscription.timezone, with_zone=False)),
+            )
+            for run in runs
+        ]
+        missing = min(len(ids), RUNS_SHOWN) - len(runs)
+        notes = []
+        if missing:
+            notes.append(f"{missing} run(s) have been deleted since.")
+        if len(ids) > RUNS_SHOWN:
+            notes.append(f"The newest {RUNS_SHOWN} of {len(ids)} are listed.")
+        note = format_html_join("", '<p style="margin:6px 0 0 0">{}</p>', ((n,) for n in notes))
+        return format_html(
+            "{}{}", table(["Run", "Agent or flow", "Status", f"Finished ({obj.subscription.timezone})"], rows), note
+        )
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            now = timezone.now()
+            stuck = services.delivery_is_stuck(obj, now=now)
+            can_decide = self.has_decide_permission(request)
+            context.update(
+                {
+                    "needs_decision": stuck or obj.status == DeliveryStatus.FAILED,
+                    "stuck": stuck,
+                    "stuck_since": in_zone(obj.sending_started_at, obj.subscription.timezone),
+                    "stuck_for": relative(obj.sending_started_at, now=now) if stuck else "",
+                    "can_resend": can_decide and decision_allowed(obj, RESENDABLE, now=now),
+                    "can_mark_sent": can_decide and decision_allowed(obj, MARKABLE, now=now),
+                    "resend_confirm": resend_confirm_text(obj, stuck=stuck),
+                    "mark_sent_confirm": mark_sent_confirm_text(obj),
+                }
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # -- buttons and actions, both through the services
+
+    def get_urls(self):
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("<path:object_id>/email/", self.admin_site.admin_view(self.email_view), name=f"{prefix}_email"),
+            path("<path:object_id>/resend/", self.admin_site.admin_view(self.resend_view), name=f"{prefix}_resend"),
+            path(
+                "<path:object_id>/mark-sent/",
+                self.admin_site.admin_view(self.mark_sent_view),
+                name=f"{prefix}_mark_sent",
+            ),
+            *super().get_urls(),
+        ]
+
+    def email_view(self, request, object_id):
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        content = services.delivery_content(delivery=obj)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": obj,
+            "title": f"Email of “{obj.subscription}”, {delivery_period(obj)}",
+            "subtitle": None,
+            "content": content,
+            "delivery": obj,
+            "recipients": selectors.delivery_recipients(obj),
+            "sent_at": in_zone(obj.sent_at, obj.subscription.timezone),
+            "subject_changed": bool(obj.subject) and obj.subject != content.subject,
+        }
+        return TemplateResponse(request, "admin/digests/digestdelivery/email.html", context)
+
+    def _decide(self, request, object_id, service, allowed, done: str):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_decide_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if obj.status == DeliveryStatus.SENDING and not decision_allowed(obj, allowed):
+            self.message_user(request, f"Nothing was done: {STILL_SENDING}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:digests_digestdelivery_change", args=[obj.pk]))
+        try:
+            service(delivery=obj, by=request.user.get_username())
+        except DeliveryStateConflict as exc:
+            self.message_user(request, f"Nothing was done: {exc}", messages.ERROR)
+        else:
+            self.log_change(request, obj, done)
+            self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:digests_digestdelivery_change", args=[obj.pk]))
+
+    def resend_view(self, request, object_id):
+        return self._decide(
+            request,
+            object_id,
+            services.delivery_resend,
+            RESENDABLE,
+            "Resend requested: the email goes out again (same Message-ID) within seconds while the workers run.",
+        )
+
+    def mark_sent_view(self, request, object_id):
+        return self._decide(
+            request, object_id, services.delivery_mark_sent, MARKABLE, "Marked as sent (no email was sent)."
+        )
+
+    @admin.action(description="Resend selected deliveries (same Message-ID)", permissions=["decide"])
+    def resend_selected(self, request, queryset):
+        return bulk_decide(
+            self,
+            request,
+            queryset,
+            action="resend_selected",
+            service=services.delivery_resend,
+            allowed=RESENDABLE,
+            title="Resend these digests?",
+            explanation=(
+                "Each goes out again with its own Message-ID unchanged, so mail programs that already have a "
+                "copy usually show only one — but some recipients may get a digest twice. For a delivery stuck "
+                "while sending, check the mail server's log first: the first copy may have left."
+            ),
+            button="Yes, resend them",
+            done="resent",
+        )
+
+    @admin.action(description="Mark selected deliveries as sent", permissions=["decide"])
+    def mark_sent_selected(self, request, queryset):
+        return bulk_decide(
+            self,
+            request,
+            queryset,
+            action="mark_sent_selected",
+            service=services.delivery_mark_sent,
+            allowed=MARKABLE,
+            title="Mark these digests as sent?",
+            explanation=(
+                "Nothing is sent: they are only recorded as delivered. Do this only for emails you know reached "
+                "their recipients (e.g. from the mail server's log). If one did not, nobody gets that digest."
+            ),
+            button="Yes, mark them sent",
+            done="marked as sent",
+        )
+
+
+def _entry_time(value, tz: str) -> str:
+    if not isinstance(value, str):
+        return EMPTY
+    try:
+        return in_zone(datetime.fromisoformat(value), tz, with_zone=False)
+    except ValueError:
+        return value

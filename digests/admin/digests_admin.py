@@ -1,0 +1,410 @@
+"""The digest admin: list, edit (saved through the services), next send times, delivery history, preview, send now."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from agentrunner.agents import all_agents
+from digests import selectors, services
+from digests.admin.deliveries_admin import needs_decision_url
+from digests.admin.display import (
+    EMPTY,
+    compact_period,
+    delivery_badge,
+    delivery_kind,
+    delivery_link,
+    in_zone,
+    relative,
+    short_error,
+    table,
+)
+from digests.exceptions import DigestInvalid
+from digests.models import DeliveryStatus, DigestPeriod, DigestSubscription
+from runs.admin.display import nowrap
+from schedules.timing import time_zones
+
+HISTORY_ROWS = 20
+UPCOMING_SENDS = 3
+MAX_LIMIT = 100
+TIME_ZONES_LIST_ID = "digest-time-zones"
+
+
+class TimeZoneInput(forms.TextInput):
+    """A text box that suggests IANA time zone names as one types (an HTML datalist)."""
+
+    def __init__(self):
+        super().__init__(attrs={"list": TIME_ZONES_LIST_ID, "autocomplete": "off", "placeholder": "Europe/Paris"})
+
+    def render(self, name, value, attrs=None, renderer=None):
+        options = format_html_join("", '<option value="{}">', ((zone,) for zone in sorted(time_zones())))
+        return format_html(
+            '{}<datalist id="{}">{}</datalist>',
+            super().render(name, value, attrs, renderer),
+            TIME_ZONES_LIST_ID,
+            options,
+        )
+
+
+class DigestForm(forms.ModelForm):
+    agent_type = forms.ChoiceField(
+        label="Agent", required=False, help_text="… or an agent: its single-agent runs (not runs of flows)."
+    )
+    send_at = forms.TimeField(
+        label="Send at",
+        input_formats=["%H:%M", "%H:%M:%S"],
+        widget=forms.TimeInput(format="%H:%M", attrs={"size": 6, "placeholder": "08:00"}),
+        help_text="HH:MM in the time zone below, for daily and weekly digests.",
+    )
+    limit = forms.IntegerField(
+        label="How many",
+        min_value=1,
+        max_value=MAX_LIMIT,
+        initial=5,
+        help_text=f"How many top results the email lists (1–{MAX_LIMIT}).",
+    )
+
+    class Meta:
+        model = DigestSubscription
+        fields = list(services.EDITABLE)
+        widgets = {
+            "recipients": forms.Textarea(
+                attrs={"rows": 4, "cols": 60, "placeholder": "claims-team@example.com\nlead@example.com"}
+            ),
+            "timezone": TimeZoneInput(),
+        }
+        help_texts = {
+            "name": "Unique. The email's subject starts with it, e.g. “Claim intake — top claims”.",
+            "enabled": "Untick to pause: no email is sent until you tick it again.",
+            "recipients": "Email addresses, one per line (or separated by commas).",
+            "flow": "A flow: its runs, whatever the version.",
+            "schedule": "… or a schedule: only the runs it started. Needed for “after each scheduled run”.",
+            "period": "When an email goes out. Each email covers the runs that finished since the previous one.",
+            "weekday": "For weekly digests.",
+            "timezone": "The recipients' time zone, e.g. Europe/Paris: send times and periods are read in it.",
+            "rank_order": "For “rank by”: highest first for scores, lowest first for e.g. prices.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        choices = [("", "—")] + [(name, name) for name in all_agents()]
+        current = self.instance.agent_type
+        if current and current not in all_agents():
+            choices.append((current, f"{current} (no longer installed)"))
+        self.fields["agent_type"].choices = choices
+        if self.instance.pk and not self.is_bound:
+            # Stored comma-separated by the service; one per line reads and edits better.
+            self.initial["recipients"] = "\n".join(self.instance.recipient_list)
+
+    def _get_validation_exclusions(self):
+        # digest_check (below) says what the model's source and period constraints say, naming the field
+        # to fix; the model's own "Constraint … is violated" would only repeat it less clearly.
+        return super()._get_validation_exclusions() | {"flow", "agent_type", "schedule", "period"}
+
+    def _post_clean(self):
+        super()._post_clean()
+        try:
+            services.digest_check(self.instance)
+        except DigestInvalid as exc:
+            for field, problems in exc.errors.items():
+                target = field if field in self.fields else None
+                if target is None or not self.has_error(target):  # a field's own error says it better
+                    self.add_error(target, problems)
+
+
+class SourceFilter(admin.SimpleListFilter):
+    title = "source"
+    parameter_name = "source"
+    CONDITIONS = {
+        "flow": Q(flow__isnull=False),
+        "agent": ~Q(agent_type=""),
+        "schedule": Q(schedule__isnull=False),
+    }
+
+    def lookups(self, request, model_admin):
+        return [("flow", "A flow"), ("agent", "An agent"), ("schedule", "A schedule")]
+
+    def queryset(self, request, queryset):
+        condition = self.CONDITIONS.get(self.value())
+        return queryset.filter(condition) if condition is not None else queryset
+
+
+@admin.register(DigestSubscription)
+class DigestAdmin(admin.ModelAdmin):
+    form = DigestForm
+    list_display = [
+        "name",
+        "source_display",
+        "period_display",
+        "recipients_count",
+        "last_delivery_display",
+        "enabled",
+    ]
+    list_filter = ["enabled", "period", SourceFilter]
+    list_select_related = ["flow", "schedule"]
+    search_fields = ["name", "recipients", "flow__slug", "flow__name", "agent_type", "schedule__name"]
+    search_help_text = "Search by name, recipient, flow, agent or schedule."
+    readonly_fields = ["next_send_display", "delivery_history", "created_by", "created_at", "updated_at"]
+    empty_value_display = EMPTY
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [
+            (None, {"fields": ["name", "enabled", "recipients"]}),
+            (
+                "What to report",
+                {
+                    "fields": ["flow", "agent_type", "schedule"],
+                    "description": "Pick exactly one source: the email reports the runs of a flow, of an agent, "
+                    "or those a schedule started.",
+                },
+            ),
+            (
+                "When",
+                {
+                    "fields": ["period", "send_at", "weekday", "timezone"]
+                    + (["next_send_display"] if obj is not None else []),
+                    "description": "Hourly digests go out on the hour; daily and weekly ones at the time below. "
+                    "“After each scheduled run” sends one email per run of the schedule chosen above.",
+                },
+            ),
+            (
+                "Ranking",
+                {
+                    "fields": ["items_path", "rank_by", "rank_order", "limit", "include_failures", "skip_empty"],
+                    "description": "The email lists the best results of the period: each completed run's result "
+                    "(or each entry of a list in it), sorted by a number in it.",
+                },
+            ),
+        ]
+        if obj is not None:
+            fieldsets += [
+                ("Delivery history", {"fields": ["delivery_history"]}),
+                ("Record", {"fields": ["created_by", "created_at", "updated_at"], "classes": ["collapse"]}),
+            ]
+        return fieldsets
+
+    def get_queryset(self, request):
+        return selectors.with_latest_delivery(super().get_queryset(request))
+
+    # -- list
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {
+            "needs_decision_count": selectors.deliveries_needing_decision().count(),
+            "needs_decision_url": needs_decision_url(),
+        }
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    @admin.display(description="source")
+    def source_display(self, obj: DigestSubscription):
+        return obj.source_label
+
+    @admin.display(description="when", ordering="period")
+    def period_display(self, obj: DigestSubscription):
+        return selectors.digest_period_words(obj)
+
+    @admin.display(description="recipients")
+    def recipients_count(self, obj: DigestSubscription):
+        addresses = obj.recipient_list
+        return format_html('<span title="{}">{}</span>', ", ".join(addresses), len(addresses))
+
+    @admin.display(description="last delivery")
+    def last_delivery_display(self, obj: DigestSubscription):
+        delivery = selectors.digest_latest_delivery(obj)
+        if delivery is None:
+            return "none yet"
+        delivery.subscription = obj  # the period is shown in the digest's time zone, without another query
+        at = delivery.sent_at or delivery.created_at
+        label = f"sent {relative(at)}" if delivery.sent_at else relative(at)
+        url = reverse("admin:digests_digestdelivery_change", args=[delivery.pk])
+        return format_html(
+            '{}<br><a href="{}" title="{}" style="white-space:nowrap">{}</a>',
+            delivery_badge(delivery),
+            url,
+            in_zone(at, obj.timezone),
+            label,
+        )
+
+    # -- change page
+
+    @admin.display(description="next email")
+    def next_send_display(self, obj: DigestSubscription):
+        if not obj.enabled:
+            return "Paused: nothing is sent until “enabled” is ticked again."
+        if obj.period == DigestPeriod.AFTER_RUN:
+            return format_html(
+                "After each run of schedule <strong>{}</strong>, within seconds of the run finishing.",
+                obj.schedule.name if obj.schedule_id else EMPTY,
+            )
+        now = timezone.now()
+        timing = services.digest_timing(obj)
+        first, *then = timing.upcoming(now, UPCOMING_SENDS)
+        start, _ = selectors.digest_period_so_far(obj, now=now)
+        return format_html(
+            "<strong>{}</strong> ({}), then {}.<br>It will cover the runs finished since {} (use Preview to see "
+            "the email so far).",
+            in_zone(first, obj.timezone),
+            relative(first, now=now),
+            ", ".join(in_zone(t, obj.timezone, with_zone=False) for t in then),
+            in_zone(start, obj.timezone),
+        )
+
+    @admin.display(description="deliveries")
+    def delivery_history(self, obj: DigestSubscription):
+        deliveries = list(selectors.digest_deliveries(subscription=obj).select_related("subscription")[:HISTORY_ROWS])
+        if not deliveries:
+            return "No email yet. The first goes out at the next send time (or with Send now)."
+        now = timezone.now()
+        rows = [
+            (
+                nowrap(delivery_link(d, compact_period(d))),
+                delivery_kind(d),
+                delivery_badge(d, now=now),
+                len(d.run_ids),
+                d.attempts,
+                short_error(d.error),
+                nowrap(in_zone(d.sent_at, obj.timezone, with_zone=False)),
+            )
+            for d in deliveries
+        ]
+        all_url = reverse("admin:digests_digestdelivery_changelist") + f"?subscription__id__exact={obj.pk}"
+        return format_html(
+            '{}<p style="margin:6px 0 0 0">Newest first, the last {} at most. <a href="{}">All deliveries of this '
+            "digest</a>.</p>",
+            table([f"Period ({obj.timezone})", "Started by", "Status", "Runs", "Attempts", "Error", "Sent at"], rows),
+            HISTORY_ROWS,
+            all_url,
+        )
+
+    # -- saving and deleting: through the services
+
+    def save_form(self, request, form, change):
+        return form.instance  # not form.save(): the services write (and keep django-q2's row in step)
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in services.EDITABLE if name in form.cleaned_data}
+        if change:
+            services.digest_update(subscription=obj, **fields)
+        else:
+            digest = services.digest_create(created_by=request.user, **fields)
+            obj.pk = digest.pk
+            obj.refresh_from_db()
+            obj._state.adding = False
+
+    def save_related(self, request, form, formsets, change):
+        pass  # no many-to-many fields nor inlines
+
+    def delete_model(self, request, obj):
+        services.digest_delete(subscription=obj)
+
+    def delete_queryset(self, request, queryset):
+        for digest in queryset:
+            services.digest_delete(subscription=digest)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DigestInvalid as exc:
+            # The form ran the same check; this is a concurrent change between the check and the save
+            # (e.g. another digest took the name). Nothing was saved: say so rather than fail.
+            self.message_user(request, f"Nothing was saved: {exc}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    # -- Preview and Send now
+
+    def get_urls(self):
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            # Before the default URLs: their "<path:object_id>/" would match these too.
+            path("<path:object_id>/preview/", self.admin_site.admin_view(self.preview_view), name=f"{prefix}_preview"),
+            path("<path:object_id>/send/", self.admin_site.admin_view(self.send_view), name=f"{prefix}_send"),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["can_send"] = self.has_change_permission(request, obj)
+            context["send_confirm"] = send_confirm_text(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def preview_view(self, request, object_id):
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        preview = selectors.digest_preview(subscription=obj)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": obj,
+            "title": f"Preview of “{obj}”",
+            "subtitle": None,
+            "preview": preview,
+            "content": preview.content,
+            "period_start": in_zone(preview.start, obj.timezone),
+            "period_end": in_zone(preview.end, obj.timezone),
+            "recipients": obj.recipient_list,
+            "not_mailed": preview.content.empty and obj.skip_empty,
+            "can_send": self.has_change_permission(request, obj),
+            "send_confirm": send_confirm_text(obj, start=preview.start),
+        }
+        return TemplateResponse(request, "admin/digests/digestsubscription/preview.html", context)
+
+    def send_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        delivery = services.digest_period_close(subscription_id=obj.pk, manual=True)
+        change_url = reverse("admin:digests_digestsubscription_change", args=[obj.pk])
+        if delivery is None:
+            self.message_user(
+                request, "Nothing was sent: another send of this digest got there first.", messages.WARNING
+            )
+            return HttpResponseRedirect(change_url)
+        self.log_change(request, obj, f"Send now from the admin (delivery {delivery.pk}).")
+        delivery.subscription = obj
+        runs = len(delivery.run_ids)
+        if delivery.status == DeliveryStatus.EMPTY:
+            message = format_html(
+                "Nothing to report since {}: the period is recorded ({}) but not mailed, because “skip empty "
+                "periods” is ticked.",
+                in_zone(delivery.period_start, obj.timezone),
+                delivery_link(delivery, "see it"),
+            )
+            self.message_user(request, message, messages.INFO)
+        else:
+            message = format_html(
+                "Sending the digest of {} ({} run{}) to {} recipient(s). It goes out within seconds while the "
+                "workers run; {} shows how it went.",
+                in_zone(delivery.period_start, obj.timezone) + " until now",
+                runs,
+                "" if runs == 1 else "s",
+                len(obj.recipient_list),
+                delivery_link(delivery, "its delivery page"),
+            )
+            self.message_user(request, message, messages.SUCCESS)
+        return HttpResponseRedirect(change_url)
+
+
+def send_confirm_text(obj: DigestSubscription, *, start=None) -> str:
+    """The question "Send now" asks: what it sends, to whom, and what it does to the next scheduled email."""
+    if start is None:
+        start, _ = selectors.digest_period_so_far(obj)
+    recipients = len(obj.recipient_list)
+    return (
+        f"Send the digest of the runs since {in_zone(start, obj.timezone)} to {recipients} recipient(s) now?\n\n"
+        "The next scheduled email will then only cover what happens after now."
+    )
