@@ -1,17 +1,12 @@
 """Errors of digest services; the API maps each to one status code."""
 
-from runs.exceptions import RunError
+from runs.exceptions import InvalidFields, RunError
 
 
-class DigestInvalid(RunError):
+class DigestInvalid(InvalidFields):
     """The digest cannot be saved as given."""
 
-    status_code = 400
-    code = "invalid"
-
-    def __init__(self, errors: dict[str, list[str]]):
-        self.errors = errors
-        super().__init__("Invalid digest: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()))
+    noun = "digest"
 
 
 class DeliveryStateConflict(RunError):

@@ -12,6 +12,19 @@ class RunError(Exception):
         self.extra = extra
 
 
+class InvalidFields(RunError):
+    """The request names fields that cannot be used; `errors` lists every problem by field."""
+
+    status_code = 400
+    code = "invalid"
+    noun = "input"
+
+    def __init__(self, errors: dict[str, list[str]]):
+        self.errors = errors
+        problems = "; ".join(f"{field}: {', '.join(messages)}" for field, messages in errors.items())
+        super().__init__(f"Invalid {self.noun}: {problems}")
+
+
 class AgentBusy(RunError):
     """The agent is already running at its concurrency limit; try again later."""
 

@@ -1,17 +1,12 @@
 """Errors of schedule services; the API maps each to one status code."""
 
-from runs.exceptions import RunError
+from runs.exceptions import InvalidFields, RunError
 
 
-class ScheduleInvalid(RunError):
+class ScheduleInvalid(InvalidFields):
     """The schedule cannot be saved as given."""
 
-    status_code = 400
-    code = "invalid"
-
-    def __init__(self, errors: dict[str, list[str]]):
-        self.errors = errors
-        super().__init__("Invalid schedule: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()))
+    noun = "schedule"
 
 
 class ScheduleNotFound(RunError):

@@ -15,19 +15,7 @@ from schedules.exceptions import ScheduleInvalid
 from schedules.models import Schedule
 from schedules.timing import time_zones
 
-FORM_FIELDS = [
-    "name",
-    "flow",
-    "agent_type",
-    "input",
-    "kind",
-    "cron",
-    "interval_seconds",
-    "timezone",
-    "enabled",
-    "overlap",
-    "catch_up",
-]
+FORM_FIELDS = list(services.EDITABLE)
 # How the services' error keys map onto the form's fields.
 FORM_FIELD = {"target": "flow", "kind": "cron"}
 
