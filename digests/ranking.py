@@ -30,6 +30,13 @@ def run_value(run, path: str) -> Any:
     return found
 
 
+def run_output(run) -> Any:
+    """What a run produced: a flow run's last output, an agent run's result."""
+    if run.flow_version_id and isinstance(run.result, dict) and "output" in run.result:
+        return run.result["output"]
+    return run.result
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -52,7 +59,7 @@ def rank(runs, *, items_path: str, rank_by: str, descending: bool, limit: int) -
     """Top `limit` results of completed runs (newest first when there is nothing to rank by)."""
     items: list[Item] = []
     for run in sorted(runs, key=lambda r: r.finished_at, reverse=True):
-        found = run_value(run, items_path) if items_path else run.result
+        found = run_value(run, items_path) if items_path else run_output(run)
         entries = found if items_path and isinstance(found, list) else ([] if found is MISSING else [found])
         items.extend(Item(run=run, data=entry) for entry in entries)
     if not rank_by:

@@ -37,6 +37,7 @@ def test_rank__a_flow_runs_score_is_found_under_output():
         [run({"output": {"score": 7}, "path": []}, flow=True)], items_path="", rank_by="score", descending=True, limit=5
     )
     assert ranking.top[0].value == 7
+    assert ranking.top[0].data == {"score": 7}  # the email shows the flow's output, not its history
 
 
 def test_rank__entries_of_a_list_inside_each_result():
