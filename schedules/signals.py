@@ -6,6 +6,7 @@ time. Both may run at once: django-q2 locks the rows it fires (SELECT … FOR
 UPDATE; IMMEDIATE transactions on SQLite) and our slot claim is unique anyway.
 """
 
+from django.db import connection
 from django.dispatch import receiver
 from django_q.brokers import get_broker
 from django_q.scheduler import scheduler
@@ -18,9 +19,13 @@ _broker = None
 @receiver(tick_work)
 def schedules_tick(sender, now, **kwargs):
     global _broker
-    if _broker is None:
-        _broker = get_broker()
-    scheduler(broker=_broker)
+    # django-q2's scheduler() starts with close_old_connections(), which closes a
+    # connection that is inside a transaction (a caller's atomic block, e.g. a
+    # test): run it only from the ticker, which holds no transaction.
+    if not connection.in_atomic_block:
+        if _broker is None:
+            _broker = get_broker()
+        scheduler(broker=_broker)
     from schedules.services import schedule_queue_advance, schedules_repair
 
     counts = {"schedule_rows_recreated": schedules_repair(), "queued_slots_started": schedule_queue_advance()}
