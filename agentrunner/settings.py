@@ -194,7 +194,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Agent Runner API",
     "DESCRIPTION": (
         "Start runs of agents and of flows (agents chained with conditions), poll their state, read "
-        "results and the timeline of every attempt; staff define flows. Authenticate with "
+        "results and the timeline of every attempt; staff define flows, schedules that start runs by cron "
+        "or interval, and digests that mail the best results of each period. Authenticate with "
         "`Authorization: Token <key>` (or the admin session). Errors are always "
         '`{"detail", "code", "errors"}` with a 4xx status.'
     ),
