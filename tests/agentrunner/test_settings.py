@@ -4,6 +4,7 @@ import os
 import secrets
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -71,27 +72,24 @@ def email_settings(**env) -> str:
     return result.stdout.strip().splitlines()[-1] if result.returncode == 0 else result.stderr
 
 
-@pytest.mark.parametrize(
-    "env, expected",
-    [
-        (
-            {"EMAIL_URL": "smtp+tls://u%40x.com:p%2Fw@mail.example.com:2525"},
-            "smtp mail.example.com 2525 u@x.com True False",
-        ),
-        ({"EMAIL_URL": "smtp+ssl://u:p@mail.example.com"}, "smtp mail.example.com 465 u False True"),
-        (
-            {"EMAIL_HOST": "relay.local", "EMAIL_PORT": "2526", "EMAIL_USE_TLS": "1"},
-            "smtp relay.local 2526  True False",
-        ),
-        ({}, "console"),
-    ],
-)
-def test_email_settings_from_the_environment(env, expected):
-    assert email_settings(**env).startswith(expected)
+EMAIL_CASES = [
+    (
+        {"EMAIL_URL": "smtp+tls://u%40x.com:p%2Fw@mail.example.com:2525"},
+        "smtp mail.example.com 2525 u@x.com True False",
+    ),
+    ({"EMAIL_URL": "smtp+ssl://u:p@mail.example.com"}, "smtp mail.example.com 465 u False True"),
+    ({"EMAIL_HOST": "relay.local", "EMAIL_PORT": "2526", "EMAIL_USE_TLS": "1"}, "smtp relay.local 2526  True False"),
+    ({}, "console"),
+    ({"EMAIL_HOST": "relay", "EMAIL_PORT": "twenty-five"}, "EMAIL_PORT='twenty-five' is not a int"),
+]
 
 
-def test_a_malformed_email_port_stops_start_up():
-    assert "EMAIL_PORT='twenty-five' is not a int" in email_settings(EMAIL_HOST="relay", EMAIL_PORT="twenty-five")
+def test_email_settings_from_the_environment():
+    # One start-up per case, in parallel: each reads its own environment.
+    with ThreadPoolExecutor(len(EMAIL_CASES)) as pool:
+        results = list(pool.map(lambda case: email_settings(**case[0]), EMAIL_CASES))
+    for (env, expected), result in zip(EMAIL_CASES, results, strict=True):
+        assert expected in result, (env, result)
 
 
 def test_queue_retry_must_exceed_timeout(settings):
