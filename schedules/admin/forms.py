@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-from croniter import CroniterBadDateError
 from django import forms
 from django.utils import timezone
 
@@ -75,9 +74,6 @@ class ScheduleForm(forms.ModelForm):
                 prefix = f"{key.split('.', 1)[1]}: " if key.startswith("input.") else ""
                 if field is None or field not in self._errors:
                     self.add_error(field, [prefix + e for e in errors])
-            return data
-        except CroniterBadDateError:
-            self.add_error("cron", "This cron expression never fires (e.g. a 30 February).")
             return data
         # What the services would store: a normalised cron, the unused timing field cleared, a checked input.
         data.update(cron=candidate.cron, interval_seconds=candidate.interval_seconds, input=candidate.input)
