@@ -89,9 +89,15 @@ class RunOutputSerializer(serializers.ModelSerializer):
             "finished_at",
             "cancel_requested_at",
             "rerun_of",
+            "schedule",
+            "scheduled_for",
             "blocked_by",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "schedule": {"help_text": "Id of the schedule that started this run; null otherwise."},
+            "scheduled_for": {"help_text": "The schedule's fire time this run stands for (one run per time)."},
+        }
 
     @extend_schema_field(FlowRefSerializer)
     def get_flow(self, run):
@@ -409,12 +415,13 @@ class RunFilter(django_filters.FilterSet):
     agent_type = django_filters.CharFilter()
     flow = django_filters.CharFilter(field_name="flow_version__flow__slug", help_text="A flow's slug.")
     user_id = django_filters.UUIDFilter()
+    schedule = django_filters.NumberFilter(field_name="schedule_id", help_text="A schedule's id: the runs it started.")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Run
-        fields = ["status", "agent_type", "flow", "user_id", "created_after", "created_before"]
+        fields = ["status", "agent_type", "flow", "user_id", "schedule", "created_after", "created_before"]
 
 
 class RunListCreateApi(generics.ListAPIView):

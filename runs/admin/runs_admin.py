@@ -113,7 +113,7 @@ class RunAdmin(admin.ModelAdmin):
         "duration_display",
     ]
     list_display_links = ["short_id"]
-    list_filter = [RunStatusFilter, "agent_type", ("created_at", CreatedFilter)]
+    list_filter = [RunStatusFilter, "agent_type", "schedule", ("created_at", CreatedFilter)]
     list_select_related = ["created_by", "flow_version__flow"]
     ordering = ["-created_at"]
     search_fields = ["agent_type"]  # the real search is get_search_results
@@ -138,6 +138,7 @@ class RunAdmin(admin.ModelAdmin):
         "cancel_requested",
         "rerun_of_link",
         "reruns_links",
+        "schedule_link",
         "why_it_waits",
         "input_pretty",
         "result_pretty",
@@ -261,6 +262,8 @@ class RunAdmin(admin.ModelAdmin):
                 summary.append("cancel_requested")
             if obj.rerun_of_id:
                 summary.append("rerun_of_link")
+            if obj.schedule_id:
+                summary.append("schedule_link")
             if obj.reruns.exists():
                 summary.append("reruns_links")
         fieldsets = [("Summary", {"fields": summary})]
@@ -298,6 +301,13 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="cancel requested")
     def cancel_requested(self, obj: Run):
         return when(obj.cancel_requested_at)
+
+    @admin.display(description="started by schedule")
+    def schedule_link(self, obj: Run):
+        url = reverse("admin:schedules_schedule_change", args=[obj.schedule_id])
+        return format_html(
+            '<a href="{}">{}</a> for its {} UTC fire time', url, obj.schedule, f"{obj.scheduled_for:%Y-%m-%d %H:%M:%S}"
+        )
 
     @admin.display(description="re-run of")
     def rerun_of_link(self, obj: Run):

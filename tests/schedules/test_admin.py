@@ -303,3 +303,17 @@ def test_django_q_schedule_admin_is_read_only(admin_client, rf, admin_user):
     row.refresh_from_db()
     assert (row.name, row.func) == ("schedule: Wait a second", "schedules.tasks.schedule_fire")
     assert admin_client.get(reverse("admin:django_q_schedule_delete", args=[row.pk])).status_code == 403
+
+
+def test_a_scheduled_runs_page_links_its_schedule_and_fire_time(admin_client):
+    schedule = agent_schedule()
+    fire = services.schedule_fire(
+        schedule_id=schedule.pk,
+        intended_at=datetime(2026, 11, 21, 10, 0, tzinfo=UTC),
+        now=datetime(2026, 11, 21, 10, 0, 1, tzinfo=UTC),
+    )
+    page = admin_client.get(reverse("admin:runs_run_change", args=[fire.run_id])).content.decode()
+    assert "started by schedule" in page.lower()
+    assert change_url(schedule) in page and "2026-11-21 10:00:00 UTC fire time" in page
+    listed = admin_client.get(reverse("admin:runs_run_changelist") + f"?schedule__id__exact={schedule.pk}")
+    assert str(fire.run_id)[:8] in listed.content.decode()

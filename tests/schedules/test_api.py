@@ -412,3 +412,15 @@ def test_openapi_schema_has_the_schedule_operations_and_validates(tmp_path):
         "timezone: Europe/Paris",
     ):
         assert needle in text, needle
+
+
+def test_runs_api_names_the_schedule_and_slot_and_filters_by_schedule(staff_api):
+    schedule = services.schedule_create(name="api-slot", agent_type="pass", kind="interval", interval_seconds=600)
+    slot = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+    fire = services.schedule_fire(schedule_id=schedule.pk, intended_at=slot, now=slot + timedelta(seconds=1))
+    services.schedule_create(name="other", agent_type="pass", kind="interval", interval_seconds=600)
+    body = staff_api.get(f"/api/v1/runs/{fire.run_id}").json()
+    assert (body["schedule"], body["scheduled_for"]) == (schedule.pk, "2026-11-21T10:00:00Z")
+    listed = staff_api.get(f"/api/v1/runs?schedule={schedule.pk}").json()["results"]
+    assert [r["id"] for r in listed] == [str(fire.run_id)]
+    assert staff_api.get("/api/v1/runs?schedule=999").json()["results"] == []
