@@ -10,15 +10,19 @@ Rules, in order:
 3. `localhost` and `*.localhost` are refused by name unless allowlisted (by name, or every address by CIDR).
 
 Checking is not enough on its own: the caller must connect to the very address it checked, or a name can
-resolve to a public address for the check and to 127.0.0.1 for the connection (DNS rebinding). `NetPolicy.check`
+resolve to a public address for the check and to 127.0.0.1 for the connection (DNS rebinding). `NetPolicy.acheck`
 returns the checked addresses for that purpose; see `PinnedTransport` in `agentrunner.agents.builtin.http_request`.
+
+`acheck` is a coroutine for async agents: the name is resolved by the event loop's `getaddrinfo` (in its
+thread pool), never by a blocking call on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
@@ -165,10 +169,10 @@ class Allowlist:
         return any(a in network for a in candidates for network in self.networks if network.version == a.version)
 
 
-def resolve(host: str, port: int) -> list[IPAddress]:
+async def resolve(host: str, port: int) -> list[IPAddress]:
     """Return every address `host` resolves to for TCP, in the resolver's order, without duplicates."""
     try:
-        infos = socket.getaddrinfo(normalize_host(host), port, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(normalize_host(host), port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ResolutionFailed(host, temporary=exc.errno in _TEMPORARY_DNS_ERRORS) from None
     except UnicodeError:  # a label too long for IDNA
@@ -191,7 +195,7 @@ class NetPolicy:
 
     allow_external: bool = False
     allowlist: Allowlist = field(default_factory=Allowlist)
-    resolver: Callable[[str, int], list[IPAddress]] = resolve
+    resolver: Callable[[str, int], Awaitable[list[IPAddress]]] = resolve
 
     @classmethod
     def from_settings(cls) -> NetPolicy:
@@ -215,14 +219,14 @@ class NetPolicy:
                 "add it to HTTP_AGENT_ALLOWLIST to allow it"
             )
 
-    def check(self, host: str, port: int) -> list[IPAddress]:
+    async def acheck(self, host: str, port: int) -> list[IPAddress]:
         """Resolve `host` and check every address; return them (connect only to these) or raise.
 
         Raises DestinationNotAllowed, or ResolutionFailed when the name does not resolve.
         """
         name = normalize_host(host)
         if self.allowlist.allows_host(name):
-            return self.resolver(name, port)
+            return await self.resolver(name, port)
         literal = ip_literal(name)
         if literal is None and not self.allow_external and not self.allowlist.networks:
             # Nothing a name could resolve to is allowed: refuse without a DNS query (queries can leak data too).
@@ -230,7 +234,7 @@ class NetPolicy:
                 f"{name} is not in HTTP_AGENT_ALLOWLIST and ALLOW_EXTERNAL_REQUESTS is off; "
                 "add it to HTTP_AGENT_ALLOWLIST to allow it"
             )
-        addresses = [literal] if literal is not None else self.resolver(name, port)
+        addresses = [literal] if literal is not None else await self.resolver(name, port)
         if is_localhost_name(name) and not all(self.allowlist.allows_address(a) for a in addresses):
             raise DestinationNotAllowed(f"{name} is a loopback name; add it to HTTP_AGENT_ALLOWLIST to allow it")
         for address in addresses:

@@ -230,6 +230,16 @@ SLOT_START_DEADLINE_SECONDS = env_number("SLOT_START_DEADLINE_SECONDS", 300.0)
 STEP_REDISPATCH_SECONDS = env_number("STEP_REDISPATCH_SECONDS", 120.0)
 # Longest a single step may run; django-q2's timeout/retry derive from it.
 STEP_MAX_SECONDS = env_number("STEP_MAX_SECONDS", 3660, int)
+# Async agents (`async def run`) in flight at once per worker process, on its event loop. When it is
+# full the worker takes no further step until one ends (backpressure); none is refused.
+ASYNC_STEPS_PER_WORKER = env_number("ASYNC_STEPS_PER_WORKER", 100, int)
+if ASYNC_STEPS_PER_WORKER < 1:
+    raise ImproperlyConfigured("ASYNC_STEPS_PER_WORKER must be at least 1.")
+# When a worker process stops (cluster stop, django-q2 recycle, its own timeout), its async steps get
+# this long to finish; the ones still running are then handed back to the queue for another worker.
+ASYNC_DRAIN_SECONDS = env_number("ASYNC_DRAIN_SECONDS", 20.0)
+# The one-statement PostgreSQL variants of claim and finish (runs/engine/fastpath.py); off = ORM only.
+ENGINE_FASTPATH = env_bool("ENGINE_FASTPATH", True)
 
 # Extra modules whose import registers agents (the built-ins are always loaded).
 AGENT_MODULES = env.list("AGENT_MODULES", default=[])
@@ -339,7 +349,8 @@ Q_CLUSTER = {
     # the schedule's own catch-up policy (schedules/services.py).
     "catch_up": False,
     "label": "Task queue (django-q2)",
-    "recycle": 500,
+    # A worker process is replaced after this many tasks; its async steps drain first (ASYNC_DRAIN_SECONDS).
+    "recycle": env_number("Q_RECYCLE", 500, int),
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL

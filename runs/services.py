@@ -15,10 +15,11 @@ from agentrunner.agents.registry import UnknownAgentType
 from flows.definition import ReferenceNotFound, concurrency_key_value
 from flows.exceptions import FlowDisabled, RunNotResumable
 from flows.models import FlowVersion
-from runs import dispatch, engine, progress, slots
+from runs import engine
+from runs.engine import finish, slots
+from runs.engine.queue import slots_pump, slots_pump_on_commit, start_deadline, step_enqueue, steps_dispatch_on_commit
 from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
 from runs.models import AgentPolicy, Run, RunStatus, Slot, Step, StepStatus
-from runs.queueing import slots_pump, slots_pump_on_commit, start_deadline, step_enqueue
 from runs.selectors import agent_policy_get
 
 log = structlog.get_logger("agentrunner.runs")
@@ -61,7 +62,7 @@ def run_create(
             dispatched_at=None if key else now,
         )
         if not key:
-            dispatch.steps_dispatch_on_commit([step.id])
+            steps_dispatch_on_commit([step.id])
         else:
             if policy.on_busy == OnBusy.REJECT:
                 _take_slot_or_reject(key=key, limit=policy.limit, step=step, run=run)
@@ -203,7 +204,7 @@ def agent_policy_update(
             Step.objects.filter(pk__in=waiting, status=StepStatus.WAITING).update(
                 status=StepStatus.QUEUED, concurrency_key="", dispatched_at=timezone.now()
             )
-            dispatch.steps_dispatch_on_commit(waiting)
+            steps_dispatch_on_commit(waiting)
     log.info("agent_policy_updated", agent_type=agent_type, limit=limit, on_busy=on_busy)
     return agent_policy_get(agent_type=agent_type)
 
@@ -224,7 +225,7 @@ def flow_run_create(
     """
     if version.flow is not None and not version.flow.enabled:
         raise FlowDisabled(f"Flow {version.flow.slug!r} is disabled; enable it to start runs.")
-    definition = progress.definition_of(version.pk)
+    definition = finish.definition_of(version.pk)
     run_input = input or {}
     key = ""
     if definition.concurrency:
@@ -250,7 +251,7 @@ def flow_run_create(
                     f"({definition.concurrency.limit}) for this key; try again when a run has finished.",
                     limit=definition.concurrency.limit,
                 )
-        freed = progress.step_start_task(
+        freed = finish.step_start_task(
             run=run, definition=definition, task_name=definition.start_task, sequence=0, now=timezone.now()
         )
         slots_pump_on_commit(freed)

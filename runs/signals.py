@@ -1,4 +1,4 @@
-"""Start the engine ticker in every django-q2 worker process.
+"""Start the engine ticker and the step runtime in every django-q2 worker process.
 
 The tick is elected per period by compare-and-set on one row, so however many
 workers and clusters run, one of them does the recovery work each period and a
@@ -14,12 +14,14 @@ _ticker = None
 
 @receiver(post_spawn)
 def start_engine_ticker(sender, proc_name, **kwargs):
+    """In each worker process: the engine tick, and the step runtime (event loop for async agents, watch)."""
     global _ticker
     if _ticker is None:
-        from runs.engine import EngineTicker
+        from runs.engine import EngineTicker, runtime
 
         _ticker = EngineTicker()
         _ticker.start()
+        runtime.start()
 
 
 @receiver(post_migrate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -67,9 +69,13 @@ class InvalidAgentInput(AgentError):
         super().__init__("Invalid agent input: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()))
 
 
+# How often a sync caller's async wait (AgentContext.sleep_async) looks at the cancel event.
+SYNC_CANCEL_CHECK_SECONDS = 0.05
+
+
 @dataclass
 class AgentContext:
-    """What an agent's `run` receives: its input and the run's identity."""
+    """What a sync agent's `run` receives: its input, the run's identity, and cancellation."""
 
     run_id: uuid.UUID
     step_name: str
@@ -90,15 +96,67 @@ class AgentContext:
 
     @property
     def cancelled(self) -> bool:
+        """True once the step was cancelled, timed out or lost its lease: stop and return (or raise)."""
         return self.cancel_event.is_set()
+
+    def request_cancel(self) -> None:
+        """Called by the engine (on cancel, timeout or a lost lease): tell the agent to stop."""
+        self.cancel_event.set()
 
     def sleep(self, seconds: float) -> bool:
         """Sleep, waking at once on cancel. Return True if the full time passed."""
         return not self.cancel_event.wait(seconds)
 
+    async def sleep_async(self, seconds: float) -> bool:
+        """Await `seconds`, waking on cancel; for library code that serves sync and async agents alike."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not self.cancelled:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return True
+            await asyncio.sleep(min(remaining, SYNC_CANCEL_CHECK_SECONDS))
+        return False
+
+
+@dataclass
+class AsyncAgentContext(AgentContext):
+    """What an async agent's `async def run` receives.
+
+    On cancel, timeout or a lost lease the engine sets `cancelled` and cancels the agent's task, so the
+    await in progress raises `asyncio.CancelledError` (clean up in `finally`, do not swallow it).
+    Everything else is as in AgentContext; `sleep` is a coroutine here.
+    """
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._cancelled_async = asyncio.Event()
+
+    def request_cancel(self) -> None:
+        """Called by the engine on the context's event loop."""
+        self.cancel_event.set()
+        self._cancelled_async.set()
+
+    async def sleep(self, seconds: float) -> bool:  # type: ignore[override]
+        """Await `seconds`, waking at once on cancel. Return True if the full time passed."""
+        try:
+            async with asyncio.timeout(max(seconds, 0)):
+                await self._cancelled_async.wait()
+        except TimeoutError:
+            return not self.cancelled
+        return False
+
+    async def sleep_async(self, seconds: float) -> bool:
+        return await self.sleep(seconds)
+
 
 class Agent:
-    """Subclass, set the class attributes, implement `run`, decorate with `@register`."""
+    """Subclass, set the class attributes, implement `run` (or `async def run`), decorate with `@register`.
+
+    An agent that waits (HTTP, LLM, sleeps) should define `async def run(self, context)`: each worker
+    process then carries many such steps at once on one event loop. Its context is an AsyncAgentContext;
+    reach the database only through `asgiref.sync.sync_to_async` (or Django's async ORM methods).
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -123,3 +181,8 @@ class Agent:
     def run(self, context: AgentContext) -> Any:
         """Do the work and return a JSON-serialisable output."""
         raise NotImplementedError
+
+    @classmethod
+    def is_async(cls) -> bool:
+        """True for agents whose `run` is a coroutine function."""
+        return inspect.iscoroutinefunction(cls.run)

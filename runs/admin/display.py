@@ -18,7 +18,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 from flows.definition import END
 from flows.graph import render_svg
-from runs import slots
+from runs.engine import slots
+from runs.engine.finish import MAX_STEPS
 from runs.models import (
     AttemptStatus,
     OnBusyChoice,
@@ -27,7 +28,6 @@ from runs.models import (
     Step,
     StepStatus,
 )
-from runs.progress import MAX_STEPS
 
 EMPTY = "—"
 
@@ -78,7 +78,7 @@ TIMELINE_HELP = (
     "A step is tried again after a temporary failure or when its worker was lost."
 )
 BUSY_SHORT = {OnBusyChoice.REJECT: "reject new runs", OnBusyChoice.QUEUE: "queue new runs"}
-# Concurrency keys of agents are "agent:<agent type>" (runs.slots.agent_key).
+# Concurrency keys of agents are "agent:<agent type>" (runs.engine.slots.agent_key).
 AGENT_KEY_PREFIX = slots.agent_key("")
 
 PRE_STYLE = (

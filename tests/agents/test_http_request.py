@@ -1,5 +1,6 @@
 """The http-request agent against real HTTP servers on 127.0.0.1 (allowlisted), and the outbound policy."""
 
+import asyncio
 import json
 import shutil
 import socket
@@ -17,7 +18,12 @@ import httpx
 import pytest
 
 from agentrunner.agents import get_agent
-from agentrunner.agents.base import AgentContext, InvalidAgentInput, NonRetryableAgentError, RetryableAgentError
+from agentrunner.agents.base import (
+    AsyncAgentContext,
+    InvalidAgentInput,
+    NonRetryableAgentError,
+    RetryableAgentError,
+)
 from agentrunner.agents.builtin.http_request import (
     HttpRequestAgent,
     PinnedTransport,
@@ -30,6 +36,11 @@ SECRET = "Bearer s3cret-token-1234"
 BIG_BODY_BYTES = 5000
 SMALL_LIMIT_BYTES = 1000
 SLOW_SECONDS = 1.0
+WAIT_SECONDS = 0.5  # how long /wait takes to answer
+CONCURRENT_REQUESTS = 20
+OVERLAP_BOUND_SECONDS = 5.0  # far below CONCURRENT_REQUESTS * WAIT_SECONDS: only overlapping requests finish in time
+HANG_SECONDS = 10.0  # how long /hang and /hang-body wait for the client to go away
+DEADLINE_SECONDS = 5.0  # for waiting on a condition
 TRANSPORT_TIMEOUT = httpx.Timeout(5.0).as_dict()
 
 
@@ -116,6 +127,22 @@ class Handler(BaseHTTPRequestHandler):
         time.sleep(SLOW_SECONDS)
         self._send(200, {"late": True})
 
+    def route_wait(self, url, body):
+        time.sleep(WAIT_SECONDS)
+        self._send(200, {"waited": True})
+
+    def route_hang(self, url, body):
+        self._wait_for_the_client_to_close()
+
+    def route_hang_body(self, url, body):
+        # Headers and the start of the body, then nothing: the client is left reading the body.
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(BIG_BODY_BYTES))
+        self.end_headers()
+        self.wfile.write(b"z" * 100)
+        self._wait_for_the_client_to_close()
+
     def route_big(self, url, body):
         self._send(200, "x" * BIG_BODY_BYTES, "text/plain")
 
@@ -139,15 +166,30 @@ class Handler(BaseHTTPRequestHandler):
     def route_loop(self, url, body):
         self._redirect(302, "/loop")
 
+    def _wait_for_the_client_to_close(self):
+        """Record the path in `server.closed_by_client` once the client closes the connection."""
+        self.close_connection = True
+        self.connection.settimeout(HANG_SECONDS)
+        try:
+            closed = self.connection.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            closed = False
+        if closed:
+            self.server.closed_by_client.append(urlsplit(self.path).path)
+
 
 class QuietServer(ThreadingHTTPServer):
+    request_queue_size = 64  # the concurrency test connects CONCURRENT_REQUESTS clients at once
+
     def handle_error(self, request, client_address):
         pass  # a client that timed out and went away is expected here
 
 
-def start_server(ssl_context=None):
-    httpd = QuietServer(("127.0.0.1", 0), Handler)
-    httpd.hits, httpd.counts = [], Counter()
+def start_server(ssl_context=None, address=("127.0.0.1", 0)):
+    httpd = QuietServer(address, Handler)
+    httpd.hits, httpd.counts, httpd.closed_by_client = [], Counter(), []
     if ssl_context is not None:
         httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -176,18 +218,44 @@ def outbound(settings):
     return settings
 
 
+class RecordingLog:
+    """Stands in for the context's structlog logger; keeps the event names."""
+
+    def __init__(self):
+        self.events = []
+
+    def info(self, event, **fields):
+        self.events.append(event)
+
+    def warning(self, event, **fields):
+        self.events.append(event)
+
+
+def make_context(agent: HttpRequestAgent, data: dict, **kwargs) -> AsyncAgentContext:
+    return AsyncAgentContext(run_id=uuid.uuid4(), step_name="x", attempt=1, input=agent.validate_input(data), **kwargs)
+
+
 def call(**data) -> dict:
+    """Run the agent once on a fresh event loop, as the engine's loop would."""
     agent = HttpRequestAgent()
-    context = AgentContext(run_id=uuid.uuid4(), step_name="x", attempt=1, input=agent.validate_input(data))
-    output = agent.run(context)
+    output = asyncio.run(agent.run(make_context(agent, data)))
     json.dumps(output, allow_nan=False)  # the engine stores outputs as JSON
     return output
 
 
-def test_http_request__is_registered_unlimited_with_three_attempts():
+async def until(condition, what: str) -> None:
+    """Wait (without blocking the loop) until `condition()` is true; fail after DEADLINE_SECONDS."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def test_http_request__is_registered_async_unlimited_with_three_attempts():
     agent = get_agent("http-request")
 
     assert isinstance(agent, HttpRequestAgent)
+    assert agent.is_async()
     assert agent.concurrency.limit is None
     assert agent.max_attempts == 3
 
@@ -550,19 +618,29 @@ class FakeResolver:
         self.table = {name: [ipaddress.ip_address(a) for a in addresses] for name, addresses in table.items()}
         self.lookups = Counter()
 
-    def __call__(self, host, port):
+    async def __call__(self, host, port):
         self.lookups[host] += 1
         return self.table[host]
+
+
+async def fetch(transport: PinnedTransport, url: str) -> httpx.Response:
+    """GET `url` through the transport and read the body."""
+    response = await transport.handle_async_request(
+        httpx.Request("GET", url, extensions={"timeout": TRANSPORT_TIMEOUT})
+    )
+    await response.aread()
+    return response
 
 
 def test_pinned_transport__connects_to_the_checked_address_keeping_the_host_header(server):
     resolver = FakeResolver({"rebind.test": ["127.0.0.1"]})
     policy = NetPolicy(allowlist=Allowlist.parse(["127.0.0.0/8"]), resolver=resolver)
-    url = f"http://rebind.test:{server.server_port}/echo"
 
-    with PinnedTransport(policy=policy) as transport:
-        response = transport.handle_request(httpx.Request("GET", url, extensions={"timeout": TRANSPORT_TIMEOUT}))
-        response.read()
+    async def scenario():
+        async with PinnedTransport(policy=policy) as transport:
+            return await fetch(transport, f"http://rebind.test:{server.server_port}/echo")
+
+    response = asyncio.run(scenario())
 
     assert response.status_code == 200
     assert response.json()["host"] == f"rebind.test:{server.server_port}"
@@ -573,9 +651,57 @@ def test_pinned_transport__refuses_when_any_resolved_address_is_not_allowed(serv
     resolver = FakeResolver({"rebind.test": ["127.0.0.1", "10.0.0.1"]})
     policy = NetPolicy(allowlist=Allowlist.parse(["127.0.0.0/8"]), resolver=resolver)
 
-    with PinnedTransport(policy=policy) as transport, pytest.raises(DestinationNotAllowed, match="10.0.0.1"):
-        transport.handle_request(httpx.Request("GET", f"http://rebind.test:{server.server_port}/echo"))
+    async def scenario():
+        async with PinnedTransport(policy=policy) as transport:
+            await fetch(transport, f"http://rebind.test:{server.server_port}/echo")
+
+    with pytest.raises(DestinationNotAllowed, match="10.0.0.1"):
+        asyncio.run(scenario())
     assert server.hits == []
+
+
+@pytest.fixture
+def rebinding_dns(monkeypatch):
+    """The system resolver for rebind.test: 127.0.0.1 (allowlisted) on the first lookup, 127.0.0.2 after.
+
+    127.0.0.2 is a loopback address the policy refuses; a trap server listens there, so a second lookup
+    (by httpx, httpcore or anyio, between the check and the connection) would be seen as a hit on the trap.
+    """
+    system_getaddrinfo = socket.getaddrinfo
+    lookups = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host  # anyio passes the IDNA-encoded bytes
+        if name != "rebind.test":
+            return system_getaddrinfo(host, port, *args, **kwargs)
+        lookups.append(name)
+        address = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+@pytest.fixture
+def trap_server(server):
+    """A second server on 127.0.0.2, on the same port as `server`."""
+    httpd = start_server(address=("127.0.0.2", server.server_port))
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_rebinding__the_agent_connects_only_to_the_address_it_checked(server, trap_server, rebinding_dns):
+    output = call(url=f"http://rebind.test:{server.server_port}/echo")
+
+    assert output["json"]["host"] == f"rebind.test:{server.server_port}"
+    assert server.hits == [("GET", "/echo")]
+    assert trap_server.hits == []
+    assert rebinding_dns == ["rebind.test"]  # one lookup, for the check; the connection made none
+    # The rebound address is one the policy refuses when asked directly.
+    with pytest.raises(NonRetryableAgentError, match="127.0.0.2 is a loopback address"):
+        call(url=f"http://127.0.0.2:{server.server_port}/echo")
+    assert trap_server.hits == []
 
 
 @pytest.fixture
@@ -606,24 +732,17 @@ def test_pinned_transport__https_sends_the_name_as_sni_and_verifies_the_certific
     resolver = FakeResolver({"pinned.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
     policy = NetPolicy(allowlist=Allowlist.parse(["pinned.test", "other.test"]), resolver=resolver)
 
-    with PinnedTransport(policy=policy, verify=tls_server.client_context) as transport:
-        request = httpx.Request(
-            "GET", f"https://pinned.test:{tls_server.server_port}/json", extensions={"timeout": TRANSPORT_TIMEOUT}
-        )
-        response = transport.handle_request(request)
-        response.read()
-        assert response.status_code == 200 and response.json() == {"hello": "world"}
-        assert tls_server.sni_names == ["pinned.test"]
+    async def scenario():
+        async with PinnedTransport(policy=policy, verify=tls_server.client_context) as transport:
+            response = await fetch(transport, f"https://pinned.test:{tls_server.server_port}/json")
+            assert response.status_code == 200 and response.json() == {"hello": "world"}
+            assert tls_server.sni_names == ["pinned.test"]
 
-        # Same IP, another name: the certificate is checked against the name, not the IP.
-        with pytest.raises(httpx.ConnectError, match="(?i)hostname"):
-            transport.handle_request(
-                httpx.Request(
-                    "GET",
-                    f"https://other.test:{tls_server.server_port}/json",
-                    extensions={"timeout": TRANSPORT_TIMEOUT},
-                )
-            )
+            # Same IP, another name: the certificate is checked against the name, not the IP.
+            with pytest.raises(httpx.ConnectError, match="(?i)hostname"):
+                await fetch(transport, f"https://other.test:{tls_server.server_port}/json")
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("name", ["X-Foo\n", "Bad Name", "X:Y"])
@@ -632,11 +751,62 @@ def test_headers__invalid_names_are_refused(server, name):
         call(url=f"{server.url}/json", headers={name: "value"})
 
 
+# --- the event loop: overlap and cancellation -------------------------------------------------------
+
+
+def test_concurrency__requests_from_one_event_loop_overlap(server):
+    agent = HttpRequestAgent()
+    contexts = [make_context(agent, {"url": f"{server.url}/wait"}) for _ in range(CONCURRENT_REQUESTS)]
+
+    async def scenario():
+        return await asyncio.gather(*(agent.run(context) for context in contexts))
+
+    started = time.monotonic()
+    outputs = asyncio.run(scenario())
+    elapsed = time.monotonic() - started
+
+    assert [output["json"] for output in outputs] == [{"waited": True}] * CONCURRENT_REQUESTS
+    assert server.counts["/wait"] == CONCURRENT_REQUESTS
+    # One after another they would take CONCURRENT_REQUESTS * WAIT_SECONDS (10 s); the bound is not a speed target.
+    assert elapsed < OVERLAP_BOUND_SECONDS
+
+
 def test_cancel__set_before_the_request_sends_nothing(server):
     agent = HttpRequestAgent()
-    context = AgentContext(run_id=uuid.uuid4(), step_name="x", attempt=1, input={"url": f"{server.url}/json"})
-    context.cancel_event.set()
+    context = make_context(agent, {"url": f"{server.url}/json"})
+    context.request_cancel()
 
     with pytest.raises(NonRetryableAgentError, match="cancelled"):
-        agent.run(context)
+        asyncio.run(agent.run(context))
     assert server.hits == []
+
+
+@pytest.mark.parametrize(
+    ("path", "reached"),
+    [
+        ("/hang", "the server has the request and the agent awaits the response"),
+        ("/hang-body", "the agent has the headers and awaits the rest of the body"),
+    ],
+)
+def test_cancel__cancelling_the_task_mid_request_raises_cancelled_error_and_closes_the_connection(
+    server, path, reached
+):
+    agent = HttpRequestAgent()
+    log = RecordingLog()
+    context = make_context(agent, {"url": f"{server.url}{path}"}, log=log)
+
+    async def scenario():
+        task = asyncio.create_task(agent.run(context))
+        if path == "/hang":
+            await until(lambda: server.counts[path] == 1, reached)
+        else:
+            await until(lambda: "http_response" in log.events, reached)  # logged before the body is read
+        context.request_cancel()  # what the engine does on cancel or timeout: both
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await until(lambda: server.closed_by_client == [path], "the server to see the connection closed")
+
+    asyncio.run(scenario())
+
+    assert "http_request_failed" not in log.events  # CancelledError is not turned into an agent error

@@ -1,5 +1,8 @@
 """The outbound policy: allowlist matching, refused address ranges, and the decision for a host."""
 
+import asyncio
+import socket
+import threading
 from ipaddress import ip_address
 
 import pytest
@@ -25,13 +28,17 @@ class FakeResolver:
         self.table = {name: [ip_address(a) for a in addresses] for name, addresses in (table or {}).items()}
         self.lookups: list[str] = []
 
-    def __call__(self, host: str, port: int):
+    async def __call__(self, host: str, port: int):
         self.lookups.append(host)
         return self.table[host]
 
 
 def policy(*entries: str, external: bool = False, resolver: FakeResolver | None = None) -> NetPolicy:
     return NetPolicy(allow_external=external, allowlist=Allowlist.parse(entries), resolver=resolver or FakeResolver())
+
+
+def check(policy: NetPolicy, host: str, port: int):
+    return asyncio.run(policy.acheck(host, port))
 
 
 # --- allowlist -----------------------------------------------------------------------------------
@@ -155,7 +162,7 @@ def test_blocked_reason__public_addresses_pass(address):
 
 def test_check__public_address_refused_while_external_requests_are_off():
     with pytest.raises(DestinationNotAllowed) as exc:
-        policy("127.0.0.1").check(PUBLIC_V4, 80)
+        check(policy("127.0.0.1"), PUBLIC_V4, 80)
 
     assert str(exc.value) == (
         f"destination not allowed: {PUBLIC_V4} is an external address and ALLOW_EXTERNAL_REQUESTS is off; "
@@ -164,12 +171,12 @@ def test_check__public_address_refused_while_external_requests_are_off():
 
 
 def test_check__public_address_allowed_with_external_requests():
-    assert policy(external=True).check(PUBLIC_V4, 443) == [ip_address(PUBLIC_V4)]
+    assert check(policy(external=True), PUBLIC_V4, 443) == [ip_address(PUBLIC_V4)]
 
 
 def test_check__private_address_message_names_the_address_and_the_setting():
     with pytest.raises(DestinationNotAllowed) as exc:
-        policy(external=True).check("10.0.0.5", 80)
+        check(policy(external=True), "10.0.0.5", 80)
 
     assert str(exc.value) == (
         "destination not allowed: 10.0.0.5 is a private address; add it to HTTP_AGENT_ALLOWLIST to allow it"
@@ -179,30 +186,30 @@ def test_check__private_address_message_names_the_address_and_the_setting():
 def test_check__allowlisted_cidr_is_allowed_even_with_external_requests_off():
     resolver = FakeResolver({"db.internal": ["10.1.2.3"]})
 
-    assert policy("10.1.0.0/16", resolver=resolver).check("db.internal", 5432) == [ip_address("10.1.2.3")]
-    assert policy("10.1.0.0/16").check("10.1.9.9", 80) == [ip_address("10.1.9.9")]
+    assert check(policy("10.1.0.0/16", resolver=resolver), "db.internal", 5432) == [ip_address("10.1.2.3")]
+    assert check(policy("10.1.0.0/16"), "10.1.9.9", 80) == [ip_address("10.1.9.9")]
 
 
 def test_check__allowlisted_name_is_allowed_whatever_it_resolves_to():
     resolver = FakeResolver({"api.internal": ["10.9.9.9"], "a.svc.example": ["192.168.0.7"]})
     allowed = policy("api.internal", "*.svc.example", resolver=resolver)
 
-    assert allowed.check("api.internal", 80) == [ip_address("10.9.9.9")]
-    assert allowed.check("A.svc.example.", 80) == [ip_address("192.168.0.7")]
+    assert check(allowed, "api.internal", 80) == [ip_address("10.9.9.9")]
+    assert check(allowed, "A.svc.example.", 80) == [ip_address("192.168.0.7")]
 
 
 def test_check__name_resolving_to_a_private_address_is_refused_naming_both():
     resolver = FakeResolver({"intranet.example": ["10.0.0.5"]})
 
     with pytest.raises(DestinationNotAllowed, match="intranet.example resolves to 10.0.0.5, a private address"):
-        policy(external=True, resolver=resolver).check("intranet.example", 80)
+        check(policy(external=True, resolver=resolver), "intranet.example", 80)
 
 
 def test_check__every_resolved_address_must_pass():
     resolver = FakeResolver({"mixed.example": [PUBLIC_V4, "169.254.169.254"]})
 
     with pytest.raises(DestinationNotAllowed, match="169.254.169.254, a link-local address"):
-        policy(external=True, resolver=resolver).check("mixed.example", 80)
+        check(policy(external=True, resolver=resolver), "mixed.example", 80)
 
 
 @pytest.mark.parametrize("host", ["localhost", "LOCALHOST.", "app.localhost"])
@@ -211,23 +218,23 @@ def test_check__localhost_names_refused_unless_allowlisted(host):
     resolver = FakeResolver({normalize_host(host): [PUBLIC_V4]})
 
     with pytest.raises(DestinationNotAllowed, match="is a loopback name"):
-        policy(external=True, resolver=resolver).check(host, 80)
-    assert policy("localhost", "*.localhost", resolver=resolver).check(host, 80) == [ip_address(PUBLIC_V4)]
+        check(policy(external=True, resolver=resolver), host, 80)
+    assert check(policy("localhost", "*.localhost", resolver=resolver), host, 80) == [ip_address(PUBLIC_V4)]
 
 
 def test_check__localhost_allowed_when_every_address_is_allowlisted():
     resolver = FakeResolver({"localhost": ["127.0.0.1", "::1"]})
 
-    assert len(policy("127.0.0.1", "::1", resolver=resolver).check("localhost", 80)) == 2
+    assert len(check(policy("127.0.0.1", "::1", resolver=resolver), "localhost", 80)) == 2
     with pytest.raises(DestinationNotAllowed, match="loopback"):
-        policy("127.0.0.1", resolver=resolver).check("localhost", 80)
+        check(policy("127.0.0.1", resolver=resolver), "localhost", 80)
 
 
 def test_check__no_dns_lookup_when_no_address_could_be_allowed():
     resolver = FakeResolver()
 
     with pytest.raises(DestinationNotAllowed, match="example.com is not in HTTP_AGENT_ALLOWLIST"):
-        policy("api.internal", resolver=resolver).check("example.com", 443)
+        check(policy("api.internal", resolver=resolver), "example.com", 443)
     assert resolver.lookups == []
 
 
@@ -235,7 +242,7 @@ def test_check__ip_literals_are_not_resolved():
     resolver = FakeResolver()
 
     with pytest.raises(DestinationNotAllowed, match="::1 is a loopback address"):
-        policy(external=True, resolver=resolver).check("[::1]", 80)
+        check(policy(external=True, resolver=resolver), "[::1]", 80)
     assert resolver.lookups == []
 
 
@@ -253,8 +260,28 @@ def test_from_settings__reads_settings_at_call_time(settings):
 
 
 def test_resolve__uses_the_system_resolver_without_duplicates():
-    assert resolve("127.0.0.1", 80) == [ip_address("127.0.0.1")]
-    assert ip_address("127.0.0.1") in resolve("localhost", 80)  # from /etc/hosts, no network needed
+    assert asyncio.run(resolve("127.0.0.1", 80)) == [ip_address("127.0.0.1")]
+    assert ip_address("127.0.0.1") in asyncio.run(resolve("localhost", 80))  # from /etc/hosts, no network needed
+
+
+def test_resolve__waits_in_a_thread_leaving_the_event_loop_free(monkeypatch):
+    system_getaddrinfo = socket.getaddrinfo
+    loop_ran = threading.Event()
+
+    def slow_getaddrinfo(*args, **kwargs):
+        # Set only by a coroutine on the loop: if the lookup blocked the loop, this would time out.
+        assert loop_ran.wait(timeout=5), "the event loop was blocked during the lookup"
+        return system_getaddrinfo(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+
+    async def scenario():
+        lookup = asyncio.create_task(resolve("127.0.0.1", 80))
+        await asyncio.sleep(0)  # the lookup starts and waits
+        loop_ran.set()
+        return await lookup
+
+    assert asyncio.run(scenario()) == [ip_address("127.0.0.1")]
 
 
 def test_is_localhost_name():

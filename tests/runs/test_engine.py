@@ -3,12 +3,22 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from runs import engine, services
 from runs.models import AttemptStatus, Run, RunStatus, Slot, Step, StepStatus
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=["fastpath", "orm"])
+def engine_variant(request, settings):
+    """Every test runs both implementations of claim and finish on PostgreSQL (SQLite has only the ORM's)."""
+    if request.param == "fastpath" and connection.vendor != "postgresql":
+        pytest.skip("the fast path is PostgreSQL's")
+    settings.ENGINE_FASTPATH = request.param == "fastpath"
+    return request.param
 
 
 def new_run(agent_type="pass", **input):
@@ -135,3 +145,14 @@ def test_output_with_a_nul_character_fails_the_step_instead_of_the_database_writ
     engine.step_execute(step_id=step.id)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.error_code == "output_not_json" and "NUL" in run.error
+
+
+def test_claim_and_finish__the_fast_path_takes_one_statement_each(engine_variant, django_assert_num_queries):
+    if engine_variant != "fastpath":
+        pytest.skip("the ORM variant takes several")
+    run, step = new_run(a=1)
+    with django_assert_num_queries(1):
+        claim = engine.step_claim(step_id=step.id, worker_id="w1")
+    with django_assert_num_queries(1):
+        assert engine.step_finish(claim=claim, output={"a": 1})
+    assert Run.objects.get(pk=run.pk).status == RunStatus.COMPLETED

@@ -14,7 +14,8 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from runs import dispatch, services
+from runs import services
+from runs.engine import queue as dispatch
 from runs.models import Run, RunStatus, Slot, Step, StepAttempt, StepStatus
 from tests.conftest import wait_for
 

@@ -3,23 +3,29 @@
 Secrets: request header values never reach a log line or an error message. Logs carry the method, the URL
 without query or credentials, the status and the elapsed time; response excerpts in error messages have the
 request's header values redacted (an endpoint may echo them back).
+
+An async agent: the engine runs it on an event loop with many other steps, so nothing here may block the
+loop (host names are resolved in the loop's thread pool, see `NetPolicy.acheck`; the TLS context is built once
+per process). A cancelled task gets `asyncio.CancelledError` at its current await; it propagates unchanged,
+after the response and the connection are closed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import ssl
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import aclosing, contextmanager
 from datetime import datetime
 
 import httpx
 from django.conf import settings
 
-from agentrunner.agents.base import Agent, AgentContext, NonRetryableAgentError, RetryableAgentError
+from agentrunner.agents.base import Agent, AsyncAgentContext, NonRetryableAgentError, RetryableAgentError
 from agentrunner.agents.registry import register
 from agentrunner.netpolicy import DestinationNotAllowed, NetPolicy, ResolutionFailed
 from agentrunner.retry_after import parse_retry_after as retry_after_in_seconds
@@ -48,34 +54,36 @@ class RetryableHttpError(RetryableAgentError):
         self.retry_after = retry_after
 
 
-class PinnedTransport(httpx.HTTPTransport):
-    """An httpx transport that connects only to addresses the outbound policy has just checked.
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """An async httpx transport that connects only to addresses the outbound policy has just checked.
 
     DNS rebinding: a name may resolve to a public address when it is checked and to 127.0.0.1 a moment later,
     when the HTTP library resolves it again to connect. So for each request this transport resolves the host
-    once (`NetPolicy.check` resolves and checks every address), then hands httpcore a copy of the request whose
-    URL holds the checked IP: httpcore connects to that literal and makes no DNS query of its own. What the
-    server sees is unchanged: the Host header was set from the original URL when the request was built, and
-    for https the `sni_hostname` request extension (httpx/httpcore API) makes httpcore send the original name
-    as SNI and verify the certificate against that name (ssl's server_hostname), not against the IP. The
-    addresses are tried in the resolver's order, moving on only when a connection is refused.
+    once (`NetPolicy.acheck` resolves and checks every address, off the event loop), then hands httpcore a copy
+    of the request whose URL holds the checked IP: httpcore (through anyio's `connect_tcp`) connects to that
+    literal and makes no DNS query of its own. What the server sees is unchanged: the Host header was set from
+    the original URL when the request was built, and for https the `sni_hostname` request extension
+    (httpx/httpcore API) makes httpcore send the original name as SNI and verify the certificate against that
+    name (ssl's server_hostname), not against the IP. The addresses are tried in the resolver's order, moving
+    on only when a connection is refused.
 
     Keep-alive is off: httpcore pools connections by origin, which is now the IP, and a TLS connection opened
     for one name must never carry a request for another name on the same IP. No proxy is ever used (a proxy
     would resolve the name itself): `proxy` is not passed, and callers use the transport directly rather than
-    through an `httpx.Client`, which would mount proxies from the environment.
+    through an `httpx.AsyncClient`, which would mount proxies from the environment (HTTP_PROXY, ALL_PROXY, ...)
+    for some URLs in place of this transport.
     """
 
     def __init__(self, *, policy: NetPolicy, verify: ssl.SSLContext | str | bool = True):
         super().__init__(verify=verify, limits=httpx.Limits(max_keepalive_connections=0))
         self.policy = policy
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         if url.scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}", request=request)
         host = url.raw_host.decode("ascii")
-        addresses = self.policy.check(host, url.port or DEFAULT_PORTS[url.scheme])
+        addresses = await self.policy.acheck(host, url.port or DEFAULT_PORTS[url.scheme])
         for index, address in enumerate(addresses):
             pinned = httpx.Request(
                 request.method,
@@ -85,14 +93,22 @@ class PinnedTransport(httpx.HTTPTransport):
                 extensions={**request.extensions, "sni_hostname": host},
             )
             try:
-                response = super().handle_request(pinned)
+                response = await super().handle_async_request(pinned)
             except httpx.ConnectError:
                 if index == len(addresses) - 1:
                     raise
                 continue
             response.request = request
             return response
-        raise AssertionError("NetPolicy.check returns at least one address")  # pragma: no cover
+        raise AssertionError("NetPolicy.acheck returns at least one address")  # pragma: no cover
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The verifying TLS context every run shares (httpx's default: certifi, or SSL_CERT_FILE/SSL_CERT_DIR)."""
+    # Built once per process: loading the CA bundle takes tens of milliseconds, which would block the event loop
+    # at the start of every run. Sharing one context between connections is what an httpx client does too.
+    return httpx.create_ssl_context()
 
 
 @register
@@ -144,7 +160,7 @@ class HttpRequestAgent(Agent):
     }
     max_attempts = 3
 
-    def run(self, context: AgentContext) -> dict:
+    async def run(self, context: AsyncAgentContext) -> dict:
         data = context.input
         if "json" in data and "form" in data:  # checked here: a schema `not` would echo the input (headers)
             raise NonRetryableAgentError("give either `json` or `form` as the body, not both")
@@ -159,7 +175,8 @@ class HttpRequestAgent(Agent):
         max_redirects = int(settings.HTTP_AGENT_MAX_REDIRECTS)
         started = time.monotonic()
 
-        with PinnedTransport(policy=NetPolicy.from_settings()) as transport:
+        # The transport is used directly, not through an httpx.AsyncClient: see PinnedTransport (no proxies).
+        async with PinnedTransport(policy=NetPolicy.from_settings(), verify=_tls_context()) as transport:
             for _hop in range(max_redirects + 1):
                 if context.cancelled:
                     raise NonRetryableAgentError("cancelled before the request completed")
@@ -169,30 +186,31 @@ class HttpRequestAgent(Agent):
                 )
                 hop_started = time.monotonic()
                 with _http_errors(context, target, redactor, started):
-                    response = transport.handle_request(request)
-                with closing(response), _http_errors(context, target, redactor, started):
-                    status = response.status_code
-                    context.log.info(
-                        "http_response",
-                        method=method,
-                        url=_display_url(url),
-                        status=status,
-                        elapsed_ms=_ms_since(hop_started),
-                    )
-                    location = response.headers.get("location")
-                    if status in REDIRECT_STATUSES and status not in expected and location:
-                        next_url = _redirect_url(url, location)
-                        if _origin(next_url) != _origin(url):
-                            headers = {}  # input headers may be credentials for this origin only
-                        if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
-                            method, body = "GET", {}  # what browsers (and httpx) do
-                        url = next_url
-                        continue
-                    if (status in expected) if expected else (200 <= status < 300):
-                        content = _read_body(response, max_bytes, context, target)
-                        return _output(response, content, url, _ms_since(started))
-                    excerpt = redactor.redact(_excerpt(response))
-                    raise _status_error(status, target, excerpt, response.headers, expected)
+                    response = await transport.handle_async_request(request)
+                async with aclosing(response):
+                    with _http_errors(context, target, redactor, started):
+                        status = response.status_code
+                        context.log.info(
+                            "http_response",
+                            method=method,
+                            url=_display_url(url),
+                            status=status,
+                            elapsed_ms=_ms_since(hop_started),
+                        )
+                        location = response.headers.get("location")
+                        if status in REDIRECT_STATUSES and status not in expected and location:
+                            next_url = _redirect_url(url, location)
+                            if _origin(next_url) != _origin(url):
+                                headers = {}  # input headers may be credentials for this origin only
+                            if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
+                                method, body = "GET", {}  # what browsers (and httpx) do
+                            url = next_url
+                            continue
+                        if (status in expected) if expected else (200 <= status < 300):
+                            content = await _read_body(response, max_bytes, context, target)
+                            return _output(response, content, url, _ms_since(started))
+                        excerpt = redactor.redact(await _excerpt(response))
+                        raise _status_error(status, target, excerpt, response.headers, expected)
             raise NonRetryableAgentError(f"too many redirects (more than {max_redirects}) from {_display_url(url)}")
 
 
@@ -271,7 +289,7 @@ def _ms_since(started: float) -> int:
 
 
 @contextmanager
-def _http_errors(context: AgentContext, target: str, redactor: _Redactor, started: float) -> Iterator[None]:
+def _http_errors(context: AsyncAgentContext, target: str, redactor: _Redactor, started: float) -> Iterator[None]:
     """Turn policy and transport failures into agent errors whose messages hold no header values."""
     try:
         yield
@@ -291,7 +309,7 @@ def _http_errors(context: AgentContext, target: str, redactor: _Redactor, starte
         raise (RetryableHttpError(message) if retryable else NonRetryableAgentError(message)) from None
 
 
-def _read_body(response: httpx.Response, limit: int, context: AgentContext, target: str) -> bytes:
+async def _read_body(response: httpx.Response, limit: int, context: AsyncAgentContext, target: str) -> bytes:
     """Stream the (decoded) body, stopping as soon as it passes `limit` bytes."""
     too_large = NonRetryableAgentError(
         f"response larger than {limit} bytes (HTTP_AGENT_MAX_RESPONSE_BYTES) from {target}"
@@ -300,25 +318,27 @@ def _read_body(response: httpx.Response, limit: int, context: AgentContext, targ
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-        if context.cancelled:
-            raise NonRetryableAgentError(f"cancelled while reading the response from {target}")
+    async with aclosing(response.aiter_bytes()) as body:  # closed when we stop early, not when collected
+        async for chunk in body:
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+            if context.cancelled:
+                raise NonRetryableAgentError(f"cancelled while reading the response from {target}")
     return b"".join(chunks)
 
 
-def _excerpt(response: httpx.Response) -> str:
+async def _excerpt(response: httpx.Response) -> str:
     """The start of an error response's body, on one line; what cannot be read is left out."""
     chunks, size = [], 0
     try:
-        for chunk in response.iter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= ERROR_BODY_BYTES:
-                break
+        async with aclosing(response.aiter_bytes()) as body:
+            async for chunk in body:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= ERROR_BODY_BYTES:
+                    break
     except httpx.HTTPError:
         pass  # the status says enough
     text = _decode(response, b"".join(chunks)[:ERROR_BODY_BYTES])

@@ -1,15 +1,15 @@
-"""`wait`: the Wait state of workflow engines. Sleeps, stopping promptly on cancel."""
+"""`wait`: the Wait state of workflow engines. Waits on the event loop, stopping at once on cancel."""
 
 import time
 
-from agentrunner.agents.base import Agent, AgentContext
+from agentrunner.agents.base import Agent, AsyncAgentContext
 from agentrunner.agents.registry import register
 
 
 @register
 class WaitAgent(Agent):
     name = "wait"
-    description = "Sleep for `seconds` (0-3600), stopping within the cancel-poll interval on cancel."
+    description = "Wait for the given number of seconds (0 to 3600); a cancel stops it at once."
     input_schema = {
         "type": "object",
         "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 3600}},
@@ -17,8 +17,8 @@ class WaitAgent(Agent):
         "additionalProperties": False,
     }
 
-    def run(self, context: AgentContext) -> dict:
+    async def run(self, context: AsyncAgentContext) -> dict:
         seconds = float(context.input["seconds"])
         started = time.monotonic()
-        completed = context.sleep(seconds)
+        completed = await context.sleep(seconds)
         return {"waited_seconds": round(time.monotonic() - started, 3), "completed": completed}

@@ -59,6 +59,14 @@ def slot_try_take(*, key: ConcurrencyKey, step: Step, expires_at: datetime | Non
     )
 
 
+def run_holds_flow_slot(*, key: str, run_id) -> bool:
+    return Slot.objects.filter(key_id=key, run_id=run_id, step__isnull=True).exists()
+
+
+def step_holds_slot(*, key: str, step_id: int) -> bool:
+    return Slot.objects.filter(key_id=key, step_id=step_id).exists()
+
+
 def has_waiters(*, key: ConcurrencyKey) -> bool:
     return Step.objects.filter(concurrency_key=key.key, status=StepStatus.WAITING).exists()
 

@@ -1,5 +1,8 @@
 """PostgreSQL fast path for the common step: no concurrency slot, no cancel request, ends its run.
 
+One statement per transition, behind the same functions as the ORM path (`step_claim`, `step_finish`);
+the engine tests run with it on and off (ENGINE_FASTPATH) on PostgreSQL.
+
 Claim applies to any slot-less step; finish only to the step of a single-agent run
 (a flow step leads to the next step, which the ORM path works out).
 
@@ -67,8 +70,9 @@ SELECT count(*) FROM done
 """
 
 
-def available() -> bool:
-    return connection.vendor == "postgresql"
+def enabled() -> bool:
+    """On PostgreSQL unless ENGINE_FASTPATH is off (the tests run the engine both ways)."""
+    return connection.vendor == "postgresql" and settings.ENGINE_FASTPATH
 
 
 def claim(*, step_id: int, worker_id: str, now: datetime):
