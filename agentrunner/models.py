@@ -1,4 +1,4 @@
-"""The LLM gateway's records: every provider call, the providers' circuit breakers, per-user monthly budgets."""
+"""The LLM gateway's records: provider calls, tokens held by requests in progress, circuit breakers, monthly budgets."""
 
 from django.conf import settings
 from django.db import models
@@ -148,3 +148,35 @@ class OwnerBudget(models.Model):
 
     def __str__(self):
         return f"LLM budget of {self.user}"
+
+
+class LLMReservation(models.Model):
+    """Tokens a gateway request in progress holds against the budgets, so that concurrent requests cannot overspend.
+
+    Written under the budgets' locks before the first provider try (`agentrunner.llm.budgets`), deleted when
+    the request ends. Not a call and not a cost: the admin and the metrics read LLMCall rows only.
+    """
+
+    # CASCADE: a reservation is no record of anything spent, only a hold that ends with its request.
+    # The foreign keys' own indexes serve the budget check: run = ? (or owner = ?) AND expires_at > now.
+    run = models.ForeignKey(
+        "runs.Run", null=True, blank=True, on_delete=models.CASCADE, related_name="llm_reservations"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="llm_reservations"
+    )
+    request_id = models.UUIDField("gateway request", help_text="The LLM calls made for the request share it.")
+    tokens = models.PositiveIntegerField(help_text="The request's estimate: prompt characters / 4 + max_tokens.")
+    created_at = models.DateTimeField("reserved at", default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(
+        "counts until",
+        help_text="Longer than the request can last; a reservation still here then was left by a process that "
+        "died, and no longer counts.",
+    )
+
+    class Meta:
+        verbose_name = "LLM token reservation"
+        verbose_name_plural = "LLM token reservations"
+
+    def __str__(self):
+        return f"{self.tokens} tokens for request {self.request_id}"

@@ -1,7 +1,9 @@
-"""The LLM gateway: `complete()` routes a request to OpenAI, Anthropic or a local OpenAI-compatible server.
+"""The LLM gateway: `acomplete()` (async) and `complete()` (sync) route a request to OpenAI, Anthropic or a
+local OpenAI-compatible server.
 
 Budgets, retries, circuit breakers and failover are described in `agentrunner.llm.gateway`; every
-provider call is an `agentrunner.models.LLMCall` row.
+provider call is an `agentrunner.models.LLMCall` row. Importing this package does not import the
+provider SDKs (slow): they are loaded by the first call.
 """
 
 from agentrunner.llm import checks  # noqa: F401  (registers the settings checks)
@@ -14,7 +16,7 @@ from agentrunner.llm.exceptions import (
     LLMRequestRejected,
     LLMUnavailable,
 )
-from agentrunner.llm.gateway import Completion, complete, cost_usd
+from agentrunner.llm.gateway import Completion, acomplete, complete, cost_usd
 from agentrunner.llm.providers import configured_providers
 from agentrunner.llm.selectors import breaker_states, owner_usage, run_metrics
 
@@ -32,6 +34,7 @@ __all__ = [
     "LLMOutputInvalid",
     "LLMRequestRejected",
     "LLMUnavailable",
+    "acomplete",
     "any_provider_configured",
     "breaker_reset",
     "breaker_states",

@@ -131,6 +131,13 @@ def breaker_release_probe(*, provider: str) -> None:
     breaker_record_success(provider=provider, decision=Decision(Admission.PROBE, 0), failed_before=True)
 
 
+def breaker_abandon_probe(*, provider: str) -> None:
+    """A probe that ended without an answer either way (its step was cancelled): let another process make it."""
+    ProviderBreaker.objects.filter(provider=provider, state=BreakerState.HALF_OPEN).update(
+        probe_started_at=None, updated_at=timezone.now()
+    )
+
+
 def breaker_reset(*, provider: str) -> bool:
     """Close a provider's breaker by hand (admin action); return True if it was not already closed and clean."""
     now = timezone.now()

@@ -1,14 +1,22 @@
-"""`complete()`: one LLM request, with budgets, retries, circuit breakers and failover across providers.
+"""`acomplete()`: one LLM request, with budgets, retries, circuit breakers and failover across providers.
+
+`acomplete` is the implementation, for async agents (and anything else on an event loop); `complete` is
+the same for sync callers, through asgiref's `async_to_sync`. Providers are called through the SDKs'
+async clients; every database access goes through `sync_to_async` (thread-sensitive, as Django requires),
+so the event loop never blocks on the database.
 
 Per request:
 1. Budgets (see `budgets`): the estimate must fit the run's and the owner's monthly budget, else an
    LLMCall row "refused_budget" is written and BudgetExceededError raised (the run ends BUDGET_EXCEEDED).
+   If it fits, the estimate is reserved until the request ends, so concurrent requests cannot overspend.
 2. Providers in LLM_PROVIDERS order, those without credentials left out. One whose breaker is open is
    skipped (an LLMCall row "breaker_open"); a half-open one gets exactly one test call, from one process.
 3. On a provider, retryable failures (timeout, connection error, HTTP 408/409/429/5xx, a malformed
    response) are tried again up to LLM_MAX_RETRIES times, after LLM_RETRY_BACKOFF_SECONDS doubling each
    time (+ up to 10 % jitter), or after the provider's Retry-After when it sends one. A Retry-After longer
-   than RETRY_AFTER_MAX_SECONDS is not waited for: the next provider is tried at once.
+   than RETRY_AFTER_MAX_SECONDS is not waited for: the next provider is tried at once. A cancelled step
+   (`context.cancelled`) stops retrying and tries no further provider; an async agent's cancelled task
+   stops at once (the call in flight is recorded as failed, the reservation released).
 4. Other failures (HTTP 400, 401, 403, 404, 422, ...) are not retried on the same provider but fail
    over: another provider may accept what this one refused (another key, model or parameter set).
 5. When no provider answers: LLMUnavailable (retryable: the engine tries the step again later) listing
@@ -20,6 +28,7 @@ Every try is an LLMCall row (tokens, cost from LLM_PRICES, latency, outcome).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import random
@@ -30,10 +39,11 @@ from typing import Any
 
 import jsonschema
 import structlog
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 
 from agentrunner.agents.base import AgentContext, BudgetExceededError
-from agentrunner.llm import breaker, budgets, providers
+from agentrunner.llm import breaker, budgets, providers, records
 from agentrunner.llm.exceptions import (
     LLMInvalidRequest,
     LLMNotConfigured,
@@ -41,13 +51,14 @@ from agentrunner.llm.exceptions import (
     LLMRequestRejected,
     LLMUnavailable,
 )
-from agentrunner.models import LLMCall, LLMOutcome
 
 log = structlog.get_logger("agentrunner.llm")
 
 MAX_BACKOFF_SECONDS = 30.0
 BACKOFF_JITTER = 0.1  # up to 10 % added, so that workers that failed together do not retry together
 RETRY_AFTER_MAX_SECONDS = 30.0
+# Added to the longest a request can take to get how long its budget reservation counts (see budgets).
+RESERVATION_MARGIN_SECONDS = 60.0
 MAX_TOKENS_LIMIT = 128_000
 ROLES = frozenset({"system", "user", "assistant"})
 COST_PLACES = Decimal("0.00000001")
@@ -90,27 +101,16 @@ class Completion:
 
 @dataclasses.dataclass
 class _Scope:
-    """Who a request is for, and what it has tried so far."""
+    """A request's rows (its ledger), and what it has tried so far."""
 
-    context: AgentContext
-    request_id: uuid.UUID
+    ledger: records.Ledger
     tries: int = 0
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     transient: bool = False  # some provider failed in a way that may pass (retryable error, open breaker)
 
-    def record(self, *, provider: str, model: str, outcome: str, attempt: int, **values) -> LLMCall:
-        return LLMCall.objects.create(
-            run_id=self.context.run_id,
-            step_id=self.context.step_id,
-            owner_id=self.context.owner_id,
-            step_attempt=self.context.attempt,
-            request_id=self.request_id,
-            provider=provider,
-            model=model,
-            outcome=outcome,
-            attempt=attempt,
-            **values,
-        )
+    @property
+    def context(self) -> AgentContext:
+        return self.ledger.context
 
 
 def complete(
@@ -123,11 +123,33 @@ def complete(
     json_schema: dict | None = None,
     context: AgentContext,
 ) -> Completion:
+    """`acomplete` for sync callers (sync agents, commands); not callable from a running event loop."""
+    return async_to_sync(acomplete)(
+        messages=messages,
+        system=system,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        json_schema=json_schema,
+        context=context,
+    )
+
+
+async def acomplete(
+    *,
+    messages: list[dict],
+    system: str | None = None,
+    model: str | None = None,
+    max_tokens: int = 512,
+    temperature: float | None = None,
+    json_schema: dict | None = None,
+    context: AgentContext,
+) -> Completion:
     """Ask the configured LLM providers for a completion (the rules are in the module docstring).
 
     `context` names the run, step and owner that the calls are recorded and budgeted against: ids of
-    existing rows (as the engine passes them) or None. `temperature` None leaves the provider's default.
-    With `json_schema`, the answer must be JSON valid
+    existing rows (as the engine passes them) or None; an AgentContext or an AsyncAgentContext.
+    `temperature` None leaves the provider's default. With `json_schema`, the answer must be JSON valid
     against it and is returned parsed in `parsed_json`. Raises BudgetExceededError (a budget refused),
     LLMUnavailable (retryable), LLMRequestRejected, LLMNotConfigured, LLMInvalidRequest (not retryable),
     LLMOutputInvalid (retryable: the answer did not match `json_schema`).
@@ -146,53 +168,64 @@ def complete(
         temperature=None if temperature is None else float(temperature),
         want_json=json_schema is not None,
     )
-    scope = _Scope(context=context, request_id=uuid.uuid4())
+    ledger = records.Ledger(context=context, request_id=uuid.uuid4())
+    scope = _Scope(ledger=ledger)
     bound = log.bind(
         run_id=str(context.run_id) if context.run_id else None,
         step_id=context.step_id,
         owner_id=context.owner_id,
-        request_id=str(scope.request_id),
+        request_id=str(ledger.request_id),
     )
 
     estimate = _estimate(request)
-    applying = budgets.budgets_applying(
-        run_id=context.run_id, owner_id=context.owner_id, token_budget=context.token_budget
+    reservation, refusal = await sync_to_async(ledger.reserve)(
+        estimate=estimate, model=model or "", hold_seconds=_longest_request_seconds(len(chain))
     )
-    refused = budgets.first_refusal(applying, estimate)
-    if refused is not None:
-        message = budgets.refusal_message(refused, estimate=estimate, run_id=context.run_id, owner_id=context.owner_id)
-        scope.record(provider="", model=model or "", outcome=LLMOutcome.REFUSED_BUDGET, attempt=0, error=message)
+    if reservation.refused is not None:
+        refused = reservation.refused
         bound.warning(
             "llm_budget_refused", budget=refused.kind, used=refused.used, limit=refused.limit, estimate=estimate
         )
-        raise BudgetExceededError(message)
+        raise BudgetExceededError(refusal)
 
     completion = None
-    for provider in chain:
-        completion = _try_provider(scope, provider, providers.model_for(provider, model), request, bound)
-        if completion is not None:
-            break
+    try:
+        for provider in chain:
+            completion = await _try_provider(scope, provider, providers.model_for(provider, model), request, bound)
+            if completion is not None:
+                break
+    finally:
+        if ledger.reservation_id is not None:  # no answer settled it (none came, or the task was cancelled)
+            await sync_to_async(ledger.release)()
     if completion is None:
         _raise_all_failed(scope, bound)
 
-    budgets.warn_on_crossing(applying, spent=completion.total_tokens, run_id=context.run_id, owner_id=context.owner_id)
+    budgets.warn_on_crossing(
+        reservation.budgets, spent=completion.total_tokens, run_id=context.run_id, owner_id=context.owner_id
+    )
     if json_schema is not None:
-        completion = _with_json(completion, json_schema)
+        completion = await _with_json(completion, json_schema)
     return completion
 
 
-def _try_provider(scope: _Scope, provider, model: str, request, bound) -> Completion | None:
+def _longest_request_seconds(provider_count: int) -> float:
+    """How long a request may take at most, every try timing out after the longest wait; plus a margin."""
+    tries = 1 + max(int(settings.LLM_MAX_RETRIES), 0)
+    longest_wait = max(RETRY_AFTER_MAX_SECONDS, MAX_BACKOFF_SECONDS * (1 + BACKOFF_JITTER))
+    per_provider = tries * float(settings.LLM_TIMEOUT_SECONDS) + (tries - 1) * longest_wait
+    return provider_count * per_provider + RESERVATION_MARGIN_SECONDS
+
+
+async def _try_provider(scope: _Scope, provider, model: str, request, bound) -> Completion | None:
     """Call one provider, retrying as its failures allow; None if it gave no answer."""
     if scope.context.cancelled:  # the step was cancelled or timed out: spend nothing more
         scope.errors[provider.name] = "not tried: the step was cancelled or timed out"
         scope.transient = True
         return None
-    decision = breaker.breaker_admit(provider=provider.name)
-    if decision.admission == breaker.Admission.REFUSED:
-        since = f" since {decision.opened_at:%H:%M:%S} UTC" if decision.opened_at else ""
-        error = f"skipped: circuit breaker open{since} after repeated failures"
-        scope.record(provider=provider.name, model=model, outcome=LLMOutcome.BREAKER_OPEN, attempt=0, error=error)
-        scope.errors[provider.name], scope.transient = error, True
+    ledger = scope.ledger
+    decision, skipped = await sync_to_async(ledger.admit)(provider=provider.name, model=model)
+    if skipped:
+        scope.errors[provider.name], scope.transient = skipped, True
         bound.info("llm_provider_skipped", provider=provider.name, reason="breaker_open")
         return None
     probing = decision.admission == breaker.Admission.PROBE
@@ -202,16 +235,16 @@ def _try_provider(scope: _Scope, provider, model: str, request, bound) -> Comple
         scope.tries += 1
         started = time.perf_counter()
         try:
-            answer = providers.call(provider, model, request)
+            answer = await providers.call(provider, model, request)
         except providers.ProviderFailure as failure:
             latency_ms = _ms_since(started)
-            scope.record(
+            stop = await sync_to_async(ledger.try_failed)(
                 provider=provider.name,
                 model=model,
-                outcome=LLMOutcome.ERROR,
+                decision=decision,
                 attempt=attempt,
                 latency_ms=latency_ms,
-                error=str(failure),
+                failure=failure,
             )
             bound.warning(
                 "llm_call_failed",
@@ -224,12 +257,8 @@ def _try_provider(scope: _Scope, provider, model: str, request, bound) -> Comple
             )
             tries = f"{attempt} {'try' if attempt == 1 else 'tries'}"
             scope.errors[provider.name] = f"{failure} ({tries})"
-            stop = False
             if failure.counts_for_breaker:
                 failed_before = True
-                stop = breaker.breaker_record_failure(provider=provider.name, decision=decision, error=str(failure))
-            elif probing:  # it answered, about this request only: the provider itself is back
-                breaker.breaker_release_probe(provider=provider.name)
             if failure.retryable:
                 scope.transient = True
             if not failure.retryable or stop or attempt == max_tries:
@@ -239,24 +268,30 @@ def _try_provider(scope: _Scope, provider, model: str, request, bound) -> Comple
                 scope.errors[provider.name] += f"; Retry-After {failure.retry_after:g} s is too long to wait"
                 return None
             bound.info("llm_retry", provider=provider.name, attempt=attempt, delay_seconds=round(delay, 3))
-            if not scope.context.sleep(delay):
+            if not await scope.context.sleep_async(delay):
                 scope.errors[provider.name] += "; the step was cancelled or timed out"
                 return None
             continue
+        except asyncio.CancelledError:
+            # The step's task was cancelled while the provider was working on the request: it was sent
+            # (and may be billed), so it is recorded; its answer, if any, is never read.
+            latency_ms = _ms_since(started)
+            await sync_to_async(ledger.try_cancelled)(
+                provider=provider.name, model=model, decision=decision, attempt=attempt, latency_ms=latency_ms
+            )
+            bound.info("llm_call_cancelled", provider=provider.name, model=model, attempt=attempt)
+            raise
         latency_ms = _ms_since(started)
-        breaker.breaker_record_success(provider=provider.name, decision=decision, failed_before=failed_before)
         cost = cost_usd(model, answer.prompt_tokens, answer.completion_tokens, served=answer.model)
-        row = scope.record(
+        row = await sync_to_async(ledger.try_answered)(
             provider=provider.name,
             model=model,
-            outcome=LLMOutcome.SUCCESS,
+            decision=decision,
+            failed_before=failed_before,
             attempt=attempt,
-            prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens,
-            total_tokens=answer.prompt_tokens + answer.completion_tokens,
-            cost_usd=cost,
             latency_ms=latency_ms,
-            error="usage not reported by the server: estimated from characters" if answer.usage_estimated else "",
+            answer=answer,
+            cost=cost,
         )
         bound.info(
             "llm_call",
@@ -314,11 +349,11 @@ def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, *, served: 
     return cost.quantize(COST_PLACES)
 
 
-def _with_json(completion: Completion, schema: dict) -> Completion:
+async def _with_json(completion: Completion, schema: dict) -> Completion:
     try:
         parsed = providers.parse_json_output(completion.text)
     except ValueError as exc:
-        _note_invalid(completion, f"not JSON ({exc})")
+        await _note_invalid(completion, f"not JSON ({exc})")
         raise LLMOutputInvalid(f"The model's answer is not JSON ({exc}).", completion=completion) from exc
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(parsed), key=lambda e: list(e.absolute_path))
@@ -326,17 +361,16 @@ def _with_json(completion: Completion, schema: dict) -> Completion:
         described = "; ".join(
             f"{'.'.join(str(p) for p in e.absolute_path) or 'value'}: {e.message[:200]}" for e in errors[:5]
         )
-        _note_invalid(completion, f"does not match the JSON schema: {described}")
+        await _note_invalid(completion, f"does not match the JSON schema: {described}")
         raise LLMOutputInvalid(
             f"The model's answer does not match the JSON schema: {described}.", completion=completion
         )
     return dataclasses.replace(completion, parsed_json=parsed)
 
 
-def _note_invalid(completion: Completion, reason: str) -> None:
-    # The call itself succeeded (and is paid for); the row says why its answer was not used.
+async def _note_invalid(completion: Completion, reason: str) -> None:
     if completion.call_id is not None:
-        LLMCall.objects.filter(pk=completion.call_id).update(error=f"answer rejected: {reason}"[:2000])
+        await sync_to_async(records.answer_rejected)(call_id=completion.call_id, reason=reason)
 
 
 def _check_request(messages, max_tokens, temperature, json_schema) -> None:

@@ -1,23 +1,32 @@
 """The providers behind the gateway: which are configured, how to call each, and how to read their errors.
 
 OpenAI and any OpenAI-compatible "local" server (vLLM, Ollama, llama.cpp) use the `openai` SDK's chat
-completions, Anthropic uses the `anthropic` SDK's messages. The SDKs' own retries are off
-(`max_retries=0`): the gateway retries, so that every try is counted, recorded and seen by the breaker.
+completions, Anthropic uses the `anthropic` SDK's messages, both through their async clients. The SDKs'
+own retries are off (`max_retries=0`): the gateway retries, so that every try is counted, recorded and
+seen by the breaker. The SDKs are imported on first use, not with this module: importing them takes
+seconds, which every process start (web, worker, manage.py) would pay.
+
+Clients are kept per event loop (see `_client`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
-from dataclasses import dataclass
+import threading
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-import anthropic
-import openai
 from django.conf import settings
 
 from agentrunner.retry_after import parse_retry_after
+
+if TYPE_CHECKING:
+    import ssl
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -128,31 +137,52 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def call(provider: Provider, model: str, request: Request) -> Answer:
+async def call(provider: Provider, model: str, request: Request) -> Answer:
     """Send one request to one provider; raise ProviderFailure on any failure the gateway handles."""
     try:
         if provider.name == ANTHROPIC:
-            return _call_anthropic(provider, model, request)
-        return _call_openai_compatible(provider, model, request)
-    except (openai.APIStatusError, anthropic.APIStatusError) as exc:
-        raise _status_failure(exc) from exc
-    except (openai.APITimeoutError, anthropic.APITimeoutError) as exc:
-        raise ProviderFailure(
+            return await _call_anthropic(provider, model, request)
+        return await _call_openai_compatible(provider, model, request)
+    except ProviderFailure:
+        raise
+    except Exception as exc:
+        failure = _sdk_failure(exc, from_anthropic=provider.name == ANTHROPIC)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def _sdk_failure(exc: Exception, *, from_anthropic: bool) -> ProviderFailure | None:
+    """Map an SDK's exception to the ProviderFailure the gateway acts on; None for any other exception."""
+    # Imported here, not with the module (see its docstring); the client that raised has loaded it already.
+    if from_anthropic:
+        import anthropic as sdk
+
+        base = sdk.AnthropicError
+    else:
+        import openai as sdk
+
+        base = sdk.OpenAIError
+    if isinstance(exc, sdk.APIStatusError):
+        return _status_failure(exc)
+    if isinstance(exc, sdk.APITimeoutError):  # before APIConnectionError, its parent class
+        return ProviderFailure(
             f"timed out after {settings.LLM_TIMEOUT_SECONDS:g} s", retryable=True, counts_for_breaker=True
-        ) from exc
-    except (openai.APIConnectionError, anthropic.APIConnectionError) as exc:
-        raise ProviderFailure(f"connection failed ({_cause(exc)})", retryable=True, counts_for_breaker=True) from exc
-    except (openai.APIResponseValidationError, anthropic.APIResponseValidationError, ValueError) as exc:
+        )
+    if isinstance(exc, sdk.APIConnectionError):
+        return ProviderFailure(f"connection failed ({_cause(exc)})", retryable=True, counts_for_breaker=True)
+    if isinstance(exc, sdk.APIResponseValidationError | ValueError):
         # ValueError: the SDKs let json.JSONDecodeError through for a body that is not JSON.
-        raise ProviderFailure(
+        return ProviderFailure(
             f"malformed response ({type(exc).__name__}: {exc})"[:500], retryable=True, counts_for_breaker=True
-        ) from exc
-    except (openai.OpenAIError, anthropic.AnthropicError) as exc:
-        raise ProviderFailure(f"{type(exc).__name__}: {exc}"[:500], retryable=False, counts_for_breaker=False) from exc
+        )
+    if isinstance(exc, base):
+        return ProviderFailure(f"{type(exc).__name__}: {exc}"[:500], retryable=False, counts_for_breaker=False)
+    return None
 
 
-def _call_openai_compatible(provider: Provider, model: str, request: Request) -> Answer:
-    client = _openai_client(provider.api_key, provider.base_url, float(settings.LLM_TIMEOUT_SECONDS))
+async def _call_openai_compatible(provider: Provider, model: str, request: Request) -> Answer:
+    client = await _client(provider)
     messages = list(request.messages)
     if request.system:
         messages.insert(0, {"role": "system", "content": request.system})
@@ -161,7 +191,7 @@ def _call_openai_compatible(provider: Provider, model: str, request: Request) ->
     options["max_completion_tokens" if provider.name == OPENAI else "max_tokens"] = request.max_tokens
     if request.want_json:
         options["response_format"] = {"type": "json_object"}
-    response = client.chat.completions.create(model=model, messages=messages, **options)
+    response = await client.chat.completions.create(model=model, messages=messages, **options)
     try:
         text = response.choices[0].message.content or ""
         usage = response.usage
@@ -173,8 +203,8 @@ def _call_openai_compatible(provider: Provider, model: str, request: Request) ->
     return _answer(text, served, prompt_tokens, completion_tokens, request)
 
 
-def _call_anthropic(provider: Provider, model: str, request: Request) -> Answer:
-    client = _anthropic_client(provider.api_key, provider.base_url, float(settings.LLM_TIMEOUT_SECONDS))
+async def _call_anthropic(provider: Provider, model: str, request: Request) -> Answer:
+    client = await _client(provider)
     # Anthropic takes the system prompt apart from the messages, which may only be user/assistant.
     system_parts = [request.system] if request.system else []
     messages = []
@@ -185,7 +215,7 @@ def _call_anthropic(provider: Provider, model: str, request: Request) -> Answer:
             messages.append(message)
     options = {"system": "\n\n".join(system_parts)} if system_parts else {}
     # No temperature: the Messages API of the pinned SDK (anthropic 2.x) has no sampling parameters.
-    response = client.messages.create(model=model, messages=messages, max_tokens=request.max_tokens, **options)
+    response = await client.messages.create(model=model, messages=messages, max_tokens=request.max_tokens, **options)
     try:
         text = "".join(block.text for block in response.content if getattr(block, "type", None) == "text")
         usage = response.usage
@@ -250,16 +280,79 @@ def retry_after_seconds(headers, *, now: float | None = None) -> float | None:
     return parse_retry_after(headers.get("retry-after"), now=None if now is None else datetime.fromtimestamp(now, UTC))
 
 
-# One client per (key, URL, timeout): clients hold the connection pool, so reusing them keeps
-# connections alive between calls; they are thread-safe.
-@functools.lru_cache(maxsize=32)
-def _openai_client(api_key: str, base_url: str, timeout: float) -> openai.OpenAI:
-    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+# Async clients per event loop. A client holds a pool of keep-alive connections, and a connection
+# belongs to the loop it was opened on: another loop cannot use it. So each loop has its own clients,
+# one per (provider kind, key, URL, timeout). The engine's loop lives as long as its worker process and
+# keeps its clients, and with them their connections, from one request to the next. `complete()` (sync
+# callers) runs each request on a loop of its own (asgiref's async_to_sync): that loop's clients are
+# closed when it shuts down (`_close_at_shutdown`), and forgotten if it was closed without a shutdown.
+_loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+_loops_lock = threading.Lock()  # loops run in different threads; each loop's own dict is used by its thread only
 
 
-@functools.lru_cache(maxsize=32)
-def _anthropic_client(api_key: str, base_url: str, timeout: float) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+@dataclass
+class _LoopClients:
+    clients: dict[tuple, Any] = field(default_factory=dict)
+    closer: AsyncGenerator | None = None
+
+
+async def _client(provider: Provider):
+    """Return this event loop's client for the provider's kind, key, URL and timeout, made on first use."""
+    loop = asyncio.get_running_loop()
+    with _loops_lock:
+        mine = _loops.get(loop)
+        if mine is None:
+            for closed in [other for other in _loops if other.is_closed()]:
+                del _loops[closed]
+            mine = _loops[loop] = _LoopClients()
+    if mine.closer is None:
+        mine.closer = _close_at_shutdown(loop, mine)
+        await mine.closer.asend(None)
+    kind = ANTHROPIC if provider.name == ANTHROPIC else OPENAI
+    key = (kind, provider.api_key, provider.base_url, float(settings.LLM_TIMEOUT_SECONDS))
+    client = mine.clients.get(key)
+    if client is None:
+        client = mine.clients[key] = new_client(kind, *key[1:])
+    return client
+
+
+async def _close_at_shutdown(loop: asyncio.AbstractEventLoop, mine: _LoopClients):
+    """Wait, parked at the `yield`, for the loop to shut down, then close its clients.
+
+    An event loop closes the async generators still open when it shuts down (`loop.shutdown_asyncgens()`,
+    which `asyncio.run` calls before closing the loop): that is this generator's cue.
+    """
+    try:
+        yield
+    finally:
+        with _loops_lock:
+            if _loops.get(loop) is mine:
+                del _loops[loop]
+        # Closing errors are ignored: the loop and its connections are going away anyway.
+        await asyncio.gather(*(client.close() for client in mine.clients.values()), return_exceptions=True)
+
+
+def new_client(kind: str, api_key: str, base_url: str, timeout: float):
+    """Build an async SDK client (OPENAI: also for OpenAI-compatible servers; ANTHROPIC)."""
+    if kind == ANTHROPIC:
+        import anthropic
+
+        http = anthropic.DefaultAsyncHttpxClient(verify=_tls_context(), timeout=timeout)
+        return anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0, http_client=http
+        )
+    import openai
+
+    http = openai.DefaultAsyncHttpxClient(verify=_tls_context(), timeout=timeout)
+    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0, http_client=http)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every client: making one loads the CA bundle (~40 ms), too slow for a client per loop."""
+    import httpx2  # the SDKs' HTTP library: the context it makes for them by default (CA bundle, SSL_CERT_FILE)
+
+    return httpx2.create_ssl_context()
 
 
 def parse_json_output(text: str):

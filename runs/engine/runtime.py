@@ -263,6 +263,7 @@ class StepRuntime:
                 self.loop.run_until_complete(asyncio.wait(pending, timeout=settings.ASYNC_DRAIN_SECONDS))
         finally:
             self.loop.run_until_complete(sync_to_async(connection.close)())
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())  # closes the LLM clients of this loop
             self.loop.close()
 
     def _finished(self) -> bool:

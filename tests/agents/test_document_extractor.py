@@ -1,6 +1,8 @@
+import asyncio
 import base64
 import io
 import json
+import threading
 import uuid
 from datetime import date
 from pathlib import Path
@@ -12,7 +14,8 @@ from hypothesis import strategies as st
 from pypdf import PdfReader, PdfWriter
 
 from agentrunner.agents import get_agent
-from agentrunner.agents.base import AgentContext, InvalidAgentInput, NonRetryableAgentError, OnBusy
+from agentrunner.agents.base import AsyncAgentContext, InvalidAgentInput, NonRetryableAgentError, OnBusy
+from agentrunner.agents.builtin import document_extractor
 from agentrunner.agents.builtin.document_extractor import FIELDS, DocumentExtractorAgent, extract_fields
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -65,8 +68,8 @@ def b64(data: bytes) -> str:
 
 def run_agent(data: dict) -> dict:
     agent = DocumentExtractorAgent()
-    context = AgentContext(run_id=uuid.uuid4(), step_name="x", attempt=1, input=agent.validate_input(data))
-    output = agent.run(context)
+    context = AsyncAgentContext(run_id=uuid.uuid4(), step_name="x", attempt=1, input=agent.validate_input(data))
+    output = asyncio.run(agent.run(context))  # the rules touch no database: a loop of its own will do
     json.dumps(output)  # the engine stores outputs as JSON
     return output
 
@@ -81,6 +84,28 @@ def test_document_extractor__is_registered_with_one_run_at_a_time_rejecting_othe
     assert isinstance(agent, DocumentExtractorAgent)
     assert agent.concurrency.limit == 1
     assert agent.concurrency.on_busy == OnBusy.REJECT
+    assert agent.is_async()
+
+
+def test_document_extractor__parses_in_threads_not_on_the_event_loop(monkeypatch):
+    """Reading a PDF and running the rules are CPU work: other steps on the worker's loop must go on meanwhile."""
+    threads = []
+
+    def watched(function):
+        def call(*args):
+            threads.append(threading.current_thread())
+            return function(*args)
+
+        return call
+
+    monkeypatch.setattr(document_extractor, "document_text", watched(document_extractor.document_text))
+    monkeypatch.setattr(document_extractor, "extract_fields", watched(document_extractor.extract_fields))
+
+    output = run_agent({"pdf_base64": b64(make_pdf(POLICY_LINES))})
+
+    assert output["fields"] == POLICY_FIELDS
+    assert len(threads) == 2
+    assert threading.current_thread() not in threads  # asyncio.run ran the loop in this thread
 
 
 def test_document_extractor__pdf_yields_every_field():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentrunner.agents.base import AgentContext
+from agentrunner.agents.base import AgentContext, AsyncAgentContext
 from runs.models import Run, Step
 from tests.llm.fake_providers import ANTHROPIC, OPENAI, FakeProvider
 
@@ -69,13 +69,24 @@ def local_server(llm_settings):
 
 @pytest.fixture
 def make_context(db, owner):
-    """`make_context(token_budget=None, user=owner)`: a run with one step (rows only) and its agent context."""
+    """`make_context(token_budget=None, user=owner)`: a run with one step (rows only) and its agent context.
 
-    def make(*, token_budget: int | None = None, user=owner, input: dict | None = None, run: Run | None = None):
+    `asynchronous=True` gives an AsyncAgentContext, what the engine passes to async agents.
+    """
+
+    def make(
+        *,
+        token_budget: int | None = None,
+        user=owner,
+        input: dict | None = None,
+        run: Run | None = None,
+        asynchronous: bool = False,
+    ):
         if run is None:
             run = Run.objects.create(agent_type="llm", created_by=user, token_budget=token_budget)
         step = Step.objects.create(run=run, sequence=run.steps.count(), name="ask", agent_type="llm")
-        return AgentContext(
+        context_class = AsyncAgentContext if asynchronous else AgentContext
+        return context_class(
             run_id=run.id,
             step_name=step.name,
             attempt=1,

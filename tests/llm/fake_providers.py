@@ -3,6 +3,8 @@
 Each server answers from a queue of behaviours (then from its default), counts and records every
 request, and measures the time it spent in each handler so that the gateway's own overhead can be
 told apart from the provider's latency. The SDKs talk to them over real sockets: nothing is mocked.
+A thread per connection: a request that waits (`latency`) holds up no other, and `max_in_flight` says
+how many were being handled at once.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ class Received:
     at: float  # time.monotonic() when the request arrived
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops connections when 50 clients connect at once
+
+
 class FakeProvider:
     """A provider on a random port: `push(...)` behaviours, read `requests`, `stop()` when done."""
 
@@ -71,10 +78,11 @@ class FakeProvider:
         self.queue: deque[Behaviour] = deque()
         self.requests: list[Received] = []
         self.handler_seconds: list[float] = []  # server-side time per answered request
+        self.in_flight = 0  # requests received and not yet answered
+        self.max_in_flight = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), _handler_for(self))
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
@@ -101,7 +109,14 @@ class FakeProvider:
     def next_behaviour(self, received: Received) -> Behaviour:
         with self.lock:
             self.requests.append(received)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
             return self.queue.popleft() if self.queue else self.default
+
+    def answered(self) -> None:
+        """The handler is done with a request (answered it, or left it unanswered on purpose)."""
+        with self.lock:
+            self.in_flight -= 1
 
     def stop(self):
         self.stopping.set()
@@ -171,6 +186,12 @@ def _handler_for(provider: FakeProvider):
                 body = None
             received = Received(self.path, body, {k.lower(): v for k, v in self.headers.items()}, time.monotonic())
             behaviour = provider.next_behaviour(received)
+            try:
+                self.respond(behaviour, body, started)
+            finally:
+                provider.answered()
+
+        def respond(self, behaviour: Behaviour, body: dict | None, started: float):
             if self.path != expected_path:
                 self.reply(404, {"error": {"message": f"no route {self.path}"}}, started)
                 return

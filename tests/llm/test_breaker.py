@@ -1,17 +1,20 @@
 """Circuit breakers in the database: open after failures, skip while open, one half-open probe across threads."""
 
+import asyncio
 import threading
+import time
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection
 from django.utils import timezone
 
 from agentrunner.agents.base import AgentContext
-from agentrunner.llm import LLMUnavailable, breaker_reset, complete
+from agentrunner.llm import LLMUnavailable, acomplete, breaker_reset, complete
 from agentrunner.llm.breaker import Admission, breaker_admit
 from agentrunner.models import BreakerState, LLMCall, LLMOutcome, ProviderBreaker
-from tests.llm.fake_providers import ok, status
+from tests.llm.fake_providers import hang, ok, status
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -168,6 +171,30 @@ def test_breaker__while_half_open_others_skip_the_provider(openai_server, anthro
     assert breaker_admit(provider="openai").admission == Admission.REFUSED
     assert ask(context).provider == "anthropic"
     assert openai_server.count == 0
+
+
+@pytest.mark.django_db
+def test_breaker__a_probe_whose_step_is_cancelled_is_left_to_another_caller(openai_server, llm_settings, make_context):
+    llm_settings.LLM_TIMEOUT_SECONDS = 10
+    open_breaker(seconds_ago=31)
+    openai_server.default = hang(5)
+    context = make_context(asynchronous=True)
+
+    async def probe_then_cancel():
+        task = asyncio.ensure_future(acomplete(messages=HELLO, context=context))
+        deadline = time.monotonic() + 5
+        while openai_server.count == 0:
+            assert time.monotonic() < deadline, "the probe never reached the provider"
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async_to_sync(probe_then_cancel)()
+
+    row = breaker()
+    assert (row.state, row.probe_started_at) == (BreakerState.HALF_OPEN, None)  # no verdict either way
+    assert breaker_admit(provider="openai").admission == Admission.PROBE  # not after the probe lease
 
 
 @pytest.mark.django_db

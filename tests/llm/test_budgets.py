@@ -1,17 +1,25 @@
-"""Token budgets: per run and per owner per calendar month (UTC), checked before and counted after each call."""
+"""Token budgets: per run and per owner per calendar month (UTC), reserved before and settled after each request."""
 
+import asyncio
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection, connections, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
-from agentrunner.agents.base import BudgetExceededError
-from agentrunner.llm import complete
-from agentrunner.llm.budgets import month_bounds
-from agentrunner.models import LLMCall, LLMOutcome, OwnerBudget
+from agentrunner.agents.base import AgentContext, AsyncAgentContext, BudgetExceededError
+from agentrunner.llm import Completion, LLMUnavailable, acomplete, complete
+from agentrunner.llm.budgets import budget_reserve, month_bounds
+from agentrunner.llm.gateway import _longest_request_seconds
+from agentrunner.models import LLMCall, LLMOutcome, LLMReservation, OwnerBudget
+from runs.models import Run, Step
 from tests.llm.conftest import events
-from tests.llm.fake_providers import ok
+from tests.llm.fake_providers import ok, status
 
 pytestmark = pytest.mark.django_db
 
@@ -213,3 +221,245 @@ def test_month_bounds__of_a_local_time_use_its_utc_month():
     local = datetime(2026, 12, 1, 0, 30, tzinfo=timezone.get_fixed_timezone(60))
 
     assert month_bounds(local)[0] == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+# --- Reservations: concurrent requests cannot overspend ---------------------------------------------
+
+ESTIMATE = 53  # HELLO (3 tokens) + max_tokens 50
+FITS = 10
+CONCURRENT = 50
+
+
+def budget_fitting_ten(kind: str, owner, llm_settings) -> Run:
+    """A run whose run budget (or its owner's monthly budget) fits exactly FITS requests of ESTIMATE tokens."""
+    if kind == "run":
+        return Run.objects.create(agent_type="llm", created_by=owner, token_budget=FITS * ESTIMATE)
+    llm_settings.LLM_MONTHLY_TOKEN_BUDGET = FITS * ESTIMATE
+    return Run.objects.create(agent_type="llm", created_by=owner)
+
+
+def context_for(run: Run, context_class=AgentContext) -> AgentContext:
+    return context_class(
+        run_id=run.pk, step_name="ask", attempt=1, input={}, owner_id=run.created_by_id, token_budget=run.token_budget
+    )
+
+
+def assert_exactly_ten_answered(results: list, run: Run, server) -> None:
+    unexpected = [r for r in results if not isinstance(r, Completion | BudgetExceededError)]
+    assert not unexpected, unexpected
+    assert sum(isinstance(r, Completion) for r in results) == FITS
+    assert sum(isinstance(r, BudgetExceededError) for r in results) == CONCURRENT - FITS
+    assert server.count == FITS
+    spent = LLMCall.objects.filter(run=run).aggregate(tokens=Sum("total_tokens"))["tokens"]
+    assert spent == FITS * ESTIMATE  # at most the limit
+    assert LLMCall.objects.filter(run=run, outcome=LLMOutcome.REFUSED_BUDGET).count() == CONCURRENT - FITS
+    assert not LLMReservation.objects.exists()  # every request settled or released its reservation
+
+
+@pytest.fixture
+def slow_exact_answers(openai_server, llm_settings):
+    """Answers that take 0.2 s, so that requests overlap, and use exactly the estimate: settling frees nothing."""
+    llm_settings.LLM_TIMEOUT_SECONDS = 10
+    openai_server.default = ok(prompt_tokens=3, completion_tokens=ESTIMATE - 3, latency=0.2)
+    return openai_server
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["run", "owner_monthly"])
+def test_budget__50_concurrent_requests_on_one_event_loop_spend_exactly_what_fits(
+    slow_exact_answers, llm_settings, owner, kind
+):
+    run = budget_fitting_ten(kind, owner, llm_settings)
+
+    async def ask_all():
+        try:
+            return await asyncio.gather(
+                *(
+                    acomplete(messages=HELLO, max_tokens=50, context=context_for(run, AsyncAgentContext))
+                    for _ in range(CONCURRENT)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await sync_to_async(connections.close_all)()
+
+    # A loop of its own, as on a worker: the database work goes to asgiref's one shared thread.
+    results = asyncio.run(ask_all())
+
+    assert_exactly_ten_answered(results, run, slow_exact_answers)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["run", "owner_monthly"])
+def test_budget__50_threads_calling_complete_at_once_spend_exactly_what_fits(
+    slow_exact_answers, llm_settings, owner, kind
+):
+    run = budget_fitting_ten(kind, owner, llm_settings)
+    barrier = threading.Barrier(CONCURRENT)
+    results = [None] * CONCURRENT
+
+    def ask(index: int):
+        try:
+            barrier.wait()
+            results[index] = complete(messages=HELLO, max_tokens=50, context=context_for(run))
+        except Exception as exc:  # asserted below
+            results[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(CONCURRENT)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not any(thread.is_alive() for thread in threads)
+    assert_exactly_ten_answered(results, run, slow_exact_answers)
+
+
+def test_reservation__of_a_request_in_progress_counts_against_the_budget(openai_server, owner, make_context):
+    context = make_context(token_budget=FITS * ESTIMATE)
+    LLMReservation.objects.create(
+        run_id=context.run_id,
+        owner=owner,
+        request_id=uuid.uuid4(),
+        tokens=500,
+        expires_at=timezone.now() + timedelta(minutes=5),
+    )
+
+    with pytest.raises(BudgetExceededError, match=r"500 of 530 tokens used \(500 of them reserved by requests in"):
+        ask(context)
+
+    assert openai_server.count == 0
+
+
+def test_reservation__left_by_a_dead_process_stops_counting_when_it_expires(openai_server, owner, make_context):
+    context = make_context(token_budget=FITS * ESTIMATE)
+    LLMReservation.objects.create(
+        run_id=context.run_id,
+        owner=owner,
+        request_id=uuid.uuid4(),
+        tokens=500,
+        expires_at=timezone.now() - timedelta(seconds=1),
+    )
+
+    assert ask(context).text == "hello"
+
+
+def test_reservation__holds_the_estimate_until_the_real_usage_replaces_it(owner, make_context):
+    context = make_context(token_budget=1000)
+    request_id = uuid.uuid4()
+
+    reservation = budget_reserve(
+        run_id=context.run_id,
+        owner_id=owner.pk,
+        token_budget=1000,
+        estimate=ESTIMATE,
+        request_id=request_id,
+        hold_seconds=90,
+    )
+
+    held = LLMReservation.objects.get()
+    assert held.pk == reservation.reservation_id
+    assert (held.run_id, held.owner_id, held.request_id, held.tokens) == (context.run_id, owner.pk, request_id, 53)
+    assert timedelta(seconds=89) < held.expires_at - timezone.now() <= timedelta(seconds=90)
+    assert not LLMCall.objects.exists()  # not a call: the admin and the metrics never see it
+
+
+def test_reservation__is_replaced_by_the_answers_usage(openai_server, make_context):
+    ask(make_context(token_budget=1000))
+
+    assert LLMCall.objects.get().total_tokens == 15
+    assert not LLMReservation.objects.exists()
+
+
+def test_reservation__is_released_when_no_provider_answers(openai_server, make_context):
+    openai_server.default = status(500)
+
+    with pytest.raises(LLMUnavailable):
+        ask(make_context(token_budget=1000))
+
+    assert not LLMReservation.objects.exists()
+
+
+def test_reservation__counts_for_longer_than_a_request_can_take(llm_settings):
+    llm_settings.LLM_TIMEOUT_SECONDS = 60
+    llm_settings.LLM_MAX_RETRIES = 2
+
+    # Per provider: 3 tries of 60 s and 2 waits of at most 33 s (30 s backoff + 10 % jitter; Retry-After
+    # waits stop at 30 s); then a margin of 60 s.
+    assert _longest_request_seconds(2) == 2 * (3 * 60 + 2 * 33) + 60
+
+
+def test_reservation__refused_requests_reserve_nothing(openai_server, make_context):
+    with pytest.raises(BudgetExceededError):
+        ask(make_context(token_budget=10))
+
+    assert not LLMReservation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_budget_reserve__the_second_of_two_requests_waits_for_the_first_and_counts_its_reservation(owner):
+    """Two connections, one lock hand-off: B's check starts while A holds the run's lock, and must wait for it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL (SQLite serialises whole transactions)")
+    run = Run.objects.create(agent_type="llm", created_by=owner, token_budget=FITS * ESTIMATE)
+    reserve = {
+        "run_id": run.pk,
+        "owner_id": owner.pk,
+        "token_budget": run.token_budget,
+        "request_id": uuid.uuid4(),
+        "hold_seconds": 60,
+    }
+    a_holds, a_may_commit = threading.Event(), threading.Event()
+    b_pid, b_result = [], []
+
+    def request_a():
+        try:
+            with transaction.atomic():  # A's reservation stays uncommitted, its lock held, until told
+                budget_reserve(estimate=500, **reserve)
+                a_holds.set()
+                a_may_commit.wait(10)
+        finally:
+            connection.close()
+
+    def request_b():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                b_pid.append(cursor.fetchone()[0])
+            b_result.append(budget_reserve(estimate=ESTIMATE, **reserve))
+        finally:
+            connection.close()
+
+    a = threading.Thread(target=request_a)
+    a.start()
+    assert a_holds.wait(10)
+    b = threading.Thread(target=request_b)
+    b.start()
+    wait_until_waiting_for_a_lock(b_pid)
+    # FOR NO KEY UPDATE: rows referencing the locked run (steps, LLM calls) are still written meanwhile.
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '2s'")
+    Step.objects.create(run=run, sequence=0, name="other", agent_type="llm")
+    a_may_commit.set()
+    a.join(10)
+    b.join(10)
+
+    (refused,) = b_result
+    assert refused.refused is not None
+    assert (refused.refused.used, refused.refused.reserved) == (500, 500)
+    assert LLMReservation.objects.count() == 1
+
+
+def wait_until_waiting_for_a_lock(pid_holder: list, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if pid_holder:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid_holder[0]])
+                row = cursor.fetchone()
+            if row and row[0] == "Lock":
+                return
+        assert time.monotonic() < deadline, "the second request never waited for the lock"
+        time.sleep(0.02)

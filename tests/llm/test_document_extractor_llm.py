@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from agentrunner.agents.base import BudgetExceededError, InvalidAgentInput
 from agentrunner.agents.builtin.document_extractor import (
@@ -41,7 +42,8 @@ LLM_FIELDS = {
 
 def run_extractor(make_context, data: dict) -> dict:
     agent = DocumentExtractorAgent()
-    output = agent.run(make_context(input=agent.validate_input(data)))
+    # async_to_sync: the agent's database work (through the gateway) comes back to this test's thread.
+    output = async_to_sync(agent.run)(make_context(input=agent.validate_input(data), asynchronous=True))
     json.dumps(output, allow_nan=False)
     return output
 
@@ -109,10 +111,11 @@ def test_document_extractor_llm__falls_back_when_no_provider_is_configured(llm_s
 
 def test_document_extractor_llm__a_refused_budget_is_not_a_reason_to_fall_back(openai_server, make_context):
     agent = DocumentExtractorAgent()
-    context = make_context(token_budget=10, input=agent.validate_input({"text": DOCUMENT, "mode": "llm"}))
+    data = agent.validate_input({"text": DOCUMENT, "mode": "llm"})
+    context = make_context(token_budget=10, input=data, asynchronous=True)
 
     with pytest.raises(BudgetExceededError):
-        agent.run(context)
+        async_to_sync(agent.run)(context)
 
     assert openai_server.count == 0
 

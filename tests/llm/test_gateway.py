@@ -1,11 +1,18 @@
-"""complete(): failover, retries and their timing, accounting; real SDKs against fake providers on sockets."""
+"""complete() and acomplete(): failover, retries and their timing, accounting; real SDKs against fake providers.
 
+Most tests go through `complete()`, the sync bridge to the one implementation, `acomplete()`; those about
+what only an event loop has (concurrent requests, a cancelled task) call `acomplete()` under
+`async_to_sync`, so that its database work comes back to the test's thread and transaction.
+"""
+
+import asyncio
 import email.utils
 import threading
 import time
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from agentrunner.agents.base import NonRetryableAgentError, RetryableAgentError
 from agentrunner.llm import (
@@ -13,11 +20,13 @@ from agentrunner.llm import (
     LLMNotConfigured,
     LLMRequestRejected,
     LLMUnavailable,
+    acomplete,
     complete,
     cost_usd,
 )
-from agentrunner.llm.providers import Provider, _openai_client, configured_providers, model_for, retry_after_seconds
-from agentrunner.models import LLMCall, LLMOutcome
+from agentrunner.llm.providers import OPENAI as OPENAI_KIND
+from agentrunner.llm.providers import Provider, configured_providers, model_for, new_client, retry_after_seconds
+from agentrunner.models import LLMCall, LLMOutcome, LLMReservation
 from tests.llm.fake_providers import hang, malformed, ok, rate_limited, status
 
 pytestmark = pytest.mark.django_db
@@ -250,6 +259,82 @@ def test_complete__a_cancel_during_the_backoff_stops_retrying(openai_server, llm
     assert openai_server.count == 1
 
 
+def test_acomplete__retry_after_is_waited_for_on_the_event_loop(openai_server, make_context):
+    context = make_context(asynchronous=True)
+    openai_server.push(rate_limited("0.6"), ok("after the wait"))
+
+    completion = async_to_sync(acomplete)(messages=HELLO, context=context)
+
+    assert completion.text == "after the wait"
+    (gap,) = gaps(openai_server)
+    assert 0.6 <= gap < 0.9
+
+
+def test_acomplete__a_cancel_during_the_backoff_stops_retrying(openai_server, llm_settings, make_context):
+    llm_settings.LLM_RETRY_BACKOFF_SECONDS = 5
+    openai_server.default = status(500)
+    context = make_context(asynchronous=True)
+
+    async def ask_then_cancel():
+        asyncio.get_running_loop().call_later(0.2, context.request_cancel)
+        return await acomplete(messages=HELLO, context=context)
+
+    started = time.monotonic()
+    with pytest.raises(LLMUnavailable, match="cancelled"):
+        async_to_sync(ask_then_cancel)()
+
+    assert time.monotonic() - started < 1.5
+    assert openai_server.count == 1
+
+
+def test_acomplete__a_task_cancelled_mid_call_records_the_call_and_releases_its_tokens(
+    openai_server, llm_settings, make_context
+):
+    """The engine cancels a stopped async step's task: the await on the provider raises at once."""
+    llm_settings.LLM_TIMEOUT_SECONDS = 10
+    openai_server.default = hang(5)
+    context = make_context(token_budget=1000, asynchronous=True)
+
+    async def ask_then_cancel():
+        task = asyncio.ensure_future(acomplete(messages=HELLO, context=context))
+        deadline = time.monotonic() + 5
+        while openai_server.count == 0:  # the request has reached the provider
+            assert time.monotonic() < deadline, "the request never reached the provider"
+            await asyncio.sleep(0.01)
+        context.request_cancel()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    started = time.monotonic()
+    async_to_sync(ask_then_cancel)()
+
+    assert time.monotonic() - started < 2
+    call = LLMCall.objects.get()
+    assert (call.provider, call.outcome, call.attempt, call.total_tokens) == ("openai", LLMOutcome.ERROR, 1, 0)
+    assert call.error.startswith("cancelled")
+    assert not LLMReservation.objects.exists()
+
+
+def test_acomplete__concurrent_requests_wait_for_their_answers_together(openai_server, llm_settings, make_context):
+    """One event loop carries many requests: 20 answers that each take 0.5 s arrive in about 0.5 s, not 10 s."""
+    llm_settings.LLM_TIMEOUT_SECONDS = 5
+    openai_server.default = ok("hello", latency=0.5)
+    contexts = [make_context(asynchronous=True) for _ in range(20)]
+
+    async def ask_all():
+        return await asyncio.gather(*(acomplete(messages=HELLO, context=context) for context in contexts))
+
+    started = time.monotonic()
+    completions = async_to_sync(ask_all)()
+    elapsed = time.monotonic() - started
+
+    assert [c.text for c in completions] == ["hello"] * 20
+    assert openai_server.max_in_flight == 20  # every request was waiting at the provider at the same time
+    assert elapsed < 5, elapsed
+    assert LLMCall.objects.filter(outcome=LLMOutcome.SUCCESS).count() == 20
+
+
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
@@ -361,4 +446,4 @@ def test_configured_providers__empty_base_urls_mean_the_official_endpoints(llm_s
 
     assert openai_provider.base_url == "https://api.openai.com/v1"
     assert anthropic_provider.base_url == "https://api.anthropic.com"
-    assert str(_openai_client("key", openai_provider.base_url, 1.0).base_url) == "https://api.openai.com/v1/"
+    assert str(new_client(OPENAI_KIND, "key", openai_provider.base_url, 1.0).base_url) == "https://api.openai.com/v1/"

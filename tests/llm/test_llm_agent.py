@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from agentrunner.agents import get_agent
 from agentrunner.agents.base import InvalidAgentInput, NonRetryableAgentError, RetryableAgentError
@@ -20,7 +21,9 @@ PERSON_SCHEMA = {
 
 def run_llm(make_context, data: dict) -> dict:
     agent = LLMAgent()
-    output = agent.run(make_context(input=agent.validate_input(data)))
+    # async_to_sync, as the engine runs an async step outside a worker: its database work comes back to
+    # this thread, inside the test's transaction.
+    output = async_to_sync(agent.run)(make_context(input=agent.validate_input(data), asynchronous=True))
     json.dumps(output, allow_nan=False)  # the engine stores outputs as JSON
     return output
 
@@ -29,6 +32,7 @@ def test_llm_agent__is_registered_with_three_attempts_and_no_concurrency_limit()
     agent = get_agent("llm")
 
     assert isinstance(agent, LLMAgent)
+    assert agent.is_async()
     assert agent.max_attempts == 3
     assert agent.concurrency.limit is None
 

@@ -422,7 +422,7 @@ def test_agent_types__list_has_a_row_per_registered_agent(admin_client):
     listed = {p.agent_type for p in response.context["cl"].result_list}
     assert {"wait", "pass"} <= listed
     content = response.content.decode()
-    assert "Sleep for" in content  # the registry's description
+    assert "Wait for the given number of seconds" in content  # the registry's description
     assert "unlimited" in content
 
 

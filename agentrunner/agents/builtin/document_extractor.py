@@ -2,10 +2,14 @@
 
 The rules are labelled-line regexes, kept pure (`extract_fields`) so that the LLM-based
 extractor (`mode: "llm"`, or `"auto"` when a provider is configured) can fall back to them.
+
+The agent is async: it runs on a worker's event loop beside other steps, so its CPU work (decoding and
+parsing the PDF, the regexes) runs in a thread (`asyncio.to_thread`), never on the loop itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -16,9 +20,9 @@ from datetime import date
 
 from pypdf import PasswordType, PdfReader
 
-from agentrunner.agents.base import Agent, AgentContext, ConcurrencyPolicy, NonRetryableAgentError, OnBusy
+from agentrunner.agents.base import Agent, AsyncAgentContext, ConcurrencyPolicy, NonRetryableAgentError, OnBusy
 from agentrunner.agents.registry import register
-from agentrunner.llm import LLMGatewayError, any_provider_configured, complete
+from agentrunner.llm import LLMGatewayError, acomplete, any_provider_configured
 
 FIELDS = (
     "policy_number",
@@ -457,22 +461,18 @@ class DocumentExtractorAgent(Agent):
     }
     concurrency = ConcurrencyPolicy(limit=1, on_busy=OnBusy.REJECT)
 
-    def run(self, context: AgentContext) -> dict:
+    async def run(self, context: AsyncAgentContext) -> dict:
         data = context.input
-        pages = None
-        if "text" in data:
-            text, source = data["text"], "text"
-        else:
-            text, pages = pdf_text(decode_pdf_base64(data["pdf_base64"]))
-            source = "pdf"
+        text, pages = await asyncio.to_thread(document_text, data)
+        source = "text" if pages is None else "pdf"
         mode = data.get("mode", MODE_RULES)
         if mode == MODE_AUTO:
             mode = MODE_LLM if any_provider_configured() else MODE_RULES
         extra = {}
         if mode == MODE_LLM:
-            fields, confidence, extra = extract_fields_llm(text, context)
+            fields, confidence, extra = await extract_fields_llm(text, context)
         else:
-            fields, confidence = extract_fields(text)
+            fields, confidence = await asyncio.to_thread(extract_fields, text)
         missing = [name for name in FIELDS if fields[name] is None]
         output = {"fields": fields, "confidence": confidence, "missing": missing, "source": source}
         if pages is not None:
@@ -491,18 +491,25 @@ class DocumentExtractorAgent(Agent):
         return output
 
 
-def extract_fields_llm(text: str, context: AgentContext) -> tuple[dict, dict, dict]:
+def document_text(data: dict) -> tuple[str, int | None]:
+    """Return the input's text and, for a PDF, its page count (None for `text`). CPU-bound: run it in a thread."""
+    if "text" in data:
+        return data["text"], None
+    return pdf_text(decode_pdf_base64(data["pdf_base64"]))
+
+
+async def extract_fields_llm(text: str, context: AsyncAgentContext) -> tuple[dict, dict, dict]:
     """Ask the LLM gateway for the fields; fall back to `extract_fields` if no model gives a usable answer.
 
     Return (fields, confidence, extra): extra holds `method` ("llm" or "rules"), and `fallback_reason`
     when the rules were used. A refused budget is not a reason to fall back: BudgetExceededError
     propagates and ends the run.
     """
-    rules_fields, rules_confidence = extract_fields(text)
+    rules_fields, rules_confidence = await asyncio.to_thread(extract_fields, text)
     document = text[:LLM_MAX_DOCUMENT_CHARS]
     prompt = "Extract the fields from this insurance document.\n\n<document>\n" + document + "\n</document>"
     try:
-        completion = complete(
+        completion = await acomplete(
             messages=[{"role": "user", "content": prompt}],
             system=LLM_SYSTEM_PROMPT,
             max_tokens=LLM_MAX_TOKENS,

@@ -6,9 +6,9 @@ import json
 import string
 from typing import Any
 
-from agentrunner.agents.base import Agent, AgentContext, NonRetryableAgentError
+from agentrunner.agents.base import Agent, AsyncAgentContext, NonRetryableAgentError
 from agentrunner.agents.registry import register
-from agentrunner.llm import complete
+from agentrunner.llm import acomplete
 
 MAX_PROMPT_CHARS = 200_000
 MAX_OUTPUT_TOKENS = 8192
@@ -83,11 +83,11 @@ class LLMAgent(Agent):
     # A run is retried on temporary failures: no provider answered, or the answer did not match json_schema.
     max_attempts = 3
 
-    def run(self, context: AgentContext) -> dict:
+    async def run(self, context: AsyncAgentContext) -> dict:
         data = context.input
         prompt = render_prompt(data["prompt"], data.get("variables") or {})
         json_schema = data.get("json_schema")
-        completion = complete(
+        completion = await acomplete(
             messages=[{"role": "user", "content": prompt}],
             system=data.get("system"),
             model=data.get("model"),
