@@ -38,12 +38,13 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## bench: engine overhead vs bare django-q2 on PostgreSQL (prints figures, asserts nothing)
+## bench: engine overhead vs bare django-q2, schedules, async steps, on PostgreSQL (prints figures, asserts nothing)
 bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 bench: install-dev
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/flow_bench.py
 	$(BIN)/python bench/schedule_bench.py
+	$(BIN)/python bench/async_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
