@@ -10,10 +10,16 @@ from runs.models import AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttemp
 
 def agent_policy_get(*, agent_type: str) -> ConcurrencyPolicy:
     """The effective concurrency policy: the operator's override if stored, else the agent's default."""
-    override = AgentPolicy.objects.filter(agent_type=agent_type, override=True).first()
+    # On every run start and every queued step: one indexed lookup, no model instance.
+    override = (
+        AgentPolicy.objects.filter(agent_type=agent_type, override=True)
+        .values_list("concurrency_limit", "on_busy")
+        .first()
+    )
     if override is None:
         return get_agent(agent_type).concurrency
-    return ConcurrencyPolicy(limit=override.concurrency_limit, on_busy=OnBusy(override.on_busy))
+    limit, on_busy = override
+    return ConcurrencyPolicy(limit=limit, on_busy=OnBusy(on_busy))
 
 
 def agent_list() -> list[dict]:

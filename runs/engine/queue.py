@@ -1,7 +1,7 @@
 """A step's way to a worker: the slots it needs, waiting for them FIFO, waking waiters, and the broker message.
 
-Messages carry step ids only and are sent after commit (`transaction.on_commit`), so rolled-back work is
-never announced; a lost or duplicated message is harmless (the claim is guarded, the tick re-sends).
+Messages carry step ids only and reach workers only once the work is committed (written in the same
+transaction with the ORM broker, sent after commit with Redis), so rolled-back work is never announced; a lost or duplicated message is harmless (the claim is guarded, the tick re-sends).
 
 Handing a freed slot to a waiter is one compare-and-set on the waiting step (`WAITING -> QUEUED`), made
 with the key row locked: a waiter cancelled since the pump looked is skipped, never given a slot.
@@ -42,10 +42,23 @@ def steps_dispatch(step_ids) -> None:
 
 
 def steps_dispatch_on_commit(step_ids) -> None:
-    """Send the messages once the current transaction commits (never for rolled-back work)."""
+    """Send the messages so that workers see them once the current transaction commits (never if rolled back).
+
+    With the ORM broker on our own database the message row is written in the transaction itself (a
+    transactional outbox: it commits or rolls back with the work, one commit instead of two); any other
+    broker (Redis) is sent to after commit.
+    """
     step_ids = list(step_ids)
-    if step_ids:
+    if not step_ids:
+        return
+    if transaction.get_connection().in_atomic_block and _broker_in_this_database():
+        steps_dispatch(step_ids)
+    else:
         transaction.on_commit(lambda: steps_dispatch(step_ids))
+
+
+def _broker_in_this_database() -> bool:
+    return settings.Q_CLUSTER.get("orm") == transaction.get_connection().alias
 
 
 def start_deadline():
