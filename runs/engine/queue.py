@@ -1,7 +1,8 @@
 """A step's way to a worker: the slots it needs, waiting for them FIFO, waking waiters, and the broker message.
 
 Messages carry step ids only and reach workers only once the work is committed (written in the same
-transaction with the ORM broker, sent after commit with Redis), so rolled-back work is never announced; a lost or duplicated message is harmless (the claim is guarded, the tick re-sends).
+transaction with the ORM broker, sent after commit with Redis), so rolled-back work is never announced;
+a lost or duplicated message is harmless (the claim is guarded, the tick re-sends).
 
 Handing a freed slot to a waiter is one compare-and-set on the waiting step (`WAITING -> QUEUED`), made
 with the key row locked: a waiter cancelled since the pump looked is skipped, never given a slot.

@@ -174,6 +174,10 @@ async def run_inline(execution: ex.Execution) -> None:
     await db(ex.record)(execution, output, error)
 
 
+def _close_connection() -> None:
+    connection.close()  # looked up here: the connection of the thread this runs in
+
+
 def _fresh(fn: Callable) -> Callable:
     """In a worker's long-lived threads: drop a stale or broken connection before database work."""
 
@@ -262,7 +266,7 @@ class StepRuntime:
             if pending:
                 self.loop.run_until_complete(asyncio.wait(pending, timeout=settings.ASYNC_DRAIN_SECONDS))
         finally:
-            self.loop.run_until_complete(sync_to_async(connection.close)())
+            self.loop.run_until_complete(sync_to_async(_close_connection)())
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())  # closes the LLM clients of this loop
             self.loop.close()
 

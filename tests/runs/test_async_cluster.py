@@ -208,6 +208,7 @@ def test_sigterm_of_the_cluster_finishes_in_flight_async_steps(clusters, tmp_pat
     cluster.process.wait(timeout=30)
     assert count_status(runs, RunStatus.COMPLETED) == 10
     assert set(evidence(path)[1].values()) == {1}
+    assert "Traceback" not in cluster.output()  # the drain and the loop's end are clean
 
 
 def test_100_in_flight_steps_use_a_few_database_connections(clusters, tmp_path):
