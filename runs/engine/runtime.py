@@ -9,9 +9,9 @@ django-q2 runs one task at a time per worker process and has no async tasks. So 
   handed to the loop and the task returns at once, so the worker takes the next message while the
   step waits on HTTP or an LLM. A sync step gives the place back and runs in the worker's main thread,
   as before; it cannot stall the loop, which runs in another thread.
-- The watch (one coroutine on the loop) heartbeats the lease of every running step of the process,
-  sync and async, in one transaction per period; asks the database once per CANCEL_POLL_SECONDS which of
-  their runs have a cancel request; and enforces each step's `timeout_seconds`. A step told to stop
+- The watch (one coroutine on the loop) extends the lease of every running step of the process, sync and
+  async, every lease/3 (a guarded update each); asks the database once per CANCEL_POLL_SECONDS, in one
+  query, which of their runs have a cancel request; and enforces each step's `timeout_seconds`. A step told to stop
   has its context's cancel flag set and, if async, its task cancelled: the await in progress raises.
 - Database work of async steps (claim excepted) goes through asgiref's `sync_to_async`, which in a
   worker runs it on one shared thread: 100 steps in flight use one connection, not 100.
