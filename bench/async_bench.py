@@ -127,7 +127,8 @@ def main() -> int:
     from runs.models import RUN_FINISHED, Run, RunStatus
     from runs.services import run_create
 
-    print(f"async steps: {note}; broker {'Redis' if args.redis else 'ORM'}; Q_WORKERS=2, ")
+    broker = "Redis" if args.redis else "ORM"
+    print(f"async steps on PostgreSQL {note}".rstrip() + f"; {broker} broker; Q_WORKERS=2, ", end="")
     print(f"ASYNC_STEPS_PER_WORKER={settings.ASYNC_STEPS_PER_WORKER}; each request answered after {DELAY_SECONDS:g} s")
     cases = {
         "http-request": lambda: {"url": f"{base}/slow"},

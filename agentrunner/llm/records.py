@@ -6,6 +6,7 @@ hop to the thread that Django's connection belongs to, a few statements, back.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -117,8 +118,9 @@ class Ledger:
         """Tell the breaker, record the answer and settle the budget reservation with its real usage."""
         breaker.breaker_record_success(provider=provider, decision=decision, failed_before=failed_before)
         # The call row replaces the reservation in one transaction: a budget check sees one of them, never
-        # both (refusing too soon) nor neither (letting a concurrent request overspend).
-        with transaction.atomic():
+        # both (refusing too soon) nor neither (letting a concurrent request overspend). Without a
+        # reservation (no budget applies) the row is one autocommitted INSERT.
+        with transaction.atomic() if self.reservation_id is not None else contextlib.nullcontext():
             row = self._record(
                 provider=provider,
                 model=model,
