@@ -1,4 +1,6 @@
-"""Async steps in real qcluster processes: many in flight per worker, leases, crashes, cancel, drain, backpressure."""
+"""Async steps in real qcluster processes: many in flight per worker, leases, crashes, cancel, drain, backpressure.
+
+On both databases (SQLite serialises the writers; the connection count is PostgreSQL's)."""
 
 import os
 import signal
@@ -14,12 +16,7 @@ from runs import services
 from runs.models import Run, RunStatus, Step, StepAttempt, StepStatus
 from tests.conftest import wait_for
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        "connection.vendor != 'postgresql'", reason="many processes writing at once: proven on PostgreSQL"
-    ),
-]
+pytestmark = pytest.mark.cluster
 
 
 def start_many(n, agent_type="test-async-recorder", **input):
@@ -211,6 +208,7 @@ def test_sigterm_of_the_cluster_finishes_in_flight_async_steps(clusters, tmp_pat
     assert "Traceback" not in cluster.output()  # the drain and the loop's end are clean
 
 
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="counts PostgreSQL's connections")
 def test_100_in_flight_steps_use_a_few_database_connections(clusters, tmp_path):
     clusters(1, workers=2)
     with connection.cursor() as cursor:
