@@ -171,9 +171,11 @@ async def run_agent_async(execution: Execution):
             output = execution.task.result()
         else:
             execution.log.warning("agent_ignored_cancel", grace_seconds=STOP_GRACE_SECONDS)
-    except asyncio.CancelledError:
+            raised = asyncio.CancelledError()  # recorded as stopped, as if it had obeyed
+    except asyncio.CancelledError as exc:
         if execution.stop_reason is None or not execution.task.cancelled():
             raise  # not the agent's task: this coroutine itself is being cancelled
+        raised = exc
     except Exception as exc:  # an agent's bug must fail its step, not the worker
         raised = exc
     return outcome(execution, output, raised, started)
@@ -190,7 +192,10 @@ def outcome(execution: Execution, output, raised: BaseException | None, started:
             "code": TIMEOUT,
             "retryable": True,
         }
-    elif execution.stop_reason is not None and (raised is None or isinstance(raised, asyncio.CancelledError)):
+    elif execution.stop_reason is not None and (
+        isinstance(raised, asyncio.CancelledError) or (raised is None and execution.stop_reason != SHUTDOWN)
+    ):
+        # (An agent that ends by itself while its worker shuts down keeps its result.)
         output = None
         error = {"message": f"Stopped ({execution.stop_reason}).", "code": execution.stop_reason, "retryable": False}
     elif isinstance(raised, AgentError):
@@ -214,8 +219,8 @@ def outcome(execution: Execution, output, raised: BaseException | None, started:
 
 
 def record(execution: Execution, output, error) -> bool:
-    """Finish the attempt, or hand it back to the queue if the worker is shutting down."""
-    if execution.stop_reason == SHUTDOWN:
+    """Finish the attempt, or hand it back to the queue if it was stopped because the worker is shutting down."""
+    if error is not None and error["code"] == SHUTDOWN:
         return step_release(
             claim=execution.claim,
             reason=f"Handed back: the worker stopped before the attempt ended "

@@ -86,3 +86,33 @@ def test_async_context_sleep__wakes_at_once_on_cancel():
 
     completed, elapsed, cancelled = asyncio.run(scenario())
     assert (completed, cancelled) == (False, True) and elapsed < 1
+
+
+def test_an_attempt_stopped_by_its_workers_shutdown_is_handed_back_not_counted():
+    run, step = start("wait", seconds=30)
+    claim = engine.step_claim(step_id=step.id, worker_id="w1")
+    execution = execute.execution_new(claim, get_agent("wait"))
+    execution.stop_reason = execute.SHUTDOWN
+
+    output, error = execute.outcome(execution, None, asyncio.CancelledError(), time.monotonic())
+    assert execute.record(execution, output, error)
+
+    step.refresh_from_db()
+    assert (step.status, step.attempts, step.max_attempts) == (StepStatus.QUEUED, 1, 2)
+    attempt = step.attempt_set.get()
+    assert (attempt.status, attempt.error_code) == (AttemptStatus.CANCELLED, "worker_shutdown")
+    assert engine.step_claim(step_id=step.id, worker_id="w2").attempt == 2  # another worker takes it
+
+
+def test_an_agent_that_ends_by_itself_as_its_worker_shuts_down_keeps_its_result():
+    run, step = start("wait", seconds=0)
+    claim = engine.step_claim(step_id=step.id, worker_id="w1")
+    execution = execute.execution_new(claim, get_agent("wait"))
+    execution.stop_reason = execute.SHUTDOWN  # the drain's deadline came as it returned
+
+    output, error = execute.outcome(execution, {"completed": True}, None, time.monotonic())
+    assert error is None
+    execute.record(execution, output, error)
+
+    run.refresh_from_db()
+    assert (run.status, run.result) == (RunStatus.COMPLETED, {"completed": True})
