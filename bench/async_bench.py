@@ -180,6 +180,8 @@ def main() -> int:
     finally:
         cluster.stop()
         server.shutdown()
+        connection.close()
+        eb.recreate_database(params, drop_only=True)
     print(f"{'case':<52} {'first POST→last done':>21} {'peak RSS':>10} {'PG conns':>9} {'not completed':>14}")
     for name, elapsed, rss, conns, failed in rows:
         rss_text = f"{rss:.0f} MB" if rss is not None else ""
