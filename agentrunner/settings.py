@@ -121,6 +121,11 @@ else:
     # (~47 tasks/s vs ~400/s measured, see docs/architecture.md).
     _db["CONN_MAX_AGE"] = env_number("CONN_MAX_AGE", 60, int)
     _db["CONN_HEALTH_CHECKS"] = True
+    # The engine's hot statements (runs.engine.fastpath) bind on the server and are prepared by psycopg
+    # after 5 runs on a connection: planning them cost more than running them. Django's own queries
+    # bind on the client and are never prepared. Off (0) behind a PgBouncer older than 1.21.
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        _db.setdefault("OPTIONS", {})["prepare_threshold"] = 5
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

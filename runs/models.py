@@ -31,6 +31,8 @@ class StepStatus(models.TextChoices):
 
 STEP_FINISHED = (StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.CANCELLED)
 STEP_ACTIVE = (StepStatus.QUEUED, StepStatus.WAITING, StepStatus.RUNNING, StepStatus.RETRYING)
+# The WAITING steps, in the words of their index (`step_waiting_fifo`): every WAITING step has a queued_at.
+WAITING_QUEUE = Q(status=StepStatus.WAITING, queued_at__isnull=False)
 
 
 class AttemptStatus(models.TextChoices):
@@ -96,6 +98,7 @@ class Run(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="runs",
+        db_index=False,  # partial index in Meta: single-agent runs (most) have none
         help_text="The flow version this run executes (pinned when it started); empty for a single-agent run.",
     )
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
@@ -125,13 +128,16 @@ class Run(models.Model):
         help_text="Most LLM tokens (prompt + completion) this run may use; empty = no per-run limit.",
     )
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
-    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns", db_index=False
+    )
     schedule = models.ForeignKey(
         "schedules.Schedule",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="runs",
+        db_index=False,  # the (schedule, scheduled_for) unique index serves its lookups
         help_text="The schedule that started this run.",
     )
     scheduled_for = models.DateTimeField(
@@ -160,6 +166,10 @@ class Run(models.Model):
         indexes = [
             # Run list filtered by status, newest first (API and admin).
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
+            # Foreign keys that most runs leave empty: an index only of the runs that have one
+            # (a run's row is written three times; each index it is in is written with it).
+            models.Index(fields=["flow_version"], condition=Q(flow_version__isnull=False), name="run_flow_version"),
+            models.Index(fields=["rerun_of"], condition=Q(rerun_of__isnull=False), name="run_rerun_of"),
         ]
 
     def __str__(self):
@@ -179,7 +189,8 @@ class Run(models.Model):
 class Step(models.Model):
     """One step of a run; every attempt at it is a StepAttempt row."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    # Looked up through the (run, sequence) unique index: no index of its own.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
     sequence = models.PositiveIntegerField(default=0, help_text="Order of the step within its run.")
     name = models.CharField(max_length=100)
     agent_type = models.CharField(max_length=100)
@@ -211,11 +222,38 @@ class Step(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "sequence"], name="step_run_sequence_unique"),
         ]
+        # The engine's work lists are partial indexes: a finished step is in none of them, so its last
+        # updates write no entry there. Each condition also names a column that the engine's updates of
+        # one step by id never state (e.g. `lease_expires_at IS NOT NULL`), so PostgreSQL cannot use the
+        # index for them and finds the step by primary key whatever its statistics say: with stale
+        # statistics (few QUEUED steps, then a burst of a thousand), a `WHERE id = … AND status = 'QUEUED'`
+        # would otherwise scan every queued step, once per claim. The queries that use these lists state
+        # the condition (`lease_expires_at < now` implies it; the WAITING queue says `queued_at IS NOT NULL`).
         indexes = [
-            # Reaper: RUNNING steps whose lease expired; tick: due RETRYING / stale QUEUED.
-            models.Index(fields=["status", "lease_expires_at"], name="step_status_lease"),
+            # Reaper: RUNNING steps whose lease expired.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status=StepStatus.RUNNING, lease_expires_at__isnull=False),
+                name="step_running_lease",
+            ),
+            # Tick: RETRYING steps whose retry time has come.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status=StepStatus.RETRYING, next_attempt_at__isnull=False),
+                name="step_retrying_due",
+            ),
+            # Tick: QUEUED steps whose message seems lost.
+            models.Index(
+                fields=["dispatched_at"],
+                condition=Q(status=StepStatus.QUEUED, dispatched_at__isnull=False),
+                name="step_queued_dispatched",
+            ),
             # Pump: oldest WAITING step for a concurrency key.
-            models.Index(fields=["concurrency_key", "status", "queued_at"], name="step_waiting_fifo"),
+            models.Index(
+                fields=["concurrency_key", "queued_at"],
+                condition=Q(status=StepStatus.WAITING, queued_at__isnull=False),
+                name="step_waiting_fifo",
+            ),
         ]
 
     def __str__(self):
@@ -225,7 +263,8 @@ class Step(models.Model):
 class StepAttempt(models.Model):
     """One try at a step, with its own timing and outcome."""
 
-    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="attempt_set")
+    # Looked up through the (step, number) unique index: no index of its own.
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="attempt_set", db_index=False)
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=20, choices=AttemptStatus.choices, default=AttemptStatus.RUNNING)
     worker_id = models.CharField(max_length=200, blank=True, default="")

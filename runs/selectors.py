@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Prefetch, QuerySet
 
 from agentrunner.agents import ConcurrencyPolicy, OnBusy, all_agents, get_agent
-from runs.models import AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttempt, StepStatus
+from runs.models import WAITING_QUEUE, AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttempt, StepStatus
 
 
 def agent_policy_get(*, agent_type: str) -> ConcurrencyPolicy:
@@ -67,7 +67,7 @@ def run_blocked_by(*, run: Run) -> dict | None:
     key = ConcurrencyKey.objects.filter(key=step.concurrency_key).first()
     holders = list(Slot.objects.filter(key_id=step.concurrency_key).values_list("run_id", flat=True))
     ahead = Step.objects.filter(
-        concurrency_key=step.concurrency_key, status=StepStatus.WAITING, queued_at__lt=step.queued_at
+        WAITING_QUEUE, concurrency_key=step.concurrency_key, queued_at__lt=step.queued_at
     ).count()
     return {
         "concurrency_key": step.concurrency_key,

@@ -19,7 +19,7 @@ from runs import engine
 from runs.engine import finish, slots
 from runs.engine.queue import slots_pump, slots_pump_on_commit, start_deadline, step_enqueue, steps_dispatch_on_commit
 from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
-from runs.models import AgentPolicy, Run, RunStatus, Slot, Step, StepStatus
+from runs.models import WAITING_QUEUE, AgentPolicy, Run, RunStatus, Slot, Step, StepStatus
 from runs.selectors import agent_policy_get
 
 log = structlog.get_logger("agentrunner.runs")
@@ -198,9 +198,7 @@ def agent_policy_update(
             slots_pump(key=key_name)
         else:
             # No limit any more: everyone waiting goes now, without a slot.
-            waiting = list(
-                Step.objects.filter(concurrency_key=key_name, status=StepStatus.WAITING).values_list("id", flat=True)
-            )
+            waiting = list(Step.objects.filter(WAITING_QUEUE, concurrency_key=key_name).values_list("id", flat=True))
             Step.objects.filter(pk__in=waiting, status=StepStatus.WAITING).update(
                 status=StepStatus.QUEUED, concurrency_key="", dispatched_at=timezone.now()
             )

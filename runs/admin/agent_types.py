@@ -17,11 +17,11 @@ from runs.admin.display import (
     pretty_json,
 )
 from runs.models import (
+    WAITING_QUEUE,
     AgentPolicy,
     OnBusyChoice,
     Slot,
     Step,
-    StepStatus,
 )
 
 
@@ -117,7 +117,7 @@ class AgentPolicyAdmin(admin.ModelAdmin):
             .values("n")
         )
         waiting = (
-            Step.objects.filter(concurrency_key=key, status=StepStatus.WAITING)
+            Step.objects.filter(WAITING_QUEUE, concurrency_key=key)
             .order_by()
             .values("concurrency_key")
             .annotate(n=Count("pk"))

@@ -21,7 +21,7 @@ from runs.engine.finish import Claim, step_end
 from runs.engine.queue import step_enqueue
 from runs.engine.slots import step_holds_slot
 from runs.engine.steps import step_lock, step_move
-from runs.models import Run, RunStatus, Slot, Step, StepAttempt, StepStatus
+from runs.models import RUN_FINISHED, Run, RunStatus, Slot, Step, StepAttempt, StepStatus
 
 
 def worker_identity() -> str:
@@ -67,7 +67,11 @@ def step_claim(*, step_id: int, worker_id: str) -> Claim | None:
             Slot.objects.filter(step=step).update(holder=worker_id, expires_at=lease, heartbeat_at=now)
         StepAttempt.objects.create(step=step, number=step.attempts, worker_id=worker_id, started_at=now)
         if run.status == RunStatus.PENDING:
-            Run.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(status=RunStatus.RUNNING, started_at=now)
+            # "Not started yet" as `started_at IS NULL`, not `status = PENDING`: then only the primary
+            # key can find the row, whatever the statistics say (see runs.engine.fastpath).
+            Run.objects.filter(pk=run.pk, started_at__isnull=True).exclude(status__in=RUN_FINISHED).update(
+                status=RunStatus.RUNNING, started_at=now
+            )
     return Claim(step=step, run=run, attempt=step.attempts, worker_id=worker_id)
 
 

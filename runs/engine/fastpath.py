@@ -14,11 +14,18 @@ UPDATE on the current version of a row another transaction just changed, so a
 duplicate delivery, a cancel or a reaper that got there first makes the
 statement touch no row. Every case it does not cover returns None, and the
 caller takes the ORM path, which handles everything.
+
+Every row is found by primary key, whatever the table statistics say: no guard is written in a
+form an index other than the primary key could serve (`status <> ALL(...)`, `started_at IS NULL`
+for "not started yet", and the step indexes are partial on a condition these statements never
+state). Otherwise a burst of a thousand QUEUED steps that the statistics do not know of yet makes
+each claim scan them all (test_engine_plans.py).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -28,36 +35,46 @@ from runs.models import RUN_FINISHED, AttemptStatus, Run, RunStatus, Step, StepA
 
 _FINISHED = [str(s) for s in RUN_FINISHED]
 
+# The step's run is read by primary key from a value (`id = (SELECT run_id ...)`, computed once before
+# the rest), never joined: a join leaves the planner free to scan the run table when its statistics are
+# missing, once per step.
+_RUN_OF_STEP = f"(SELECT run_id FROM {Step._meta.db_table} WHERE id = %(step_id)s)"
+
 CLAIM_SQL = f"""
-WITH claimed AS (
+WITH run AS (
+    SELECT id, user_id, flow_version_id, input, created_at, started_at, created_by_id, token_budget
+      FROM {Run._meta.db_table}
+     WHERE id = {_RUN_OF_STEP} AND cancel_requested_at IS NULL AND status <> ALL(%(finished)s)
+), claimed AS (
     UPDATE {Step._meta.db_table} AS s
        SET status = %(running)s, attempts = s.attempts + 1, worker_id = %(worker)s,
            lease_expires_at = %(lease)s, started_at = COALESCE(s.started_at, %(now)s)
-      FROM {Run._meta.db_table} AS r
      WHERE s.id = %(step_id)s AND s.status = %(queued)s AND s.concurrency_key = ''
-       AND r.id = s.run_id AND r.cancel_requested_at IS NULL AND r.status <> ALL(%(finished)s)
+       AND s.run_id = (SELECT id FROM run)
  RETURNING s.id, s.run_id, s.sequence, s.name, s.agent_type, s.input, s.attempts, s.max_attempts,
-           s.backoff_seconds, s.max_backoff_seconds, s.timeout_seconds, s.started_at,
-           r.user_id, r.flow_version_id, r.input AS run_input, r.created_at, r.started_at AS run_started_at,
-           r.created_by_id, r.token_budget
+           s.backoff_seconds, s.max_backoff_seconds, s.timeout_seconds, s.started_at
 ), attempt AS (
     INSERT INTO {StepAttempt._meta.db_table} (step_id, number, status, worker_id, started_at, error, error_code)
     SELECT id, attempts, %(attempt_running)s, %(worker)s, %(now)s, '', '' FROM claimed
 ), started AS (
     UPDATE {Run._meta.db_table} SET status = %(run_running)s, started_at = %(now)s
-     WHERE id = (SELECT run_id FROM claimed) AND status = %(pending)s
+     WHERE id = (SELECT run_id FROM claimed) AND started_at IS NULL AND status <> ALL(%(finished)s)
 )
-SELECT * FROM claimed
+SELECT claimed.*, run.user_id, run.flow_version_id, run.input AS run_input, run.created_at,
+       run.started_at AS run_started_at, run.created_by_id, run.token_budget
+  FROM claimed, run
 """
 
 FINISH_SQL = f"""
 WITH done AS (
     UPDATE {Step._meta.db_table} AS s
        SET status = %(success)s, output = %(output)s::jsonb, finished_at = %(now)s, lease_expires_at = NULL
-      FROM {Run._meta.db_table} AS r
      WHERE s.id = %(step_id)s AND s.status = %(running)s AND s.attempts = %(attempt)s
        AND s.worker_id = %(worker)s AND s.concurrency_key = ''
-       AND r.id = s.run_id AND r.cancel_requested_at IS NULL AND r.flow_version_id IS NULL
+       AND s.run_id = (
+           SELECT id FROM {Run._meta.db_table}
+            WHERE id = {_RUN_OF_STEP} AND cancel_requested_at IS NULL AND flow_version_id IS NULL
+       )
  RETURNING s.id, s.run_id
 ), attempt AS (
     UPDATE {StepAttempt._meta.db_table} SET status = %(attempt_success)s, finished_at = %(now)s
@@ -75,25 +92,46 @@ def enabled() -> bool:
     return connection.vendor == "postgresql" and settings.ENGINE_FASTPATH
 
 
+@contextmanager
+def prepared_cursor():
+    """A cursor (wrapped as Django wraps its own) whose statements PostgreSQL prepares once per connection.
+
+    Django binds parameters on the client, so PostgreSQL parses and plans every statement anew, which
+    costs more than running these two (measured: planning 0.27 ms, execution 0.16 ms). With server-side
+    binding psycopg prepares a statement once it has run `prepare_threshold` times on a connection
+    (settings: 5, or never with DATABASE_PREPARED_STATEMENTS=0).
+    """
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        raw = ServerBindingCursor(connection.connection)
+    cursor = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+    with cursor:
+        yield cursor
+
+
+def claim_params(*, step_id: int, worker_id: str, now: datetime, lease: datetime) -> dict:
+    return {
+        "step_id": step_id,
+        "worker": worker_id,
+        "now": now,
+        "lease": lease,
+        "queued": StepStatus.QUEUED,
+        "running": StepStatus.RUNNING,
+        "attempt_running": AttemptStatus.RUNNING,
+        "run_running": RunStatus.RUNNING,
+        "finished": _FINISHED,
+    }
+
+
 def claim(*, step_id: int, worker_id: str, now: datetime):
     """Claim a QUEUED slot-less step in one statement; return (step, run) or None (take the ORM path)."""
     lease = now + timedelta(seconds=settings.RUN_LEASE_SECONDS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            CLAIM_SQL,
-            {
-                "step_id": step_id,
-                "worker": worker_id,
-                "now": now,
-                "lease": lease,
-                "queued": StepStatus.QUEUED,
-                "running": StepStatus.RUNNING,
-                "attempt_running": AttemptStatus.RUNNING,
-                "run_running": RunStatus.RUNNING,
-                "pending": RunStatus.PENDING,
-                "finished": _FINISHED,
-            },
-        )
+    with prepared_cursor() as cursor:
+        cursor.execute(CLAIM_SQL, claim_params(step_id=step_id, worker_id=worker_id, now=now, lease=lease))
         row = cursor.fetchone()
         if row is None:
             return None
@@ -136,22 +174,24 @@ def _json(value):
     return json.loads(value) if isinstance(value, str) else value
 
 
+def finish_params(*, step_id: int, attempt: int, worker_id: str, output, now: datetime) -> dict:
+    return {
+        "step_id": step_id,
+        "attempt": attempt,
+        "worker": worker_id,
+        "now": now,
+        "output": json.dumps(output),
+        "running": StepStatus.RUNNING,
+        "success": StepStatus.SUCCESS,
+        "attempt_success": AttemptStatus.SUCCESS,
+        "completed": RunStatus.COMPLETED,
+        "finished": _FINISHED,
+    }
+
+
 def finish_success(*, step_id: int, attempt: int, worker_id: str, output, now: datetime) -> bool:
     """Complete a slot-less, not-cancelled step and its run in one statement; False = take the ORM path."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            FINISH_SQL,
-            {
-                "step_id": step_id,
-                "attempt": attempt,
-                "worker": worker_id,
-                "now": now,
-                "output": json.dumps(output),
-                "running": StepStatus.RUNNING,
-                "success": StepStatus.SUCCESS,
-                "attempt_success": AttemptStatus.SUCCESS,
-                "completed": RunStatus.COMPLETED,
-                "finished": _FINISHED,
-            },
-        )
+    params = finish_params(step_id=step_id, attempt=attempt, worker_id=worker_id, output=output, now=now)
+    with prepared_cursor() as cursor:
+        cursor.execute(FINISH_SQL, params)
         return cursor.fetchone()[0] == 1

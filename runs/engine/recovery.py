@@ -17,7 +17,7 @@ from datetime import timedelta
 import structlog
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -25,7 +25,7 @@ from runs.engine.claim import worker_identity
 from runs.engine.finish import attempt_outcome, step_end
 from runs.engine.queue import slots_pump, slots_pump_on_commit, step_enqueue, steps_dispatch
 from runs.engine.steps import step_lock, step_move
-from runs.models import RUN_FINISHED, STEP_FINISHED, EngineTick, Slot, Step, StepStatus
+from runs.models import RUN_FINISHED, STEP_FINISHED, WAITING_QUEUE, EngineTick, Slot, Step, StepStatus
 
 log = structlog.get_logger("agentrunner.engine")
 
@@ -34,13 +34,26 @@ START_DEADLINE = "start_deadline"
 BATCH = 100  # rows per kind per tick: a backlog is worked off over several ticks
 
 
+# The work lists, each read through its partial index (runs.models.Step.Meta.indexes).
+
+
+def steps_lease_expired(*, now) -> QuerySet[Step]:
+    return Step.objects.filter(status=StepStatus.RUNNING, lease_expires_at__lt=now)
+
+
+def steps_due_for_retry(*, now) -> QuerySet[Step]:
+    return Step.objects.filter(status=StepStatus.RETRYING, next_attempt_at__lte=now)
+
+
+def steps_dispatched_before(*, cutoff) -> QuerySet[Step]:
+    return Step.objects.filter(status=StepStatus.QUEUED, dispatched_at__lt=cutoff)
+
+
 def steps_reap(*, now=None) -> int:
     """Recover RUNNING steps whose lease expired (worker lost), slots never started in time, and orphan slots."""
     now = now or timezone.now()
     recovered = 0
-    for step_id in Step.objects.filter(status=StepStatus.RUNNING, lease_expires_at__lt=now).values_list(
-        "id", flat=True
-    )[:BATCH]:
+    for step_id in steps_lease_expired(now=now).values_list("id", flat=True)[:BATCH]:
         with transaction.atomic():
             step = step_lock(step_id)
             if step is None or step.status != StepStatus.RUNNING or step.lease_expires_at >= now:
@@ -103,9 +116,7 @@ def steps_retry_due(*, now=None) -> int:
     """Send steps whose retry time has come back into the queue."""
     now = now or timezone.now()
     moved = 0
-    for step_id in Step.objects.filter(status=StepStatus.RETRYING, next_attempt_at__lte=now).values_list(
-        "id", flat=True
-    )[:BATCH]:
+    for step_id in steps_due_for_retry(now=now).values_list("id", flat=True)[:BATCH]:
         with transaction.atomic():
             step = step_lock(step_id)
             if step is None or step.status != StepStatus.RETRYING:
@@ -121,9 +132,7 @@ def steps_redispatch_stale(*, now=None) -> int:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.STEP_REDISPATCH_SECONDS)
     ids = []
-    for step_id in Step.objects.filter(status=StepStatus.QUEUED, dispatched_at__lt=cutoff).values_list("id", flat=True)[
-        :BATCH
-    ]:
+    for step_id in steps_dispatched_before(cutoff=cutoff).values_list("id", flat=True)[:BATCH]:
         if Step.objects.filter(pk=step_id, status=StepStatus.QUEUED, dispatched_at__lt=cutoff).update(
             dispatched_at=now
         ):
@@ -134,7 +143,7 @@ def steps_redispatch_stale(*, now=None) -> int:
 
 def slots_pump_all() -> int:
     """Give free slots to waiting steps on every key that has waiters (e.g. after a limit was raised)."""
-    keys = set(Step.objects.filter(status=StepStatus.WAITING).values_list("concurrency_key", flat=True))
+    keys = set(Step.objects.filter(WAITING_QUEUE).values_list("concurrency_key", flat=True))
     return sum(slots_pump(key=key) for key in sorted(keys))
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from runs.models import ConcurrencyKey, Slot, Step, StepStatus
+from runs.models import WAITING_QUEUE, ConcurrencyKey, Slot, Step, StepStatus
 
 FLOW_PREFIX = "flow:"
 
@@ -67,8 +68,13 @@ def step_holds_slot(*, key: str, step_id: int) -> bool:
     return Slot.objects.filter(key_id=key, step_id=step_id).exists()
 
 
+def steps_waiting(*, key: str) -> QuerySet[Step]:
+    """The queue of a key: its WAITING steps, read through their partial index, oldest first."""
+    return Step.objects.filter(WAITING_QUEUE, concurrency_key=key).order_by("queued_at", "id")
+
+
 def has_waiters(*, key: ConcurrencyKey) -> bool:
-    return Step.objects.filter(concurrency_key=key.key, status=StepStatus.WAITING).exists()
+    return steps_waiting(key=key.key).exists()
 
 
 def slot_acquire_or_wait(*, key: ConcurrencyKey, step: Step, expires_at: datetime | None) -> bool:
@@ -89,11 +95,7 @@ def waiters_to_wake(*, key: ConcurrencyKey) -> list[Step]:
     free = key.limit - Slot.objects.filter(key=key).count()
     if free <= 0:
         return []
-    return list(
-        Step.objects.filter(concurrency_key=key.key, status=StepStatus.WAITING)
-        .select_related("run")
-        .order_by("queued_at", "id")[:free]
-    )
+    return list(steps_waiting(key=key.key).select_related("run")[:free])
 
 
 def slots_free_step(*, step_id: int) -> list[str]:
