@@ -565,6 +565,8 @@ def print_settings(server_note: str, redis_url: str) -> None:
 
 def summarize_sql(sql: str) -> str:
     """One short line per statement: verb, table, columns set, lock."""
+    if sql is None:  # Django could not render it with its parameters (server-side binding)
+        return "(a prepared statement; text not rendered)"
     words = sql.split()
     verb = words[0].upper() if words else ""
     if verb == "SELECT":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from contextlib import nullcontext
 from typing import Any
 
 import structlog
@@ -16,8 +17,15 @@ from flows.definition import ReferenceNotFound, concurrency_key_value
 from flows.exceptions import FlowDisabled, RunNotResumable
 from flows.models import FlowVersion
 from runs import engine
-from runs.engine import finish, slots
-from runs.engine.queue import slots_pump, slots_pump_on_commit, start_deadline, step_enqueue, steps_dispatch_on_commit
+from runs.engine import fastpath, finish, slots
+from runs.engine.queue import (
+    broker_in_this_database,
+    slots_pump,
+    slots_pump_on_commit,
+    start_deadline,
+    step_enqueue,
+    steps_dispatch_on_commit,
+)
 from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
 from runs.models import WAITING_QUEUE, AgentPolicy, Run, RunStatus, Slot, Step, StepStatus
 from runs.selectors import agent_policy_get
@@ -45,12 +53,19 @@ def run_create(
         log.warning("invalid_agent_type", agent_type=agent_type, user_id=str(user_id) if user_id else None)
         raise
     data = agent.validate_input(input)
-    policy = agent_policy_get(agent_type=agent_type)
-    key = slots.agent_key(agent_type) if policy.limit else ""
+    fields = {
+        "agent_type": agent_type,
+        "input": data,
+        "user_id": user_id,
+        "rerun_of": rerun_of,
+        "token_budget": token_budget,
+        "created_by_id": getattr(created_by, "pk", None),
+        "idempotency_key": idempotency_key,
+    }
 
-    def start(run: Run) -> None:
+    def first_step(run: Run, *, key: str = "") -> Step:
         now = timezone.now()
-        step = Step.objects.create(
+        return Step(
             run=run,
             sequence=0,
             name=agent_type,
@@ -61,34 +76,47 @@ def run_create(
             queued_at=now,
             dispatched_at=None if key else now,
         )
-        if not key:
-            steps_dispatch_on_commit([step.id])
-        else:
-            if policy.on_busy == OnBusy.REJECT:
-                _take_slot_or_reject(key=key, limit=policy.limit, step=step, run=run)
-            step_enqueue(step=step, run=run)
 
-    run, created = _run_insert(
-        fields={
-            "agent_type": agent_type,
-            "input": data,
-            "user_id": user_id,
-            "concurrency_key": key,
-            "rerun_of": rerun_of,
-            "token_budget": token_budget,
-        },
-        created_by=created_by,
-        idempotency_key=idempotency_key,
-        start=start,
-    )
+    def insert_fast() -> Run | None:
+        # The common case (no concurrency limit) in one statement; None if an operator's override sets one.
+        run = Run(**fields)
+        step = first_step(run)
+        with transaction.atomic() if broker_in_this_database() else nullcontext():
+            if not fastpath.run_insert(run=run, step=step):
+                return None
+            steps_dispatch_on_commit([step.pk])
+        return run
+
+    def insert() -> Run:
+        policy = agent_policy_get(agent_type=agent_type)
+        key = slots.agent_key(agent_type) if policy.limit else ""
+        with transaction.atomic():
+            run = Run.objects.create(concurrency_key=key, **fields)
+            step = first_step(run, key=key)
+            step.save(force_insert=True)
+            if not key:
+                steps_dispatch_on_commit([step.id])
+            else:
+                if policy.on_busy == OnBusy.REJECT:
+                    _take_slot_or_reject(key=key, limit=policy.limit, step=step, run=run)
+                step_enqueue(step=step, run=run)
+        return run
+
+    started = None
+    if not agent.concurrency.limit and fastpath.enabled():
+        started = _run_insert(
+            created_by_id=fields["created_by_id"], idempotency_key=idempotency_key, insert=insert_fast
+        )
+    if started is None:
+        started = _run_insert(created_by_id=fields["created_by_id"], idempotency_key=idempotency_key, insert=insert)
+    run, created = started
     if created:
         log.info("run_created", run_id=str(run.id), agent_type=agent_type, user_id=str(user_id) if user_id else None)
     return run, created
 
 
-def _run_insert(*, fields: dict, created_by, idempotency_key: str, start) -> tuple[Run, bool]:
-    """Insert a run and call start(run) in one transaction; an idempotency key already used returns its run."""
-    created_by_id = getattr(created_by, "pk", None)
+def _run_insert(*, created_by_id, idempotency_key: str, insert) -> tuple[Run, bool] | None:
+    """Insert a run with `insert()`; an idempotency key already used returns its run. None if insert() declined."""
 
     def existing() -> Run | None:
         if not idempotency_key:
@@ -98,14 +126,12 @@ def _run_insert(*, fields: dict, created_by, idempotency_key: str, start) -> tup
     if found := existing():
         return found, False
     try:
-        with transaction.atomic():
-            run = Run.objects.create(created_by_id=created_by_id, idempotency_key=idempotency_key, **fields)
-            start(run)
+        run = insert()
     except IntegrityError:
         if found := existing():  # a concurrent request with the same key won the race
             return found, False
         raise
-    return run, True
+    return None if run is None else (run, True)
 
 
 def _take_slot_or_reject(*, key: str, limit: int, step: Step, run: Run) -> None:
@@ -258,19 +284,23 @@ def flow_run_create(
             # The caller's input does not fit the first task: refuse the run rather than record a failure.
             raise InvalidAgentInput({"input": [first.error]})
 
-    run, created = _run_insert(
-        fields={
-            "flow_version": version,
-            "input": run_input,
-            "user_id": user_id,
-            "concurrency_key": key,
-            "rerun_of": rerun_of,
-            "token_budget": token_budget or definition.token_budget,
-        },
-        created_by=created_by,
-        idempotency_key=idempotency_key,
-        start=start,
-    )
+    def insert() -> Run:
+        with transaction.atomic():
+            run = Run.objects.create(
+                flow_version=version,
+                input=run_input,
+                user_id=user_id,
+                concurrency_key=key,
+                rerun_of=rerun_of,
+                token_budget=token_budget or definition.token_budget,
+                created_by_id=created_by_id,
+                idempotency_key=idempotency_key,
+            )
+            start(run)
+        return run
+
+    created_by_id = getattr(created_by, "pk", None)
+    run, created = _run_insert(created_by_id=created_by_id, idempotency_key=idempotency_key, insert=insert)
     if created:
         log.info("run_created", run_id=str(run.id), flow=key or str(version), user_id=str(user_id) if user_id else None)
     return run, created

@@ -24,6 +24,7 @@ each claim scan them all (test_engine_plans.py).
 
 from __future__ import annotations
 
+import functools
 import json
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -31,7 +32,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection
 
-from runs.models import RUN_FINISHED, AttemptStatus, Run, RunStatus, Step, StepAttempt, StepStatus
+from runs.models import RUN_FINISHED, AgentPolicy, AttemptStatus, Run, RunStatus, Step, StepAttempt, StepStatus
 
 _FINISHED = [str(s) for s in RUN_FINISHED]
 
@@ -195,3 +196,52 @@ def finish_success(*, step_id: int, attempt: int, worker_id: str, output, now: d
     with prepared_cursor() as cursor:
         cursor.execute(FINISH_SQL, params)
         return cursor.fetchone()[0] == 1
+
+
+def _insert_columns(model) -> list:
+    """The columns an INSERT of `model` writes: every concrete field but an auto-incremented key."""
+    return [f for f in model._meta.concrete_fields if not (f.primary_key and f.db_returning)]
+
+
+def _select_values(fields) -> str:
+    # `INSERT ... SELECT` does not infer parameter types from the target columns as VALUES does: cast each
+    # (to the type without its length, so a value too long fails as it does through the ORM).
+    return ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in fields)
+
+
+@functools.cache
+def _run_insert_sql() -> str:
+    run_fields, step_fields = _insert_columns(Run), _insert_columns(Step)
+    return f"""
+WITH limited AS (
+    SELECT 1 FROM {AgentPolicy._meta.db_table}
+     WHERE agent_type = %s AND override AND concurrency_limit IS NOT NULL
+), run AS (
+    INSERT INTO {Run._meta.db_table} ({", ".join(f.column for f in run_fields)})
+    SELECT {_select_values(run_fields)} WHERE NOT EXISTS (SELECT FROM limited)
+    RETURNING id
+)
+INSERT INTO {Step._meta.db_table} ({", ".join(f.column for f in step_fields)})
+SELECT {_select_values(step_fields)} FROM run
+RETURNING id
+"""
+
+
+def run_insert(*, run: Run, step: Step) -> bool:
+    """Insert a single-agent run and its first step (whose agent has no limit by default) in one statement.
+
+    False if an operator's override gives the agent a concurrency limit: nothing is written, and the
+    caller takes the ORM path, which takes slots. Every value comes from the model instances
+    (defaults, auto_now_add), as `Model.save()` would write them; `step.pk` is set.
+    """
+    values = [run.agent_type]
+    for obj in (run, step):
+        values += [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in _insert_columns(type(obj))]
+    with prepared_cursor() as cursor:
+        cursor.execute(_run_insert_sql(), values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    step.pk = row[0]
+    run._state.adding = step._state.adding = False
+    return True

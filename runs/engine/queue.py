@@ -52,13 +52,14 @@ def steps_dispatch_on_commit(step_ids) -> None:
     step_ids = list(step_ids)
     if not step_ids:
         return
-    if transaction.get_connection().in_atomic_block and _broker_in_this_database():
+    if transaction.get_connection().in_atomic_block and broker_in_this_database():
         steps_dispatch(step_ids)
     else:
         transaction.on_commit(lambda: steps_dispatch(step_ids))
 
 
-def _broker_in_this_database() -> bool:
+def broker_in_this_database() -> bool:
+    """The ORM broker on our own database: a message is a row, written in the work's own transaction."""
     return settings.Q_CLUSTER.get("orm") == transaction.get_connection().alias
 
 

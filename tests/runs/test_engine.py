@@ -1,5 +1,6 @@
 """Engine state changes in one process: every transition is guarded (both databases; PostgreSQL takes the fast path)."""
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -156,3 +157,52 @@ def test_claim_and_finish__the_fast_path_takes_one_statement_each(engine_variant
     with django_assert_num_queries(1):
         assert engine.step_finish(claim=claim, output={"a": 1})
     assert Run.objects.get(pk=run.pk).status == RunStatus.COMPLETED
+
+
+def test_run_create__the_one_statement_insert_writes_what_the_orm_path_writes(engine_variant, settings):
+    if engine_variant != "fastpath":
+        pytest.skip("compares the two")
+    from django.contrib.auth import get_user_model
+    from django.test.utils import CaptureQueriesContext
+    from django_q.models import OrmQ
+
+    user = get_user_model().objects.create_user("owner")
+    earlier, _ = new_run()
+    start = {
+        "agent_type": "pass",
+        "input": {"a": [1, "x"], "b": None},
+        "user_id": uuid.uuid4(),
+        "created_by": user,
+        "token_budget": 500,
+        "rerun_of": earlier,
+    }
+    messages = OrmQ.objects.count()
+    with CaptureQueriesContext(connection) as queries:
+        fast, created = services.run_create(**start, idempotency_key="k1")
+    assert created
+    inserts = [q["sql"] for q in queries.captured_queries if "INSERT INTO" in q["sql"] and "runs_" in q["sql"]]
+    assert len(inserts) == 1 and "runs_run" in inserts[0] and "runs_step" in inserts[0], inserts
+    settings.ENGINE_FASTPATH = False
+    slow, _ = services.run_create(**start, idempotency_key="k2")
+    assert OrmQ.objects.count() == messages + 2  # one message each, in the run's own transaction
+
+    def rows(run):
+        skip = {"id", "run_id", "created_at", "queued_at", "dispatched_at", "idempotency_key"}
+        run_row = {k: v for k, v in Run.objects.filter(pk=run.pk).values().get().items() if k not in skip}
+        step_row = {k: v for k, v in Step.objects.filter(run=run).values().get().items() if k not in skip}
+        return run_row, step_row
+
+    assert rows(fast) == rows(slow)
+    step = fast.steps.get()
+    assert step.queued_at and step.dispatched_at and fast.created_at
+    again, created = services.run_create(**start, idempotency_key="k1")  # the key is honoured on this path too
+    assert again.pk == fast.pk and not created
+
+
+def test_run_create__an_operator_limit_on_an_agent_without_one_takes_slots(engine_variant):
+    services.agent_policy_update(agent_type="pass", limit=1, on_busy="queue")
+    first, first_step = new_run()
+    second, second_step = new_run()
+    assert first_step.status == StepStatus.QUEUED and first_step.concurrency_key
+    assert second_step.status == StepStatus.WAITING
+    assert Slot.objects.filter(step=first_step).exists()
