@@ -29,7 +29,7 @@ from typing import Any
 import jsonschema
 
 from agentrunner.agents.registry import all_agents
-from flows.expressions import ExpressionError, compile_expression, evaluate
+from flows.expressions import ExpressionError, ExpressionTooCostly, compile_expression, evaluate
 from flows.references import (
     INPUT,
     STEPS,
@@ -202,6 +202,8 @@ class NextStep:
     task: str | None  # None: the flow ends
     condition: str | None  # the condition that decided; None when the task has no conditions
     errors: tuple[str, ...] = ()  # `when` evaluation errors met on the way (those conditions did not match)
+    # Set when a `when` went over its evaluation budget: the flow cannot tell where to go, and stops failed.
+    too_costly: str | None = None
 
 
 # Validation
@@ -638,6 +640,8 @@ def choose_next(
     for condition in conditions:
         try:
             matched = condition.matches(status=status, variables=variables)
+        except ExpressionTooCostly as exc:
+            return NextStep(task=None, condition=condition.name, too_costly=f"condition {condition.name!r}: {exc}")
         except ExpressionError as exc:
             errors.append(f"condition {condition.name!r} ({condition.when}): {exc}")
             matched = False

@@ -8,11 +8,16 @@ and FAILED after a failed one. The run's result keeps every step's output (`exec
 
 Lock order: the step row (held by the caller), then concurrency key rows (when the next step queues).
 Slots are freed by deleting the holder's rows; waiters are woken after commit (`slots_pump_on_commit`).
+
+A flow's conditions are user code (CEL, with an evaluation budget): a worker's finish evaluates them
+before its transaction (`route_ahead`), so no row is locked meanwhile. Only rarer ends (the reaper,
+a next task whose input cannot be resolved) evaluate them inside, still within the budget.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,7 +27,16 @@ from django.utils import timezone
 
 from agentrunner.agents import BudgetExceededError, InvalidAgentInput, get_agent
 from agentrunner.agents.registry import UnknownAgentType
-from flows.definition import FlowDefinition, ReferenceNotFound, choose_next, parse_definition, resolve_input
+from flows.definition import (
+    FAILURE,
+    SUCCESS,
+    FlowDefinition,
+    NextStep,
+    ReferenceNotFound,
+    choose_next,
+    parse_definition,
+    resolve_input,
+)
 from flows.models import FlowVersion
 from runs.engine import fastpath, slots
 from runs.engine.queue import slots_pump_on_commit, start_deadline, step_enqueue, steps_dispatch_on_commit
@@ -37,6 +51,7 @@ RUN_STATUS_AFTER = {
     StepStatus.CANCELLED: RunStatus.CANCELLED,
 }
 MAX_STEPS = "max_steps"
+CONDITION_TOO_COSTLY = "condition_too_costly"
 BUDGET_EXCEEDED = BudgetExceededError.code
 WORKER_SHUTDOWN = "worker_shutdown"
 
@@ -58,6 +73,42 @@ class Claim:
 # --- an attempt ends ------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a flow goes after one of its steps ends with `status`, decided before the finishing transaction."""
+
+    sequence: int
+    status: str
+    next: NextStep
+
+
+def route_ahead(*, claim: Claim, output, error: dict | None) -> Route | None:
+    """If this attempt will end a flow step, evaluate the flow's conditions now, outside any transaction."""
+    step, run = claim.step, claim.run
+    if not run.flow_version_id or run.cancel_requested_at:
+        return None
+    if error is not None and (
+        (error["retryable"] and step.attempts < step.max_attempts) or error["code"] == BUDGET_EXCEEDED
+    ):
+        return None  # a retry, or a budget stop: no routing
+    status = StepStatus.SUCCESS if error is None else StepStatus.FAILED
+    if error is None:
+        output = json.loads(json.dumps(output))  # as the database will give it back (string keys)
+    # The history as it will read once this step is stored (its earlier steps are finished and unchanging).
+    history = run_history(run=run)
+    history[step.name] = {"status": SUCCESS if error is None else FAILURE, "output": output if error is None else None}
+    nxt = choose_next(
+        definition_of(run.flow_version_id),
+        step.name,
+        status=SUCCESS if error is None else FAILURE,
+        output=output,
+        error=error["message"] if error else "",
+        run_input=run.input,
+        steps=history,
+    )
+    return Route(sequence=step.sequence, status=status, next=nxt)
+
+
 def step_finish(*, claim: Claim, output=None, error: dict | None = None) -> bool:
     """Record the outcome of an attempt; False if the step was already moved (lease lost, reaped)."""
     if error is None and not claim.step.concurrency_key and fastpath.enabled():
@@ -67,6 +118,7 @@ def step_finish(*, claim: Claim, output=None, error: dict | None = None) -> bool
         )
         if done:
             return True
+    route = route_ahead(claim=claim, output=output, error=error)
     with transaction.atomic():
         step = step_lock(claim.step.pk)
         if (
@@ -77,11 +129,11 @@ def step_finish(*, claim: Claim, output=None, error: dict | None = None) -> bool
         ):
             log.warning("step_finish_discarded", step_id=claim.step.pk, attempt=claim.attempt)
             return False
-        attempt_outcome(step=step, run=step.run, output=output, error=error, now=timezone.now())
+        attempt_outcome(step=step, run=step.run, output=output, error=error, now=timezone.now(), route=route)
     return True
 
 
-def attempt_outcome(*, step: Step, run: Run, output, error: dict | None, now) -> None:
+def attempt_outcome(*, step: Step, run: Run, output, error: dict | None, now, route: Route | None = None) -> None:
     """With the RUNNING step locked: close the attempt and move step and run on (retry, finish)."""
     cancelled = run.cancel_requested_at is not None
     attempt_status = AttemptStatus.CANCELLED if cancelled else AttemptStatus.FAILED if error else AttemptStatus.SUCCESS
@@ -94,11 +146,12 @@ def attempt_outcome(*, step: Step, run: Run, output, error: dict | None, now) ->
     if cancelled:
         step_end(step=step, run=run, status=StepStatus.CANCELLED, now=now)
     elif error is None:
-        step_end(step=step, run=run, status=StepStatus.SUCCESS, now=now, output=output)
+        step_end(step=step, run=run, status=StepStatus.SUCCESS, now=now, output=output, route=route)
     elif error["retryable"] and step.attempts < step.max_attempts:
         _step_retry_later(step=step, error=error, now=now)
     else:
-        step_end(step=step, run=run, status=StepStatus.FAILED, now=now, error=error["message"], code=error["code"])
+        message, code = error["message"], error["code"]
+        step_end(step=step, run=run, status=StepStatus.FAILED, now=now, error=message, code=code, route=route)
 
 
 def _step_retry_later(*, step: Step, error: dict, now) -> None:
@@ -121,7 +174,9 @@ def _step_retry_later(*, step: Step, error: dict, now) -> None:
     log.info("step_retry_scheduled", step_id=step.pk, delay_seconds=delay, error=error["message"])
 
 
-def step_end(*, step: Step, run: Run, status: str, now, output=None, error: str = "", code: str = "") -> None:
+def step_end(
+    *, step: Step, run: Run, status: str, now, output=None, error: str = "", code: str = "", route: Route | None = None
+) -> None:
     """With the step locked: finish it, free its slot, and start the run's next step or end the run."""
     fields = {"status": status, "finished_at": now, "lease_expires_at": None}
     if status == StepStatus.SUCCESS:
@@ -130,7 +185,7 @@ def step_end(*, step: Step, run: Run, status: str, now, output=None, error: str 
         fields.update(error=error, error_code=code)
     step_move(step, from_status=step.status, **fields)
     freed = slots.slots_free_step(step_id=step.pk)
-    freed += after_step(step=step, run=run, now=now)
+    freed += after_step(step=step, run=run, now=now, route=route)
     slots_pump_on_commit(freed)
 
 
@@ -178,8 +233,11 @@ def _parsed(digest: str, version_id: int) -> FlowDefinition:
     return parse_definition(FlowVersion.objects.values_list("definition", flat=True).get(pk=version_id))
 
 
-def after_step(*, step: Step, run: Run, now) -> list[str]:
-    """With the step locked: start the next step or end the run; return the slot keys freed."""
+def after_step(*, step: Step, run: Run, now, route: Route | None = None) -> list[str]:
+    """With the step locked: start the next step or end the run; return the slot keys freed.
+
+    `route`, if it was decided for this step ending this way, is used instead of evaluating the conditions here.
+    """
     status = step.status
     if status == StepStatus.FAILED and step.error_code == BUDGET_EXCEEDED:
         # A budget is not a branch to route around: the run stops here.
@@ -208,18 +266,31 @@ def after_step(*, step: Step, run: Run, now) -> list[str]:
             started_at=step.started_at,
         )
     definition = definition_of(run.flow_version_id)
-    history = run_history(run=run)
-    nxt = choose_next(
-        definition,
-        step.name,
-        status="success" if status == StepStatus.SUCCESS else "failure",
-        output=step.output,
-        error=step.error,
-        run_input=run.input,
-        steps=history,
-    )
+    if route is not None and route.sequence == step.sequence and route.status == status:
+        nxt = route.next
+    else:
+        nxt = choose_next(
+            definition,
+            step.name,
+            status=SUCCESS if status == StepStatus.SUCCESS else FAILURE,
+            output=step.output,
+            error=step.error,
+            run_input=run.input,
+            steps=run_history(run=run),
+        )
     for problem in nxt.errors:
         log.warning("condition_error", run_id=str(run.id), step=step.name, error=problem)
+    if nxt.too_costly:
+        log.warning("condition_too_costly", run_id=str(run.id), step=step.name, error=nxt.too_costly)
+        return run_end(
+            run=run,
+            status=RunStatus.FAILED,
+            result=flow_result(run=run),
+            error=f"The flow stopped: {nxt.too_costly}. Simplify the condition.",
+            error_code=CONDITION_TOO_COSTLY,
+            now=now,
+            started_at=step.started_at,
+        )
     if nxt.task is None:
         failed = status != StepStatus.SUCCESS
         return run_end(

@@ -95,3 +95,34 @@ def test_evaluate__division_by_zero_is_an_error():
 
 def test_evaluate__short_circuit_skips_the_failing_side():
     assert evaluate('has(output.missing) && output.missing == 1 || status == "success"', VARIABLES) is True
+
+
+L30 = "[" + ",".join(["1"] * 30) + "]"
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        # The probe's expression: four comprehensions over thirty items, 810,000 inner evaluations.
+        (f"size({L30}.map(a, {L30}.map(b, {L30}.map(c, {L30}.map(d, d))))) > 0", "4 comprehensions"),
+        (f"size({L30}.map(a, {L30}.map(b, {L30}.map(c, c)))) > 0", "3 comprehensions"),
+        (" && ".join(["true"] * 200), "too deeply nested"),
+        ("(" * 30 + "true" + ")" * 30, "too deeply nested"),
+        (" && ".join(["true"] * 25_000), "too long: 199,996 characters"),
+    ],
+)
+def test_compile_expression__refuses_what_is_too_costly_to_run_when_it_is_written(text, message):
+    with pytest.raises(ExpressionError, match=message):
+        compile_expression(text)
+
+
+def test_compile_expression__two_nested_comprehensions_and_long_chains_are_fine():
+    compile_expression('input.items.exists(i, i.tags.exists(t, t == "urgent"))')
+    assert evaluate(" && ".join(["true"] * 100), {}) is True
+
+
+def test_evaluate__stops_over_its_budget_with_expression_too_costly():
+    from flows.expressions import ExpressionTooCostly
+
+    with pytest.raises(ExpressionTooCostly, match="too costly to evaluate"):
+        evaluate("input.items.map(a, input.items.map(b, a + b)).size() > 0", {"input": {"items": list(range(3000))}})

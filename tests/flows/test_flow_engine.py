@@ -212,3 +212,69 @@ def test_cancel_of_a_waiting_flow_run_frees_nothing_it_does_not_hold():
     assert Run.objects.get(pk=second.pk).status == RunStatus.CANCELLED
     assert Slot.objects.filter(run=first, step=None).exists()
     assert timezone.now()
+
+
+def costly_flow(when: str) -> dict:
+    return chain(
+        ("check", "pass", {"items": "{{ input.items }}"}),
+        ("next", "pass", {}),
+        conditions=[
+            {
+                "name": "costly",
+                "source_task": "check",
+                "when": when,
+                "target_task_success": "next",
+                "target_task_failure": "end",
+            }
+        ],
+    )
+
+
+def test_a_condition_over_its_evaluation_budget_fails_the_run_with_a_clear_error():
+    """Short, statically fine, but costly on this input: 5,000 x 5,000 pairs. It stops within its budget."""
+    when = "input.items.map(a, input.items.map(b, a + b)).size() > 0"
+    started = timezone.now()
+    run = drive(start(costly_flow(when), input={"items": list(range(5000))}))
+    assert run.status == RunStatus.FAILED and run.error_code == "condition_too_costly"
+    assert "'costly'" in run.error and "too costly to evaluate" in run.error
+    assert run.result["path"] == ["check"]
+    assert (timezone.now() - started).total_seconds() < 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_workers_finish_evaluates_conditions_outside_any_transaction(monkeypatch):
+    """No row lock is held while user-written CEL runs (the step's, the run's or a slot's)."""
+    from django.db import connection
+
+    from flows import definition as flow_definition
+
+    seen = []
+    real = flow_definition.evaluate
+
+    def recording(text, variables):
+        seen.append(connection.in_atomic_block)
+        return real(text, variables)
+
+    monkeypatch.setattr(flow_definition, "evaluate", recording)
+    run = drive(start(costly_flow("size(output.items) > 1"), input={"items": [1, 2]}))
+    assert run.status == RunStatus.COMPLETED and run.result["path"] == ["check", "next"]
+    assert seen == [False]
+
+
+def test_the_route_decided_before_the_transaction_sees_this_step_as_stored():
+    """Conditions read `steps.<this task>` and integer-keyed output as they will read once stored."""
+    definition = chain(
+        ("check", "pass", {"n": "{{ input.n }}"}),
+        ("next", "pass", {}),
+        conditions=[
+            {
+                "name": "self",
+                "source_task": "check",
+                "when": 'steps.check.status == "success" && steps.check.output.n == 2',
+                "target_task_success": "next",
+                "target_task_failure": "end",
+            }
+        ],
+    )
+    run = drive(start(definition, input={"n": 2}))
+    assert run.result["path"] == ["check", "next"]
