@@ -4,11 +4,13 @@ case "$1" in
   web)
     echo web > /tmp/agentrunner-role
     shift
-    exec gunicorn agentrunner.wsgi --bind 0.0.0.0:8000 --workers "${WEB_CONCURRENCY:-2}" --access-logfile - "$@"
+    # Settings in gunicorn.conf.py (threads, timeouts fitting the longest wait, slow-client deadline).
+    exec gunicorn --bind 0.0.0.0:8000 --access-logfile - "$@"
     ;;
   worker)
     echo worker > /tmp/agentrunner-role
-    exec python manage.py qcluster
+    # Not qcluster itself: `worker` stops it cleanly whichever way SIGTERM arrives, within WORKER_STOP_SECONDS.
+    exec python manage.py worker
     ;;
   migrate)
     exec python manage.py migrate --noinput

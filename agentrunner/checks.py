@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.core.checks import Error, register
 
+from agentrunner.netpolicy import Allowlist
+
 
 @register()
 def check_queue_timing(app_configs, **kwargs):
@@ -23,6 +25,28 @@ def check_queue_timing(app_configs, **kwargs):
         errors.append(Error("Q_CLUSTER timeout is shorter than STEP_MAX_SECONDS.", id="agentrunner.E002"))
     if settings.RUN_LEASE_SECONDS <= settings.CANCEL_POLL_SECONDS * 2:
         errors.append(Error("RUN_LEASE_SECONDS must be well above CANCEL_POLL_SECONDS.", id="agentrunner.E003"))
+    return errors
+
+
+@register()
+def check_http_agent_allowlist(app_configs, **kwargs):
+    """A malformed HTTP_AGENT_ALLOWLIST entry would fail every http-request run: refuse it at start-up instead."""
+    entries = settings.HTTP_AGENT_ALLOWLIST
+    if isinstance(entries, str):
+        entries = entries.split(",")
+    errors = []
+    for entry in entries:
+        try:
+            Allowlist.parse([entry])
+        except ValueError as exc:
+            errors.append(
+                Error(
+                    f"HTTP_AGENT_ALLOWLIST: {exc}.",
+                    hint="Entries are host names, *.suffix, IP addresses or CIDRs, each optionally with :port "
+                    "([IPv6]:port for IPv6), separated by commas; e.g. api.internal:8443,10.20.0.0/16.",
+                    id="agentrunner.E004",
+                )
+            )
     return errors
 
 

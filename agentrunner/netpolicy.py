@@ -3,11 +3,18 @@
 Rules, in order:
 
 1. A host name on the allowlist (exact, or `*.suffix` for any name below the suffix) is always allowed,
-   whatever it resolves to.
-2. Otherwise every address the name resolves to must pass: an address inside an allowlisted CIDR is allowed;
+   whatever it resolves to. An entry may name a port (`api.internal:8443`, `10.0.0.0/8:5432`, `[::1]:8080`):
+   it then allows that port only; without one, every port.
+2. `localhost` and `*.localhost` are loopback names (RFC 6761), whatever a resolver says: unless allowlisted
+   by name, they are refused by name, without a DNS query.
+3. Otherwise every address the name resolves to must pass: an address inside an allowlisted CIDR is allowed;
    an address that is not public (loopback, private, link-local, metadata, multicast, CGNAT, reserved, their
    IPv4-in-IPv6 forms, ...) is refused; a public address is allowed only when ALLOW_EXTERNAL_REQUESTS is on.
-3. `localhost` and `*.localhost` are refused by name unless allowlisted (by name, or every address by CIDR).
+   When no address could pass (external requests off, no CIDR for the port), the name is refused without a
+   DNS query.
+
+A malformed allowlist entry is refused at start-up by a system check (`agentrunner.checks`); `from_settings`
+raises ImproperlyConfigured as a backstop.
 
 Checking is not enough on its own: the caller must connect to the very address it checked, or a name can
 resolve to a public address for the check and to 127.0.0.1 for the connection (DNS rebinding). `NetPolicy.acheck`
@@ -22,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
@@ -126,47 +133,92 @@ def blocked_reason(address: IPAddress) -> str | None:
 
 @dataclass(frozen=True)
 class Allowlist:
-    """Host names (exact or `*.suffix`) and networks that are always allowed."""
+    """Host names (exact or `*.suffix`) and networks that are always allowed, on every port or on one.
+
+    An entry without a port allows every port; `entry:port` (`[IPv6]:port` for an IPv6 address or network)
+    allows that port only. The port compared is the one connected to: 443 or 80 when a URL names none.
+    """
 
     hosts: frozenset[str] = frozenset()
     suffixes: tuple[str, ...] = ()  # ".example.com" for "*.example.com"
     networks: tuple[IPNetwork, ...] = ()
+    ports: Mapping[int, Allowlist] = field(default_factory=dict)  # the entries written with that port
 
     @classmethod
     def parse(cls, entries: Iterable[str] | str) -> Allowlist:
-        """Parse "host", "*.suffix", "10.0.0.0/8", "127.0.0.1" or "::1" entries; raise ValueError on others."""
+        """Parse "host", "*.suffix", "10.0.0.0/8", "127.0.0.1" or "::1" entries, each optionally with ":port"
+        ("[::1]:8080" for IPv6); raise ValueError naming the first entry that is none of them."""
         if isinstance(entries, str):
             entries = entries.split(",")
-        hosts: set[str] = set()
-        suffixes: list[str] = []
-        networks: list[IPNetwork] = []
+        rules: dict[int | None, tuple[set[str], list[str], list[IPNetwork]]] = {None: (set(), [], [])}
         for raw in entries:
             entry = raw.strip()
             if not entry:
                 continue
+            target, port = _split_port(entry)
+            hosts, suffixes, networks = rules.setdefault(port, (set(), [], []))
             try:
-                networks.append(ip_network(entry.removeprefix("[").removesuffix("]"), strict=False))
+                networks.append(ip_network(target, strict=False))
                 continue
             except ValueError:
                 pass
-            name = normalize_host(entry)
+            name = normalize_host(target)
             if name.startswith("*.") and "*" not in name[2:] and len(name) > 2:
                 suffixes.append(name[1:])
-            elif name and "*" not in name and "/" not in name and ":" not in name:
+            elif name and "*" not in name and "/" not in name and ":" not in name and "[" not in name:
                 hosts.add(name)
             else:
                 raise ValueError(f"allowlist entry {entry!r} is not a host name, *.suffix, IP address or CIDR")
-        return cls(hosts=frozenset(hosts), suffixes=tuple(suffixes), networks=tuple(networks))
+        built = {
+            port: cls(hosts=frozenset(hosts), suffixes=tuple(suffixes), networks=tuple(networks))
+            for port, (hosts, suffixes, networks) in rules.items()
+        }
+        any_port = built.pop(None)
+        return cls(hosts=any_port.hosts, suffixes=any_port.suffixes, networks=any_port.networks, ports=built)
 
-    def allows_host(self, host: str) -> bool:
+    def allows_host(self, host: str, port: int | None = None) -> bool:
+        """True if an entry for every port, or one for `port`, names the host."""
         name = normalize_host(host)
-        return name in self.hosts or any(name.endswith(suffix) for suffix in self.suffixes)
+        if name in self.hosts or any(name.endswith(suffix) for suffix in self.suffixes):
+            return True
+        on_port = self.ports.get(port)
+        return on_port is not None and on_port.allows_host(name)
 
-    def allows_address(self, address: IPAddress) -> bool:
+    def allows_address(self, address: IPAddress, port: int | None = None) -> bool:
+        """True if an entry for every port, or one for `port`, covers the address."""
         candidates = [address]
         if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
             candidates.append(address.ipv4_mapped)  # the same destination as the IPv4 address
-        return any(a in network for a in candidates for network in self.networks if network.version == a.version)
+        if any(a in network for a in candidates for network in self.networks if network.version == a.version):
+            return True
+        on_port = self.ports.get(port)
+        return on_port is not None and on_port.allows_address(address)
+
+    def has_networks(self, port: int | None = None) -> bool:
+        """True if some address could be allowed on `port` (by an entry for every port or for that one)."""
+        on_port = self.ports.get(port)
+        return bool(self.networks) or (on_port is not None and bool(on_port.networks))
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """Split "host:port" or "[IPv6]:port" into the host (or address, or network) and the port, if any."""
+    if "://" in entry:
+        raise ValueError(f"allowlist entry {entry!r} is a URL: write its host (and :port) only")
+    if entry.startswith("["):
+        inside, bracket, rest = entry[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"allowlist entry {entry!r} is not of the form [IPv6] or [IPv6]:port")
+        return inside, _port(rest[1:], entry) if rest else None
+    if entry.count(":") != 1:  # no port, or a bare IPv6 address or network (which takes a port in brackets only)
+        return entry, None
+    target, _, port = entry.partition(":")
+    return target, _port(port, entry)
+
+
+def _port(text: str, entry: str) -> int:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise ValueError(f"allowlist entry {entry!r} has an invalid port {text!r}: use 1 to 65535")
+    return int(text)
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
@@ -199,15 +251,16 @@ class NetPolicy:
 
     @classmethod
     def from_settings(cls) -> NetPolicy:
+        # The system check refuses a malformed entry at start-up; this is the backstop (settings changed since).
         try:
             allowlist = Allowlist.parse(settings.HTTP_AGENT_ALLOWLIST)
         except ValueError as exc:
             raise ImproperlyConfigured(f"HTTP_AGENT_ALLOWLIST: {exc}") from None
         return cls(allow_external=bool(settings.ALLOW_EXTERNAL_REQUESTS), allowlist=allowlist)
 
-    def check_address(self, address: IPAddress, *, host: str | None = None) -> None:
-        """Raise DestinationNotAllowed unless the policy allows connecting to `address` (reached as `host`)."""
-        if self.allowlist.allows_address(address):
+    def check_address(self, address: IPAddress, *, host: str | None = None, port: int | None = None) -> None:
+        """Raise DestinationNotAllowed unless the policy allows connecting to `address` (as `host`) on `port`."""
+        if self.allowlist.allows_address(address, port):
             return
         subject = f"{address} is" if host is None or ip_literal(host) == address else f"{host} resolves to {address},"
         reason = blocked_reason(address)
@@ -225,18 +278,18 @@ class NetPolicy:
         Raises DestinationNotAllowed, or ResolutionFailed when the name does not resolve.
         """
         name = normalize_host(host)
-        if self.allowlist.allows_host(name):
+        if self.allowlist.allows_host(name, port):
             return await self.resolver(name, port)
+        if is_localhost_name(name):  # loopback by definition, whatever a resolver would answer: ask none
+            raise DestinationNotAllowed(f"{name} is a loopback name; add it to HTTP_AGENT_ALLOWLIST to allow it")
         literal = ip_literal(name)
-        if literal is None and not self.allow_external and not self.allowlist.networks:
+        if literal is None and not self.allow_external and not self.allowlist.has_networks(port):
             # Nothing a name could resolve to is allowed: refuse without a DNS query (queries can leak data too).
             raise DestinationNotAllowed(
                 f"{name} is not in HTTP_AGENT_ALLOWLIST and ALLOW_EXTERNAL_REQUESTS is off; "
                 "add it to HTTP_AGENT_ALLOWLIST to allow it"
             )
         addresses = [literal] if literal is not None else await self.resolver(name, port)
-        if is_localhost_name(name) and not all(self.allowlist.allows_address(a) for a in addresses):
-            raise DestinationNotAllowed(f"{name} is a loopback name; add it to HTTP_AGENT_ALLOWLIST to allow it")
         for address in addresses:
-            self.check_address(address, host=name)
+            self.check_address(address, host=name, port=port)
         return addresses

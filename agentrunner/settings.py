@@ -160,6 +160,8 @@ STORAGES = {
 # Uploads (document-extractor PDFs) and JSON bodies are bounded.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_number("MAX_REQUEST_BYTES", 10 * 1024 * 1024, int)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Seconds a client has to send a request's body once its headers are in (agentrunner/slow_clients.py).
+REQUEST_BODY_SECONDS = env_number("REQUEST_BODY_SECONDS", 30.0)
 
 # --- Security (manage.py check --deploy is clean with DEBUG=0) -------------
 if not DEBUG:
@@ -173,6 +175,28 @@ if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# --- Admin login throttling (django-axes) -------------------------------------
+# After AXES_FAILURE_LIMIT failed logins for one username from one IP address, that pair is locked out for
+# AXES_COOLOFF_MINUTES: the login answers 429 even to the right password. `manage.py axes_reset` (everyone)
+# or `manage.py axes_reset_username USER` lifts a lockout. Only logins go through it (authenticate() with
+# the request): API tokens (DRF TokenAuthentication) and tests' force_login() do not.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # last, as axes requires: it turns a lockout into the 429
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before any password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_number("AXES_FAILURE_LIMIT", 5, int)
+AXES_COOLOFF_MINUTES = env_number("AXES_COOLOFF_MINUTES", 15.0)
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_MINUTES <= 0:
+    raise ImproperlyConfigured("AXES_FAILURE_LIMIT must be at least 1 and AXES_COOLOFF_MINUTES above 0.")
+AXES_COOLOFF_TIME = AXES_COOLOFF_MINUTES / 60  # axes reads a number as hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a successful login clears that pair's earlier failures
+AXES_VERBOSE = False  # no "AXES: BEGIN" line at every process start; failures and lockouts are still logged
+# The client address is REMOTE_ADDR (axes' default): behind a reverse proxy that is the proxy's address,
+# so the lockout is then per username in effect. Forwarded headers are not trusted: a client could set them.
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -243,6 +267,9 @@ if ASYNC_STEPS_PER_WORKER < 1:
 # When a worker process stops (cluster stop, django-q2 recycle, its own timeout), its async steps get
 # this long to finish; the ones still running are then handed back to the queue for another worker.
 ASYNC_DRAIN_SECONDS = env_number("ASYNC_DRAIN_SECONDS", 20.0)
+# `manage.py worker` (and `serve`): how long a stopping cluster may take before it is killed
+# (running steps are then recovered through their leases). At least the async drain, and a margin.
+WORKER_STOP_SECONDS = env_number("WORKER_STOP_SECONDS", ASYNC_DRAIN_SECONDS + 10)
 # The one-statement PostgreSQL variants of claim and finish (runs/engine/fastpath.py); off = ORM only.
 ENGINE_FASTPATH = env_bool("ENGINE_FASTPATH", True)
 

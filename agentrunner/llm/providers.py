@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from agentrunner.llm.redact import redact
 from agentrunner.retry_after import parse_retry_after
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 # Statuses that say the provider cannot serve us at all (bad key, no access): they count against its
 # breaker. Other 4xx are about this request (too long, bad parameter) and say nothing of its health.
 UNUSABLE_STATUSES = frozenset({401, 402, 403})
+MAX_ERROR_CHARS = 500  # of a provider's error, as we keep it
 
 
 @dataclass(frozen=True)
@@ -138,18 +140,36 @@ def estimate_tokens(text: str) -> int:
 
 
 async def call(provider: Provider, model: str, request: Request) -> Answer:
-    """Send one request to one provider; raise ProviderFailure on any failure the gateway handles."""
+    """Send one request to one provider; raise ProviderFailure on any failure the gateway handles.
+
+    This is where a provider's error becomes ours, so it is redacted here: a provider or a proxy may echo
+    our request, API key included, and the text goes to the run's error, the LLMCall rows and the logs.
+    The SDK's exception is not chained to ours (`from None`): its text is the unredacted one, and a
+    traceback would print it.
+    """
     try:
         if provider.name == ANTHROPIC:
             return await _call_anthropic(provider, model, request)
         return await _call_openai_compatible(provider, model, request)
-    except ProviderFailure:
-        raise
+    except ProviderFailure as failure:
+        raise _redacted(failure, provider) from None
     except Exception as exc:
         failure = _sdk_failure(exc, from_anthropic=provider.name == ANTHROPIC)
         if failure is None:
             raise
-        raise failure from exc
+        raise _redacted(failure, provider) from None
+
+
+def _redacted(failure: ProviderFailure, provider: Provider) -> ProviderFailure:
+    # Redacted before it is cut short: a key cut in two would no longer be recognised.
+    message = redact(str(failure), secrets=(provider.api_key,))[:MAX_ERROR_CHARS]
+    return ProviderFailure(
+        message,
+        retryable=failure.retryable,
+        counts_for_breaker=failure.counts_for_breaker,
+        retry_after=failure.retry_after,
+        status=failure.status,
+    )
 
 
 def _sdk_failure(exc: Exception, *, from_anthropic: bool) -> ProviderFailure | None:
@@ -174,10 +194,10 @@ def _sdk_failure(exc: Exception, *, from_anthropic: bool) -> ProviderFailure | N
     if isinstance(exc, sdk.APIResponseValidationError | ValueError):
         # ValueError: the SDKs let json.JSONDecodeError through for a body that is not JSON.
         return ProviderFailure(
-            f"malformed response ({type(exc).__name__}: {exc})"[:500], retryable=True, counts_for_breaker=True
+            f"malformed response ({type(exc).__name__}: {exc})", retryable=True, counts_for_breaker=True
         )
     if isinstance(exc, base):
-        return ProviderFailure(f"{type(exc).__name__}: {exc}"[:500], retryable=False, counts_for_breaker=False)
+        return ProviderFailure(f"{type(exc).__name__}: {exc}", retryable=False, counts_for_breaker=False)
     return None
 
 
@@ -247,7 +267,7 @@ def _status_failure(exc) -> ProviderFailure:
     status = exc.status_code
     retryable = status in RETRYABLE_STATUSES or status >= 500
     return ProviderFailure(
-        f"HTTP {status}: {_error_message(exc)}"[:500],
+        f"HTTP {status}: {_error_message(exc)}",
         retryable=retryable,
         counts_for_breaker=retryable or status in UNUSABLE_STATUSES,
         retry_after=retry_after_seconds(exc.response.headers) if status == 429 or status >= 500 else None,

@@ -383,6 +383,34 @@ def test_destination__name_refused_without_dns_query_when_nothing_could_allow_it
     assert lookups == []
 
 
+@pytest.mark.parametrize("host", ["foo.localhost", "FOO.LocalHost.", "localhost", "LOCALHOST."])
+def test_destination__localhost_names_refused_without_dns_query(settings, server, monkeypatch, host):
+    settings.ALLOW_EXTERNAL_REQUESTS = True  # with external requests on, today's policy resolved the name first
+    lookups = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: lookups.append(args) or [])
+
+    with pytest.raises(NonRetryableAgentError) as exc:
+        call(url=f"http://{host}:{server.server_port}/json")
+
+    assert "is a loopback name; add it to HTTP_AGENT_ALLOWLIST" in str(exc.value)
+    assert lookups == []
+    assert server.hits == []
+
+
+def test_destination__allowlist_entry_with_a_port_allows_that_port_only(settings, server):
+    other = start_server()
+    try:
+        settings.HTTP_AGENT_ALLOWLIST = [f"127.0.0.1:{server.server_port}"]
+
+        assert call(url=f"{server.url}/json")["json"] == {"hello": "world"}
+        with pytest.raises(NonRetryableAgentError, match="127.0.0.1 is a loopback address"):
+            call(url=f"http://127.0.0.1:{other.server_port}/json")
+        assert other.hits == []
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
 def test_destination__invalid_allowlist_entry_is_a_configuration_error(settings, server):
     from django.core.exceptions import ImproperlyConfigured
 

@@ -56,10 +56,81 @@ def test_allowlist__accepts_a_comma_separated_string():
     assert Allowlist.parse("a.example, 10.0.0.0/8").hosts == {"a.example"}
 
 
-@pytest.mark.parametrize("entry", ["*", "*.", "a.*.example", "bad*entry", "host:8080", "10.0.0.0/33", "http://x/y"])
+def test_allowlist__parses_entries_with_a_port_apart_from_those_for_every_port():
+    allowlist = Allowlist.parse(
+        ["api.internal", "API.Internal.:8443", "*.svc.example:443", "127.0.0.1:8080", "[::1]:8080", "10.0.0.0/8:5432"]
+    )
+
+    assert allowlist.hosts == {"api.internal"}
+    assert allowlist.suffixes == () and allowlist.networks == ()
+    assert sorted(allowlist.ports) == [443, 5432, 8080, 8443]
+    assert allowlist.ports[8443].hosts == {"api.internal"}
+    assert allowlist.ports[443].suffixes == (".svc.example",)
+    assert [str(n) for n in allowlist.ports[8080].networks] == ["127.0.0.1/32", "::1/128"]
+    assert [str(n) for n in allowlist.ports[5432].networks] == ["10.0.0.0/8"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "*",
+        "*.",
+        "a.*.example",
+        "bad*entry",
+        "10.0.0.0/33",
+        "http://x/y",
+        "host:",
+        "host:0",
+        "host:65536",
+        "host:http",
+        "host:８０",  # full-width digits
+        "a:b:c",
+        "[::1",
+        "[::1]8080",
+        "[::1]:",
+        "[::1]:99999",
+        "[bad*]:80",
+    ],
+)
 def test_allowlist__refuses_entries_it_cannot_match(entry):
     with pytest.raises(ValueError, match="allowlist entry"):
         Allowlist.parse([entry])
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "allowed"),
+    [
+        ("api.internal", 8443, True),
+        ("api.internal", 443, False),  # the entry names another port
+        ("API.INTERNAL.", 8443, True),
+        ("other.internal", 80, True),  # no port: every port, as before ports existed
+        ("other.internal", 65535, True),
+        ("a.svc.example", 443, True),
+        ("a.svc.example", 80, False),
+        ("api.internal", None, False),  # no port given: entries for one port do not count
+    ],
+)
+def test_allowlist__host_matching_with_ports(host, port, allowed):
+    allowlist = Allowlist.parse(["api.internal:8443", "other.internal", "*.svc.example:443"])
+
+    assert allowlist.allows_host(host, port) is allowed
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "allowed"),
+    [
+        ("127.0.0.1", 8080, True),
+        ("127.0.0.1", 8081, False),
+        ("::1", 8080, True),
+        ("::1", 80, False),
+        ("::ffff:127.0.0.1", 8080, True),  # the same destination as 127.0.0.1
+        ("10.9.9.9", 1, True),  # a CIDR without a port: every port
+    ],
+)
+def test_allowlist__address_matching_with_ports(address, port, allowed):
+    allowlist = Allowlist.parse(["127.0.0.1:8080", "[::1]:8080", "10.0.0.0/8"])
+
+    assert allowlist.allows_address(ip_address(address), port) is allowed
 
 
 @pytest.mark.parametrize(
@@ -212,7 +283,7 @@ def test_check__every_resolved_address_must_pass():
         check(policy(external=True, resolver=resolver), "mixed.example", 80)
 
 
-@pytest.mark.parametrize("host", ["localhost", "LOCALHOST.", "app.localhost"])
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST.", "app.localhost", "foo.LocalHost.", "a.b.localhost"])
 def test_check__localhost_names_refused_unless_allowlisted(host):
     # Even if a resolver answers with a public address for it.
     resolver = FakeResolver({normalize_host(host): [PUBLIC_V4]})
@@ -222,12 +293,59 @@ def test_check__localhost_names_refused_unless_allowlisted(host):
     assert check(policy("localhost", "*.localhost", resolver=resolver), host, 80) == [ip_address(PUBLIC_V4)]
 
 
-def test_check__localhost_allowed_when_every_address_is_allowlisted():
-    resolver = FakeResolver({"localhost": ["127.0.0.1", "::1"]})
+@pytest.mark.parametrize("host", ["localhost", "Localhost.", "foo.localhost", "FOO.localhost."])
+@pytest.mark.parametrize(
+    "entries",
+    [
+        (),
+        ("127.0.0.1", "::1"),  # every address localhost could have: still a name, refused as one
+        ("0.0.0.0/0", "::/0"),
+        ("api.internal",),
+    ],
+)
+def test_check__localhost_names_refused_without_a_dns_lookup(host, entries):
+    resolver = FakeResolver()
 
-    assert len(check(policy("127.0.0.1", "::1", resolver=resolver), "localhost", 80)) == 2
-    with pytest.raises(DestinationNotAllowed, match="loopback"):
-        check(policy("127.0.0.1", resolver=resolver), "localhost", 80)
+    with pytest.raises(DestinationNotAllowed, match=f"{normalize_host(host)} is a loopback name"):
+        check(policy(*entries, external=True, resolver=resolver), host, 80)
+    assert resolver.lookups == []
+
+
+def test_check__localhost_allowlisted_by_name_and_port():
+    resolver = FakeResolver({"localhost": ["127.0.0.1"], "app.localhost": ["127.0.0.1"]})
+    allowed = policy("localhost:8080", "*.localhost:9000", resolver=resolver)
+
+    assert check(allowed, "localhost", 8080) == [ip_address("127.0.0.1")]
+    assert check(allowed, "app.localhost", 9000) == [ip_address("127.0.0.1")]
+    with pytest.raises(DestinationNotAllowed, match="loopback name"):
+        check(allowed, "localhost", 8081)
+    assert resolver.lookups == ["localhost", "app.localhost"]
+
+
+def test_check__an_entry_with_a_port_allows_that_port_only():
+    resolver = FakeResolver({"api.internal": ["10.9.9.9"], "db.internal": ["10.1.2.3"]})
+    allowed = policy("api.internal:8443", "10.1.0.0/16:5432", "127.0.0.1:8080", "[::1]:8080", resolver=resolver)
+
+    assert check(allowed, "api.internal", 8443) == [ip_address("10.9.9.9")]
+    assert check(allowed, "db.internal", 5432) == [ip_address("10.1.2.3")]
+    assert check(allowed, "127.0.0.1", 8080) == [ip_address("127.0.0.1")]
+    assert check(allowed, "[::1]", 8080) == [ip_address("::1")]
+    with pytest.raises(DestinationNotAllowed, match="api.internal is not in HTTP_AGENT_ALLOWLIST"):
+        check(allowed, "api.internal", 443)
+    with pytest.raises(DestinationNotAllowed, match="db.internal is not in HTTP_AGENT_ALLOWLIST"):
+        check(allowed, "db.internal", 5433)
+    with pytest.raises(DestinationNotAllowed, match="127.0.0.1 is a loopback address"):
+        check(allowed, "127.0.0.1", 8081)
+    with pytest.raises(DestinationNotAllowed, match="::1 is a loopback address"):
+        check(allowed, "::1", 80)
+
+
+def test_check__no_dns_lookup_when_cidrs_are_for_other_ports_only():
+    resolver = FakeResolver()
+
+    with pytest.raises(DestinationNotAllowed, match="example.com is not in HTTP_AGENT_ALLOWLIST"):
+        check(policy("10.0.0.0/8:5432", resolver=resolver), "example.com", 443)
+    assert resolver.lookups == []
 
 
 def test_check__no_dns_lookup_when_no_address_could_be_allowed():

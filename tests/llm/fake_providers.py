@@ -24,7 +24,7 @@ ANTHROPIC = "anthropic"
 class Behaviour:
     """What the server does with one request."""
 
-    kind: str = "ok"  # ok | status | malformed | hang
+    kind: str = "ok"  # ok | status | echo | malformed | hang
     text: str = "hello"
     status: int = 200
     latency: float = 0.0  # seconds to wait before answering
@@ -44,6 +44,11 @@ def status(code: int = 500, *, retry_after: str | None = None, latency: float = 
 
 def rate_limited(retry_after: str | None = "1") -> Behaviour:
     return status(429, retry_after=retry_after)
+
+
+def echo_credentials(code: int = 401) -> Behaviour:
+    """An error whose message repeats the request's credentials and headers, as some providers and proxies do."""
+    return Behaviour("echo", status=code)
 
 
 def malformed() -> Behaviour:
@@ -158,10 +163,11 @@ class FakeProvider:
             "usage": {"input_tokens": behaviour.prompt_tokens, "output_tokens": behaviour.completion_tokens},
         }
 
-    def error_body(self, code: int) -> dict:
+    def error_body(self, code: int, message: str | None = None) -> dict:
+        message = message or f"fake error {code}"
         if self.flavour == OPENAI:
-            return {"error": {"message": f"fake error {code}", "type": "server_error", "code": None}}
-        return {"type": "error", "error": {"type": "api_error", "message": f"fake error {code}"}}
+            return {"error": {"message": message, "type": "server_error", "code": None}}
+        return {"type": "error", "error": {"type": "api_error", "message": message}}
 
 
 def _handler_for(provider: FakeProvider):
@@ -205,6 +211,11 @@ def _handler_for(provider: FakeProvider):
                 # The SDKs retry on x-should-retry; the gateway's own retry logic must be what acts.
                 headers["x-should-retry"] = "false"
                 self.reply(behaviour.status, provider.error_body(behaviour.status), started, headers)
+                return
+            if behaviour.kind == "echo":
+                credential = self.headers.get("x-api-key") or self.headers.get("authorization", "").split(" ")[-1]
+                message = f"invalid API key {credential}; the request had the headers {dict(self.headers)}"
+                self.reply(behaviour.status, provider.error_body(behaviour.status, message), started)
                 return
             if behaviour.kind == "malformed":
                 self.reply_raw(200, b'{"id": "x", "choices": [{"index": 0, "mess', started)
