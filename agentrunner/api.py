@@ -1,15 +1,21 @@
-"""One exception handler shapes every API error as {"detail", "code", "errors"}."""
+"""The shared API layer: one exception handler shapes every API error as {"detail", "code", "errors"}; the
+parser, JSON fields, pagination and filters every app's API uses, each refusing what the database cannot take.
+"""
 
+from datetime import UTC, timedelta
+
+import django_filters
+from django import forms
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, pagination, serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from agentrunner.agents import InvalidAgentInput
 from agentrunner.agents.registry import UnknownAgentType
+from agentrunner.validators import validate_storable_json
 from flows.definition import InvalidFlowDefinition
 from runs.exceptions import RunError
 
@@ -22,6 +28,68 @@ class SafeJSONParser(JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - the document is nested too deeply.") from None
+
+
+class StorableJSONField(serializers.JSONField):
+    """JSON the database can store: no NUL character or lone surrogate in any key or string.
+
+    Every serializer field whose value is stored as JSON uses this (or JSONObjectField): PostgreSQL's jsonb
+    refuses both, which would otherwise be a 500 at save time; SQLite is held to the same rule.
+    """
+
+    default_validators = [validate_storable_json]
+
+
+class JSONObjectField(StorableJSONField):
+    """A storable JSON object (dict); arrays, strings and numbers are refused."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
+
+
+# The largest page a client may ask for. A bigger `limit` gets this many (DRF's `max_limit`), as a malformed
+# one gets the default page: without a cap, a limit past PostgreSQL's bigint or SQLite's integer was a 500.
+MAX_PAGE_SIZE = 1000
+
+
+class LimitOffsetPagination(pagination.LimitOffsetPagination):
+    """DRF's limit/offset pages, at most MAX_PAGE_SIZE items each. Every paginated list view uses it."""
+
+    max_limit = MAX_PAGE_SIZE
+
+
+# The widest UTC offsets in use are -12:00 and +14:00; PostgreSQL refuses offsets from 16 hours on.
+MAX_UTC_OFFSET = timedelta(hours=14)
+
+
+class UTCIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 date-time, turned into UTC; an offset beyond ±14:00 or a moment out of range is refused."""
+
+    default_error_messages = {
+        "offset": "The time zone offset must be between -14:00 and +14:00.",
+        "range": "The date-time is out of range.",
+    }
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is None or moment.utcoffset() is None:
+            return moment
+        if abs(moment.utcoffset()) > MAX_UTC_OFFSET:
+            raise forms.ValidationError(self.error_messages["offset"], code="offset")
+        try:
+            # In UTC, the databases compare it without converting it (e.g. 0001-01-01T00:00+01:00 cannot be).
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError(self.error_messages["range"], code="range") from None
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """django-filter's ISO 8601 filter, in UTC and refusing impossible offsets (a 400, not a database error)."""
+
+    field_class = UTCIsoDateTimeField
 
 
 def _flatten(detail, prefix="") -> dict[str, list[str]]:
@@ -75,6 +143,10 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, SuspiciousOperation):
         exc = exceptions.ParseError(str(exc))
+    # Imported here, not above: loading rest_framework.views reads DEFAULT_PARSER_CLASSES, i.e. this module,
+    # so a module-level import made `import agentrunner.api` fail when it came first.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -272,6 +272,11 @@ ASYNC_DRAIN_SECONDS = env_number("ASYNC_DRAIN_SECONDS", 20.0)
 WORKER_STOP_SECONDS = env_number("WORKER_STOP_SECONDS", ASYNC_DRAIN_SECONDS + 10)
 # The one-statement PostgreSQL variants of claim and finish (runs/engine/fastpath.py); off = ORM only.
 ENGINE_FASTPATH = env_bool("ENGINE_FASTPATH", True)
+# Most steps (`max_steps`) an inline flow (POST /api/v1/flow/execute) of a non-staff user may ask for;
+# staff keep the format's 10,000. Read by flows.services.max_steps_allowed.
+FLOW_MAX_STEPS_NON_STAFF = env_number("FLOW_MAX_STEPS_NON_STAFF", 100, int)
+if not 1 <= FLOW_MAX_STEPS_NON_STAFF <= 10_000:
+    raise ImproperlyConfigured("FLOW_MAX_STEPS_NON_STAFF must be from 1 to 10000.")
 
 # Extra modules whose import registers agents (the built-ins are always loaded).
 AGENT_MODULES = env.list("AGENT_MODULES", default=[])

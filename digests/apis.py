@@ -8,7 +8,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, error_response
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, LimitOffsetPagination, error_response
 from digests import selectors, services
 from digests.exceptions import DigestInvalid
 from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription, RankOrder, Weekday
@@ -149,7 +149,10 @@ class WeekdayField(serializers.Field):
 
 
 class DigestInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, help_text="Unique; also the start of the email's subject.")
+    name = serializers.CharField(
+        max_length=200,
+        help_text="Unique; also the start of the email's subject, so no line breaks or other control characters.",
+    )
     recipients = serializers.ListField(
         child=serializers.EmailField(), min_length=1, max_length=100, help_text="Email addresses."
     )
@@ -459,6 +462,7 @@ class DigestDetailApi(APIView):
 
 class DigestDeliveriesApi(generics.ListAPIView):
     serializer_class = DeliveryOutputSerializer
+    pagination_class = LimitOffsetPagination
     queryset = DigestDelivery.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import BadHeaderError, EmailMultiAlternatives
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
@@ -26,6 +26,7 @@ from django_q.tasks import async_task
 
 from agentrunner.agents import get_agent
 from agentrunner.agents.registry import UnknownAgentType
+from agentrunner.validators import validate_header_text
 from digests.exceptions import DeliveryStateConflict, DigestInvalid
 from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription
 from digests.rendering import RenderedDigest, digest_render, message_id
@@ -82,6 +83,10 @@ def digest_timing(subscription: DigestSubscription) -> Timing | None:
 def digest_check(subscription: DigestSubscription) -> None:
     """Raise DigestInvalid listing every problem."""
     errors: dict[str, list[str]] = {}
+    try:
+        validate_header_text(subscription.name)  # the subject line starts with it
+    except ValidationError as exc:
+        errors.setdefault("name", []).extend(exc.messages)
     sources = [bool(subscription.flow_id), bool(subscription.agent_type), bool(subscription.schedule_id)]
     if sum(sources) != 1:
         errors.setdefault("source", []).append("Give exactly one source: a flow, an agent or a schedule.")
@@ -326,7 +331,7 @@ def delivery_send(*, delivery_id: int) -> str | None:
     try:
         content = delivery_content(delivery=delivery)
         _message(delivery=delivery, content=content).send(fail_silently=False)
-    except (smtplib.SMTPException, OSError) as exc:
+    except (smtplib.SMTPException, OSError, BadHeaderError) as exc:
         return _send_failed(delivery=delivery, attempt=attempt, exc=exc)
     entry = {"at": timezone.now().isoformat(), "attempt": attempt, "outcome": "sent"}
     DigestDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
@@ -354,7 +359,8 @@ def _message(*, delivery: DigestDelivery, content: RenderedDigest) -> EmailMulti
 
 def _send_failed(*, delivery: DigestDelivery, attempt: int, exc: Exception) -> str:
     code = getattr(exc, "smtp_code", None)
-    permanent = code in PERMANENT_SMTP_CODES or isinstance(exc, smtplib.SMTPRecipientsRefused)
+    # A header Django refuses (a line break in a name saved before names were checked) fails every attempt.
+    permanent = code in PERMANENT_SMTP_CODES or isinstance(exc, smtplib.SMTPRecipientsRefused | BadHeaderError)
     error = f"{type(exc).__name__}: {exc}"
     if permanent or attempt >= settings.DIGEST_SEND_MAX_ATTEMPTS:
         status, next_at = DeliveryStatus.FAILED, None

@@ -7,13 +7,14 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, error_response
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField, StorableJSONField, error_response
+from agentrunner.validators import INT32_MAX
 from flows import services
 from flows.definition import validate_definition
 from flows.exceptions import FlowNotFound
 from flows.models import Flow, FlowVersion
 from runs import services as run_services
-from runs.apis import BUSY, JSONObjectField, RunAcceptedSerializer
+from runs.apis import BUSY, RunAcceptedSerializer
 
 MAX_WAIT_SECONDS = 60
 WAIT_POLL_SECONDS = 0.05
@@ -128,7 +129,7 @@ class FlowUpdateSerializer(serializers.Serializer):
 
 
 class ValidateInputSerializer(serializers.Serializer):
-    definition = serializers.JSONField()
+    definition = StorableJSONField()
 
     class Meta:
         ref_name = "FlowValidateRequest"
@@ -154,7 +155,11 @@ class ValidateOutputSerializer(serializers.Serializer):
 class FlowRunInputSerializer(serializers.Serializer):
     input = JSONObjectField(required=False, default=dict)
     token_budget = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, help_text="Overrides the flow's `budget.max_tokens`."
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=INT32_MAX,
+        help_text="Overrides the flow's `budget.max_tokens`.",
     )
     user_id = serializers.UUIDField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
@@ -280,13 +285,18 @@ class FlowDetailApi(APIView):
 
     @extend_schema(
         operation_id="flows_destroy",
-        summary="Delete a flow that never ran (staff)",
+        summary="Delete a flow that never ran and no schedule uses (staff)",
         responses={
             204: None,
             401: UNAUTHORIZED,
             403: STAFF_ONLY,
             404: NOT_FOUND,
-            409: error_response("The flow has runs.", "The flow has runs; disable it instead.", "flow_in_use"),
+            409: error_response(
+                "The flow has runs, or a schedule uses it.",
+                "The flow is in use by schedule 'Nightly intake': delete or change it first, or disable the flow "
+                "instead.",
+                "flow_in_use",
+            ),
         },
         tags=["flows"],
     )
@@ -313,7 +323,8 @@ class FlowValidateApi(APIView):
     @extend_schema(
         operation_id="flows_validate",
         summary="Validate a definition without saving it",
-        description="Every problem at once, by JSON path; warnings (e.g. unreachable tasks) do not make it invalid.",
+        description="Every problem at once, by JSON path; warnings (e.g. unreachable tasks) do not make it invalid. "
+        "`max_steps` is checked against what the caller may ask for (lower for non-staff users).",
         request=ValidateInputSerializer,
         responses={200: ValidateOutputSerializer, 400: error_response("No definition.", "Invalid request.", "invalid")},
         tags=["flows"],
@@ -321,7 +332,9 @@ class FlowValidateApi(APIView):
     def post(self, request):
         data = ValidateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        problems = validate_definition(data.validated_data["definition"])
+        problems = validate_definition(
+            data.validated_data["definition"], max_steps_limit=services.max_steps_allowed(user=request.user)
+        )
         valid = not any(p.severity == "error" for p in problems)
         return Response({"valid": valid, "problems": [p.as_dict() for p in problems]})
 
@@ -356,7 +369,8 @@ class FlowExecuteApi(APIView):
         operation_id="flow_execute",
         summary="Run an inline flow definition (flow-manager compatible)",
         description="With `wait`, answers 200 with the execution history when the run ends within that many "
-        "seconds; otherwise (or with no wait) 202 with the run id to poll.",
+        "seconds; otherwise (or with no wait) 202 with the run id to poll. A non-staff user's flow may ask for at "
+        "most `FLOW_MAX_STEPS_NON_STAFF` steps (`max_steps`, a setting; 100 unless the operator changed it).",
         request=FlowExecuteInputSerializer,
         responses={
             200: FlowExecuteOutputSerializer,

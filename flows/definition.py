@@ -29,6 +29,7 @@ from typing import Any
 import jsonschema
 
 from agentrunner.agents.registry import all_agents
+from agentrunner.validators import INT32_MAX
 from flows.expressions import ExpressionError, ExpressionTooCostly, compile_expression, evaluate
 from flows.references import (
     INPUT,
@@ -209,9 +210,12 @@ class NextStep:
 # Validation
 
 
-def validate_definition(definition: Any) -> list[Problem]:
-    """Return every problem in the definition, errors and warnings, in document order."""
-    return _Validator(definition).run()
+def validate_definition(definition: Any, *, max_steps_limit: int = MAX_MAX_STEPS) -> list[Problem]:
+    """Return every problem in the definition, errors and warnings, in document order.
+
+    `max_steps_limit` is the most steps its author may ask for: lower than MAX_MAX_STEPS for some users.
+    """
+    return _Validator(definition, max_steps_limit=max_steps_limit).run()
 
 
 def _is_int(value: Any) -> bool:
@@ -231,8 +235,9 @@ def _given(mapping: dict, key: str) -> bool:
 
 
 class _Validator:
-    def __init__(self, definition: Any):
+    def __init__(self, definition: Any, *, max_steps_limit: int = MAX_MAX_STEPS):
         self.definition = definition
+        self.max_steps_limit = min(max_steps_limit, MAX_MAX_STEPS)
         self.problems: list[Problem] = []
         self.agents = all_agents()
         self.task_names: set[str] = set()  # every well-formed task name, for references and targets
@@ -295,8 +300,16 @@ class _Validator:
 
     def check_max_steps(self, flow: dict) -> None:
         value = flow.get("max_steps")
-        if value is not None and not (_is_int(value) and 1 <= value <= MAX_MAX_STEPS):
-            self.error("max_steps", f"must be a whole number from 1 to {MAX_MAX_STEPS}")
+        limit = self.max_steps_limit
+        lowered = (
+            f" (the most you may ask for; up to {MAX_MAX_STEPS} needs staff rights)" if limit < MAX_MAX_STEPS else ""
+        )
+        if value is not None and not (_is_int(value) and 1 <= value <= limit):
+            self.error("max_steps", f"must be a whole number from 1 to {limit}{lowered}")
+        elif value is None and limit < DEFAULT_MAX_STEPS:
+            self.error(
+                "max_steps", f"required: a whole number from 1 to {limit}{lowered}; the default is {DEFAULT_MAX_STEPS}"
+            )
 
     def check_budget(self, flow: dict) -> None:
         budget = flow.get("budget")
@@ -319,8 +332,8 @@ class _Validator:
             return
         self.unknown_keys(concurrency, _CONCURRENCY_KEYS, "concurrency")
         limit = concurrency.get("limit")
-        if not (_is_int(limit) and limit >= 1):
-            self.error("concurrency.limit", "required: a whole number, 1 or more")
+        if not (_is_int(limit) and 1 <= limit <= INT32_MAX):
+            self.error("concurrency.limit", f"required: a whole number, 1 or more (at most {INT32_MAX})")
         on_busy = concurrency.get("on_busy")
         if on_busy is not None and on_busy not in ON_BUSY_CHOICES:
             self.error("concurrency.on_busy", f"must be one of: {', '.join(ON_BUSY_CHOICES)}")

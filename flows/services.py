@@ -6,9 +6,11 @@ import hashlib
 import json
 
 import structlog
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 
-from flows.definition import InvalidFlowDefinition, validate_definition
+from flows.definition import MAX_MAX_STEPS, InvalidFlowDefinition, validate_definition
 from flows.exceptions import FlowInUse, FlowSlugTaken
 from flows.models import Flow, FlowVersion
 
@@ -20,9 +22,17 @@ def definition_digest(definition) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def definition_check(definition) -> list:
+def max_steps_allowed(*, user) -> int:
+    """The most steps `user` may give a flow: staff up to the format's limit, others the operator's setting."""
+    if user is not None and user.is_staff:
+        return MAX_MAX_STEPS
+    # Inline flows are written by any signed-in user: a runaway loop of theirs stops long before 10,000.
+    return settings.FLOW_MAX_STEPS_NON_STAFF
+
+
+def definition_check(definition, *, max_steps_limit: int = MAX_MAX_STEPS) -> list:
     """Validate a definition; raise InvalidFlowDefinition with every problem if it has errors; return warnings."""
-    problems = validate_definition(definition)
+    problems = validate_definition(definition, max_steps_limit=max_steps_limit)
     if any(p.severity == "error" for p in problems):
         raise InvalidFlowDefinition(problems)
     return problems
@@ -75,15 +85,24 @@ def _version_add(*, flow: Flow, definition, created_by) -> FlowVersion:
 
 @transaction.atomic
 def flow_delete(*, flow: Flow) -> None:
-    """Delete a flow that has never run; one with runs must be disabled instead."""
+    """Delete a flow that has never run and nothing (a schedule) uses; one with runs must be disabled instead."""
     if FlowVersion.objects.filter(flow=flow, runs__isnull=False).exists():
         raise FlowInUse()
-    flow.delete()
+    try:
+        flow.delete()
+    except ProtectedError as exc:
+        # Whatever protects the flow (its schedules; runs started since the check above) is named, without
+        # this app importing the apps that point at it. Django refuses before deleting anything.
+        users = sorted(f"{obj._meta.verbose_name} {str(obj)!r}" for obj in exc.protected_objects)
+        raise FlowInUse(
+            f"The flow is in use by {', '.join(users)}: delete or change {'them' if len(users) > 1 else 'it'} "
+            "first, or disable the flow instead."
+        ) from None
 
 
 def inline_version(*, definition, created_by=None) -> FlowVersion:
     """The version for an inline definition (POST /flow/execute); identical definitions share one."""
-    definition_check(definition)
+    definition_check(definition, max_steps_limit=max_steps_allowed(user=created_by))
     digest = definition_digest(definition)
     version = FlowVersion.objects.filter(flow__isnull=True, digest=digest).first()
     if version is None:

@@ -1,6 +1,7 @@
 """Runs and agents over HTTP: thin views calling services and selectors."""
 
 import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -15,8 +16,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agentrunner.agents.builtin.document_extractor import input_from_upload
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, SafeJSONParser, error_response
+from agentrunner.api import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    IsoDateTimeFilter,
+    JSONObjectField,
+    LimitOffsetPagination,
+    SafeJSONParser,
+    error_response,
+)
 from agentrunner.llm import run_metrics
+from agentrunner.validators import INT32_MAX, validate_storable_json
 from flows.exceptions import FlowNotFound
 from flows.models import FlowVersion
 from runs import selectors, services
@@ -26,16 +36,6 @@ from runs.models import OnBusyChoice, Run, RunStatus
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 EXAMPLE_RUN_ID = "6f1c2b7e-3f0a-4d1e-9d2a-0c5e8b7a1f42"
 EXAMPLE_USER_ID = "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"
-
-
-class JSONObjectField(serializers.JSONField):
-    """A JSON object (dict); arrays, strings and numbers are refused."""
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return value
 
 
 BlockedBySerializer = inline_serializer(
@@ -173,6 +173,7 @@ class RunCreateInputSerializer(serializers.Serializer):
         required=False,
         allow_null=True,
         min_value=1,
+        max_value=INT32_MAX,
         help_text="Most LLM tokens this run may use (a flow's `budget.max_tokens` applies if omitted).",
     )
 
@@ -193,6 +194,7 @@ class AgentRunInputSerializer(serializers.Serializer):
         required=False,
         allow_null=True,
         min_value=1,
+        max_value=INT32_MAX,
         help_text="Most LLM tokens this run may use (a flow's `budget.max_tokens` applies if omitted).",
     )
 
@@ -218,6 +220,10 @@ class AgentRunInputSerializer(serializers.Serializer):
             except ValueError as exc:
                 raise serializers.ValidationError({"file": [str(exc)]}) from None
             attrs["input"] = {**(attrs.get("input") or {}), **document}
+            try:
+                validate_storable_json(attrs["input"])  # a text file may hold a NUL
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({"file": exc.messages}) from None
         return attrs
 
 
@@ -244,7 +250,7 @@ class AgentStatusSerializer(serializers.Serializer):
 
 
 class ConcurrencySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, allow_null=True, help_text="null = unlimited")
+    limit = serializers.IntegerField(min_value=1, max_value=INT32_MAX, allow_null=True, help_text="null = unlimited")
     on_busy = serializers.ChoiceField(choices=OnBusyChoice.choices)
 
     class Meta:
@@ -416,8 +422,8 @@ class RunFilter(django_filters.FilterSet):
     flow = django_filters.CharFilter(field_name="flow_version__flow__slug", help_text="A flow's slug.")
     user_id = django_filters.UUIDFilter()
     schedule = django_filters.NumberFilter(field_name="schedule_id", help_text="A schedule's id: the runs it started.")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Run
@@ -427,6 +433,7 @@ class RunFilter(django_filters.FilterSet):
 class RunListCreateApi(generics.ListAPIView):
     serializer_class = RunOutputSerializer
     filterset_class = RunFilter
+    pagination_class = LimitOffsetPagination
 
     queryset = Run.objects.none()  # for the schema generator; requests use get_queryset
 

@@ -12,9 +12,9 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, error_response
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField, LimitOffsetPagination, error_response
 from flows.models import Flow
-from runs.apis import EXAMPLE_RUN_ID, JSONObjectField
+from runs.apis import EXAMPLE_RUN_ID
 from runs.models import RunStatus
 from schedules import selectors, services
 from schedules.exceptions import ScheduleInvalid, ScheduleNotFound
@@ -111,30 +111,6 @@ def _utc(value: datetime | None) -> str | None:
 # --- serializers ----------------------------------------------------------------
 
 
-def _strings(value):
-    """Every key and string in a JSON value (iteratively: the input may be nested as deep as the parser allows)."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            yield from (key for key in item if isinstance(key, str))
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-
-
-class ScheduleRunInputField(JSONObjectField):
-    """The input every run starts with: a JSON object without NUL characters (PostgreSQL cannot store them)."""
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if any("\x00" in text for text in _strings(value)):
-            raise serializers.ValidationError("Text in the input must not contain NUL (\\u0000) characters.")
-        return value
-
-
 class ScheduleInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, help_text="Unique; shown in the admin, in runs and in digests.")
     flow = serializers.SlugField(
@@ -143,7 +119,7 @@ class ScheduleInputSerializer(serializers.Serializer):
     agent = serializers.CharField(
         max_length=100, required=False, help_text="Or the agent type to start (GET /api/v1/agents)."
     )
-    input = ScheduleRunInputField(
+    input = JSONObjectField(
         required=False, default=dict, help_text="The input every run starts with (checked against the agent's schema)."
     )
     cron = serializers.CharField(
@@ -302,6 +278,7 @@ class ScheduleFireOutputSerializer(serializers.Serializer):
 
 class ScheduleListCreateApi(generics.ListAPIView):
     serializer_class = ScheduleOutputSerializer
+    pagination_class = LimitOffsetPagination
     queryset = Schedule.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):
@@ -450,6 +427,7 @@ class ScheduleResumeApi(SchedulePauseApi):
 
 class ScheduleFireListApi(generics.ListAPIView):
     serializer_class = ScheduleFireOutputSerializer
+    pagination_class = LimitOffsetPagination
     queryset = Schedule.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):

@@ -1,4 +1,18 @@
+import json
+
 import pytest
+from django.urls import URLResolver, get_resolver
+from django.utils import timezone
+
+from agentrunner.api import MAX_PAGE_SIZE
+from digests.services import digest_period_close as digest_close
+from flows.models import Flow, FlowVersion
+from flows.services import flow_create
+from runs import services as run_services
+from runs.models import Run, Step
+from schedules.models import FireStatus, Schedule, ScheduleFire
+from tests.digests.factories import digest as make_digest
+from tests.schedules.factories import schedule as make_schedule
 
 pytestmark = pytest.mark.django_db
 
@@ -10,3 +24,135 @@ def test_json_nested_too_deeply__is_a_400_not_a_500(staff_api, path):
     response = staff_api.post(path, DEEP, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["code"] == "parse_error"
+
+
+# --- text the database cannot store -------------------------------------------------------------------------
+
+USER_ID = "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"
+UNSTORABLE = {"nul": ("a\x00b", "NUL character"), "lone-surrogate": ("a\ud800b", "lone surrogate")}
+PLACES = {
+    "nested-value": lambda text: {"outer": [{"k": text}]},
+    "nested-key": lambda text: {"outer": {f"k{text}": 1}},
+}
+
+
+def one_task(task_input: dict) -> dict:
+    return {"name": "demo", "start_task": "a", "tasks": [{"name": "a", "agent": "pass", "input": task_input}]}
+
+
+# (method, path, body around the bad JSON, the field named in the error)
+STORING_ENDPOINTS = {
+    "runs": ("POST", "/api/v1/runs", lambda bad: {"agent_type": "pass", "input": bad}, "input"),
+    "agents-run": (
+        "POST",
+        "/api/v1/agents/run",
+        lambda bad: {"agent_type": "pass", "user_id": USER_ID, "input": bad},
+        "input",
+    ),
+    "flow-runs": ("POST", "/api/v1/flows/demo/runs", lambda bad: {"input": bad}, "input"),
+    "flow-execute-input": ("POST", "/api/v1/flow/execute", lambda bad: {"flow": one_task({}), "input": bad}, "input"),
+    "flow-execute-definition": ("POST", "/api/v1/flow/execute", lambda bad: {"flow": one_task(bad)}, "flow"),
+    "flow-create": (
+        "POST",
+        "/api/v1/flows",
+        lambda bad: {"slug": "new", "name": "New", "definition": one_task(bad)},
+        "definition",
+    ),
+    "flow-replace": (
+        "PUT",
+        "/api/v1/flows/demo",
+        lambda bad: {"name": "Demo", "definition": one_task(bad)},
+        "definition",
+    ),
+    "flow-change": ("PATCH", "/api/v1/flows/demo", lambda bad: {"definition": one_task(bad)}, "definition"),
+    "schedule-create": (
+        "POST",
+        "/api/v1/schedules",
+        lambda bad: {"name": "new", "agent": "pass", "input": bad, "every_seconds": 60},
+        "input",
+    ),
+    "schedule-change": ("PATCH", "/api/v1/schedules/{schedule}", lambda bad: {"input": bad}, "input"),
+}
+
+
+def stored_state() -> tuple:
+    return (
+        list(Run.objects.values_list("pk", flat=True)),
+        list(Step.objects.values_list("pk", flat=True)),
+        list(Flow.objects.values_list("slug", "name", "updated_at")),
+        list(FlowVersion.objects.values_list("pk", "definition")),
+        list(Schedule.objects.values_list("pk", "input", "updated_at")),
+    )
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("text", UNSTORABLE)
+@pytest.mark.parametrize("endpoint", STORING_ENDPOINTS)
+def test_unstorable_text_in_stored_json__400_naming_the_field_and_nothing_stored(staff_api, endpoint, text, place):
+    flow_create(slug="demo", name="Demo", definition=one_task({}))
+    schedule = make_schedule(name="existing")
+    method, path, body, field = STORING_ENDPOINTS[endpoint]
+    bad, what = UNSTORABLE[text]
+    before = stored_state()
+
+    # json.dumps escapes both as \u0000 and \ud800, as a client's JSON would.
+    raw = json.dumps(body(PLACES[place](bad)))
+    response = staff_api.generic(method, path.format(schedule=schedule.pk), raw, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid"
+    assert what in body["errors"][field][0], body
+    assert what in body["detail"] and field in body["detail"]
+    assert stored_state() == before
+
+
+# --- paging -------------------------------------------------------------------------------------------------
+
+BEYOND_BIGINT = 2**63  # one more than PostgreSQL's bigint and SQLite's integer hold
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"limit={BEYOND_BIGINT}",
+        f"limit={BEYOND_BIGINT - 1}&offset=1",
+        f"offset={BEYOND_BIGINT}",
+        f"limit={BEYOND_BIGINT}&offset={BEYOND_BIGINT}",
+    ],
+)
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/runs", "/api/v1/schedules", "/api/v1/schedules/{schedule}/fires", "/api/v1/digests/{digest}/deliveries"],
+)
+def test_huge_limit_or_offset__a_page_of_at_most_max_page_size_not_a_500(staff_api, staff_user, path, query):
+    # One row in each list: an empty list answers without querying, so the limit would never reach the database.
+    schedule = make_schedule(name="existing")
+    digest = make_digest(name="existing")
+    run_services.run_create(agent_type="pass", input={}, created_by=staff_user)
+    ScheduleFire.objects.create(schedule=schedule, intended_at=timezone.now(), status=FireStatus.SKIPPED_MISSED)
+    digest_close(subscription_id=digest.pk, now=timezone.now())
+
+    response = staff_api.get(f"{path.format(schedule=schedule.pk, digest=digest.pk)}?{query}")
+
+    assert response.status_code == 200, response.content
+    page = response.json()
+    assert len(page["results"]) <= MAX_PAGE_SIZE
+    assert page["count"] == 1
+    assert len(page["results"]) == (0 if "offset" in query else 1)
+
+
+def test_every_paginated_list_caps_its_page_size():
+    """A list view left on DRF's default pagination (no max_limit) would take ?limit= past the databases' range."""
+
+    def views(patterns):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from views(pattern.url_patterns)
+            elif (view := getattr(pattern.callback, "cls", None)) is not None:
+                yield view
+
+    paginated = [v for v in views(get_resolver().url_patterns) if getattr(v, "pagination_class", None) is not None]
+    assert paginated, "no paginated view found: the walk of the URLconf is broken"
+    for view in paginated:
+        assert getattr(view.pagination_class, "max_limit", None), f"{view.__name__} pages have no max_limit"

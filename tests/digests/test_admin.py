@@ -150,6 +150,9 @@ def test_adding_a_digest_goes_through_the_service(admin_client, admin_user):
         ({"flow": "FLOW"}, None, "exactly one source"),
         ({"limit": "0"}, "limit", "greater than or equal to 1"),
         ({"send_at": "8h"}, "send_at", "valid time"),
+        ({"name": "Top claims\r\nBcc: spy@example.com"}, "name", "control characters"),
+        ({"name": "Top\tclaims"}, "name", "control characters"),
+        ({"recipients": "claims@example.com\rBcc: spy@example.com"}, "recipients", "is not an email"),
     ],
 )
 def test_an_invalid_digest_shows_field_errors_and_saves_nothing(admin_client, fields, field, text):

@@ -198,6 +198,10 @@ def test_after_run_digest_of_a_schedule_has_no_django_q_row(staff_api, staff_use
         ({"rank_order": "sideways"}, "rank_order"),
         ({"name": ""}, "name"),
         ({"name": "x" * 201}, "name"),
+        ({"name": "Top claims\r\nBcc: spy@example.com"}, "name"),
+        ({"name": "Top\nclaims"}, "name"),
+        ({"name": "Top\x1bclaims"}, "name"),
+        ({"recipients": ["ok@example.com\r\nBcc: spy@example.com"]}, "recipients.0"),
     ],
 )
 def test_create_with_bad_input__400_with_the_field(staff_api, claim_flow, change, field):
@@ -247,6 +251,16 @@ def test_patch_with_an_invalid_change__400_and_nothing_saved(staff_api, claim_fl
     error_shape(staff_api.patch(f"/api/v1/digests/{digest.pk}", {"flow": "x", "agent": "pass"}, format="json"), 400)
     digest.refresh_from_db()
     assert digest.period == "daily" and digest.flow_id == claim_flow.pk
+
+
+def test_patch_with_a_line_break_in_the_name__400_naming_the_problem_and_nothing_saved(staff_api, claim_flow):
+    digest = make_digest(flow=claim_flow)
+    body = error_shape(
+        staff_api.patch(f"/api/v1/digests/{digest.pk}", {"name": "Top\r\nBcc: spy@example.com"}, format="json"), 400
+    )
+    assert "control characters" in body["errors"]["name"][0] and "email header" in body["errors"]["name"][0]
+    digest.refresh_from_db()
+    assert digest.name == "Digest"
 
 
 def test_pausing_removes_the_django_q_row_and_resuming_brings_it_back(staff_api):

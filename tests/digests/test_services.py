@@ -6,7 +6,8 @@ from django_q.models import OrmQ
 from django_q.models import Schedule as QSchedule
 
 from digests import services
-from digests.models import DeliveryStatus, DigestDelivery
+from digests.exceptions import DigestInvalid
+from digests.models import DeliveryStatus, DigestDelivery, DigestSubscription
 from runs.models import RunStatus
 from tests.digests.factories import PERIOD_END, digest, finished_run
 from tests.schedules.factories import schedule
@@ -98,6 +99,25 @@ def test_delivery_send__a_permanent_smtp_failure_fails_at_once(mail_to_smtp):
     mail_to_smtp.fail_next, mail_to_smtp.fail_reply = 1, "550 5.1.1 No such mailbox"
     delivery = close(digest())
     assert services.delivery_send(delivery_id=delivery.pk) == DeliveryStatus.FAILED
+
+
+def test_delivery_send__a_name_with_a_line_break_saved_before_names_were_checked_fails_at_once(mail_to_smtp):
+    d = digest()
+    DigestSubscription.objects.filter(pk=d.pk).update(name="Top claims\r\nBcc: spy@example.com")
+    delivery = close(d)
+
+    assert services.delivery_send(delivery_id=delivery.pk) == DeliveryStatus.FAILED
+
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and "BadHeaderError" in delivery.error  # not stuck in sending
+    assert mail_to_smtp.messages == []
+
+
+def test_digest_create__a_name_with_control_characters_is_refused():
+    with pytest.raises(DigestInvalid) as refused:
+        digest(name="Top claims\r\nBcc: spy@example.com")
+    assert "control characters" in refused.value.errors["name"][0]
+    assert not DigestSubscription.objects.exists()
 
 
 def test_delivery_send__gives_up_after_the_last_attempt(mail_to_smtp, settings):

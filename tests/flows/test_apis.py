@@ -5,9 +5,12 @@ import uuid
 import pytest
 from django.core.management import call_command
 
+from flows.models import Flow, FlowVersion
 from runs.models import Run, RunStatus, Step
+from schedules.models import Schedule
 from tests.conftest import client_for
 from tests.flows.factories import chain, flow
+from tests.schedules.factories import schedule
 
 pytestmark = pytest.mark.django_db
 
@@ -202,3 +205,67 @@ def test_run_token_budget_comes_from_the_request_or_the_flow(api):
     agent_run = api.post("/api/v1/runs", {"agent_type": "pass", "token_budget": 10}, format="json").json()
     assert agent_run["token_budget"] == 10
     error_shape(api.post("/api/v1/runs", {"agent_type": "pass", "token_budget": 0}, format="json"), 400)
+
+
+def test_flow_runs__token_budget_beyond_32_bits_is_400_and_nothing_stored(api):
+    flow(slug="demo", definition=GOOD)
+    body = error_shape(
+        api.post("/api/v1/flows/demo/runs", {"input": {"x": 1}, "token_budget": 2**31}, format="json"), 400
+    )
+    assert "token_budget" in body["errors"], body
+    assert not Run.objects.exists()
+
+
+def test_delete__a_flow_schedules_use_is_409_naming_them_and_nothing_deleted(staff_api):
+    used = flow(slug="used", definition=GOOD)
+    schedule(name="Nightly intake", flow=used, input={"x": 1})
+    schedule(name="Hourly intake", flow=used, input={"x": 2})
+
+    body = error_shape(staff_api.delete("/api/v1/flows/used"), 409)
+
+    assert body["code"] == "flow_in_use"
+    assert "schedule 'Hourly intake'" in body["detail"] and "schedule 'Nightly intake'" in body["detail"], body
+    assert Flow.objects.filter(slug="used").exists() and Schedule.objects.count() == 2
+
+
+# --- max_steps of inline flows --------------------------------------------------------------------------------
+
+
+def looping(max_steps=None) -> dict:
+    """Two tasks sending the flow to each other for ever: only max_steps ends it."""
+    conditions = [
+        {"name": "ab", "source_task": "a", "outcome": "success", "target_task_success": "b"},
+        {"name": "ba", "source_task": "b", "outcome": "success", "target_task_success": "a"},
+    ]
+    extra = {} if max_steps is None else {"max_steps": max_steps}
+    return chain(("a", "pass", {}), ("b", "pass", {}), conditions=conditions, **extra)
+
+
+def test_flow_execute__non_staff_asking_for_more_steps_than_allowed_is_400_and_nothing_stored(api):
+    body = error_shape(api.post("/api/v1/flow/execute", {"flow": looping(max_steps=101)}, format="json"), 400)
+    assert body["code"] == "invalid_definition"
+    assert "from 1 to 100" in body["errors"]["max_steps"][0] and "staff" in body["errors"]["max_steps"][0]
+    assert not Run.objects.exists() and not FlowVersion.objects.exists()
+    assert api.post("/api/v1/flow/execute", {"flow": looping(max_steps=100)}, format="json").status_code == 202
+    assert api.post("/api/v1/flow/execute", {"flow": looping()}, format="json").status_code == 202
+
+
+def test_flow_execute__staff_keep_the_format_limit(staff_api):
+    assert staff_api.post("/api/v1/flow/execute", {"flow": looping(max_steps=10_000)}, format="json").status_code == 202
+    error_shape(staff_api.post("/api/v1/flow/execute", {"flow": looping(max_steps=10_001)}, format="json"), 400)
+
+
+def test_flow_execute__the_non_staff_limit_is_a_setting(api, settings):
+    settings.FLOW_MAX_STEPS_NON_STAFF = 5
+    error_shape(api.post("/api/v1/flow/execute", {"flow": looping(max_steps=6)}, format="json"), 400)
+    # Left out, max_steps would be the default (100): more than allowed, so it must be given.
+    body = error_shape(api.post("/api/v1/flow/execute", {"flow": looping()}, format="json"), 400)
+    assert "max_steps" in body["errors"], body
+    assert api.post("/api/v1/flow/execute", {"flow": looping(max_steps=5)}, format="json").status_code == 202
+
+
+def test_validate__checks_max_steps_against_what_the_caller_may_ask_for(api, staff_api):
+    payload = {"definition": looping(max_steps=101)}
+    body = api.post("/api/v1/flows/validate", payload, format="json").json()
+    assert body["valid"] is False and [p["path"] for p in body["problems"]] == ["max_steps"]
+    assert staff_api.post("/api/v1/flows/validate", payload, format="json").json()["valid"] is True

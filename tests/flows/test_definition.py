@@ -228,6 +228,18 @@ def test_validate_definition__top_level_errors(definition, path, fragment):
     assert_only_error(definition, path, fragment)
 
 
+def test_validate_definition__max_steps_limit_lowers_what_the_author_may_ask_for():
+    assert validate_definition(claim_intake(max_steps=20), max_steps_limit=20) == []
+    problems = validate_definition(claim_intake(max_steps=21), max_steps_limit=20)
+    assert [(p.path, p.severity) for p in problems] == [("max_steps", "error")]
+    assert "from 1 to 20 (the most you may ask for" in problems[0].message
+    # Left out, max_steps would be the default (100): more than this author may ask for.
+    problems = validate_definition(claim_intake(max_steps=None), max_steps_limit=20)
+    assert [(p.path, p.severity) for p in problems] == [("max_steps", "error")]
+    assert "the default is 100" in problems[0].message
+    assert validate_definition(claim_intake(max_steps=None), max_steps_limit=100) == []
+
+
 @pytest.mark.parametrize(
     ("tasks", "fragment"),
     [(None, "required"), ({"name": "x"}, "must be a list"), ([], "at least one task")],
@@ -297,6 +309,7 @@ def test_validate_definition__task_name_errors(extra_task, fragment):
         ({"key": "flow"}, "concurrency.limit", "required"),
         ({"limit": 0}, "concurrency.limit", "1 or more"),
         ({"limit": True}, "concurrency.limit", "1 or more"),
+        ({"limit": 2**31}, "concurrency.limit", "at most 2147483647"),
         ({"limit": 1, "on_busy": "drop"}, "concurrency.on_busy", "one of: queue, reject"),
         ({"limit": 1, "key": "customer_id"}, "concurrency.key", 'must be "flow" or "input.<field>"'),
         ({"limit": 1, "key": "input"}, "concurrency.key", "not the whole input"),

@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
@@ -11,7 +12,7 @@ from fpdf import FPDF
 from rest_framework.test import APIClient
 
 from runs import services
-from runs.models import Run, RunStatus, StepStatus
+from runs.models import AgentPolicy, Run, RunStatus, StepStatus
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -217,6 +218,18 @@ def test_agents_patch__bad_policy_is_400(staff_api, payload):
     error_shape(staff_api.patch("/api/v1/agents/wait", payload, format="json"), 400)
 
 
+def test_agents_patch__limit_beyond_32_bits_is_400_and_the_policy_unchanged(staff_api):
+    before = list(AgentPolicy.objects.values_list("agent_type", "override", "concurrency_limit", "on_busy"))
+    body = error_shape(
+        staff_api.patch("/api/v1/agents/pass", {"concurrency": {"limit": 2**31, "on_busy": "queue"}}, format="json"),
+        400,
+    )
+    assert "concurrency.limit" in body["errors"], body
+    assert list(AgentPolicy.objects.values_list("agent_type", "override", "concurrency_limit", "on_busy")) == before
+    largest = {"concurrency": {"limit": 2**31 - 1, "on_busy": "queue"}}
+    assert staff_api.patch("/api/v1/agents/pass", largest, format="json").json()["concurrency"]["limit"] == 2**31 - 1
+
+
 def test_agents_patch__non_staff_403_unknown_404(api, staff_api):
     error_shape(api.patch("/api/v1/agents/wait", {"concurrency": None}, format="json"), 403)
     error_shape(staff_api.patch("/api/v1/agents/nope", {"concurrency": None}, format="json"), 404)
@@ -269,6 +282,32 @@ def test_runs_list__bad_filters_are_400(api, query):
         assert response.status_code == 200
     else:
         error_shape(response, 400)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "created_after=2020-01-01T00:00:00%2B16:00",
+        "created_after=2020-01-01T00:00:00-16:00",
+        "created_before=2020-01-01T00:00:00%2B14:01",
+        "created_before=2020-01-01T00:00:00%2B23:59",
+        "created_after=0001-01-01T00:00:00%2B01:00",  # before year 1 in UTC
+        "created_before=9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
+    ],
+)
+def test_runs_list__a_time_zone_offset_or_moment_out_of_range_is_400(api, query):
+    body = error_shape(api.get(f"/api/v1/runs?{query}"), 400)
+    assert query.split("=")[0] in body["errors"], body
+
+
+def test_runs_list__offsets_up_to_14_hours_compare_in_utc(api, owner):
+    run, _ = services.run_create(agent_type="pass", input={}, created_by=owner)
+    at = run.created_at.replace(microsecond=0)
+    east = (at + timedelta(hours=14, seconds=-1)).strftime("%Y-%m-%dT%H:%M:%S") + "%2B14:00"  # 1 s before the run
+    west = (at - timedelta(hours=12, seconds=-2)).strftime("%Y-%m-%dT%H:%M:%S") + "-12:00"  # 2 s after it
+    assert api.get(f"/api/v1/runs?created_after={east}").json()["count"] == 1
+    assert api.get(f"/api/v1/runs?created_before={west}").json()["count"] == 1
+    assert api.get(f"/api/v1/runs?created_after={west}").json()["count"] == 0
 
 
 def test_runs_are_private_to_their_creator_but_staff_see_all(api, owner, outsider, staff_api):
@@ -338,6 +377,34 @@ def test_unknown_api_paths_are_json_404(api, path):
 )
 def test_runs_create__bad_input_is_400(api, body):
     error_shape(api.post("/api/v1/runs", body, format="json"), 400)
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/api/v1/runs", {"agent_type": "pass"}),
+        ("/api/v1/agents/run", {"agent_type": "pass", "user_id": USER_ID}),
+    ],
+)
+def test_token_budget_beyond_32_bits_is_400_and_nothing_stored(api, path, body):
+    error = error_shape(api.post(path, {**body, "token_budget": 2**31}, format="json"), 400)
+    assert "token_budget" in error["errors"], error
+    assert not Run.objects.exists()
+    assert api.post(path, {**body, "token_budget": 2**31 - 1}, format="json").status_code == 202
+    assert Run.objects.get().token_budget == 2**31 - 1
+
+
+def test_agents_run__uploaded_text_with_a_nul_is_400_on_file_and_nothing_stored(api):
+    upload = io.BytesIO(b"Policy Number: PL-1\x00\nNamed Insured: Acme")
+    upload.name = "policy.txt"
+    response = api.post(
+        "/api/v1/agents/run",
+        {"agent_type": "document-extractor", "user_id": USER_ID, "file": upload},
+        format="multipart",
+    )
+    body = error_shape(response, 400)
+    assert "NUL character" in body["errors"]["file"][0], body
+    assert not Run.objects.exists()
 
 
 def test_run_metrics__tokens_and_cost_per_step_and_total(api, owner):
