@@ -1,7 +1,9 @@
 """GET /api/v1/health: database, broker and worker-cluster liveness."""
 
+from django.core.cache import cache
 from django.db import connection
 from django_q.brokers import get_broker
+from django_q.conf import Conf
 from django_q.status import Stat
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -10,6 +12,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agentrunner.llm import breaker_states
+
+TASK_QUEUE_UNJAMMED = "agentrunner:task-queue-unjammed"  # written by runs.engine.unjam
 
 CheckSerializer = inline_serializer(
     name="HealthCheck", fields={"ok": serializers.BooleanField(), "detail": serializers.CharField()}
@@ -62,9 +66,17 @@ def _broker() -> str:
 def _workers() -> str:
     clusters = [s for s in Stat.get_all() if s.status not in ("Stopped", "Stopping")]
     if not clusters:
-        raise RuntimeError("no worker cluster is running (start: python manage.py qcluster)")
+        raise RuntimeError("no worker cluster is running (start: python manage.py worker)")
     workers = sum(len(s.workers) for s in clusters)
-    return f"{len(clusters)} cluster(s) running, {workers} worker(s)"
+    detail = f"{len(clusters)} cluster(s) running, {workers} worker(s)"
+    short = [f"{s.cluster_id}: {len(s.workers)} of {Conf.WORKERS}" for s in clusters if len(s.workers) < Conf.WORKERS]
+    if short:
+        detail += f"; fewer workers than configured ({', '.join(short)})"
+    # A cluster stuck behind a killed idle worker (django-q2 issue #23) is freed by its workers (runs/engine/unjam.py).
+    unjammed = cache.get(TASK_QUEUE_UNJAMMED)
+    if unjammed:
+        detail += f"; last freed a task queue stuck behind a killed worker at {unjammed['at']} on {unjammed['host']}"
+    return detail
 
 
 class HealthApi(APIView):

@@ -251,6 +251,9 @@ RUN_LEASE_SECONDS = env_number("RUN_LEASE_SECONDS", 30.0)
 ENGINE_TICK_SECONDS = env_number("ENGINE_TICK_SECONDS", 0.5)
 # How often a running step checks for a cancel request (cancel latency).
 CANCEL_POLL_SECONDS = env_number("CANCEL_POLL_SECONDS", 0.5)
+# A cluster's task queue holding messages while all its idle workers wait to read it this long is stuck
+# behind a killed worker (django-q2 issue #23); a worker then frees it (runs/engine/unjam.py).
+QUEUE_STALL_SECONDS = env_number("QUEUE_STALL_SECONDS", 5.0)
 # A slot taken when the run is accepted (`reject` policy) must be claimed by a
 # worker within this time, or the run fails and the slot is freed.
 SLOT_START_DEADLINE_SECONDS = env_number("SLOT_START_DEADLINE_SECONDS", 300.0)

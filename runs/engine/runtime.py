@@ -35,6 +35,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from runs.engine import execute as ex
+from runs.engine import unjam
 from runs.engine.claim import step_heartbeat
 from runs.models import Run
 
@@ -52,10 +53,15 @@ def current() -> StepRuntime | None:
 
 
 def start() -> StepRuntime:
-    """Start the runtime of this worker process (once; from django-q2's post_spawn)."""
+    """Start the runtime of this worker process (once; from django-q2's post_spawn, in its worker function)."""
     global _current
     if _current is None:
-        _current = StepRuntime(capacity=settings.ASYNC_STEPS_PER_WORKER)
+        task_queue = unjam.find_task_queue()
+        if task_queue is None:
+            log.warning("task_queue_not_found", detail="a stuck task queue will not be noticed (django-q2 changed?)")
+        _current = StepRuntime(
+            capacity=settings.ASYNC_STEPS_PER_WORKER, doctor=unjam.QueueDoctor(task_queue) if task_queue else None
+        )
         _current.start()
     return _current
 
@@ -114,14 +120,21 @@ class Watch:
                 execution.abandoned.set_result(None)
 
 
-async def watch_loop(watch: Watch, *, db: Callable, until: Callable[[], bool]) -> None:
-    """Drive a watch from an event loop every CANCEL_POLL_SECONDS until `until()` is true."""
+async def watch_loop(
+    watch: Watch, *, db: Callable, until: Callable[[], bool], doctor: unjam.QueueDoctor | None = None
+) -> None:
+    """Drive a watch (and the worker's queue doctor) from an event loop every CANCEL_POLL_SECONDS until `until()`."""
     while not until():
         await asyncio.sleep(settings.CANCEL_POLL_SECONDS)
         try:
             watch.apply(await db(watch.check))
         except Exception:  # a database blip must not stop the watch for good
             log.exception("watch_failed")
+        if doctor is not None:
+            try:
+                await db(doctor.check)  # off the loop: it writes to the cache (maybe the database) when it acts
+            except Exception:
+                log.exception("queue_check_failed")
 
 
 def run_sync(execution: ex.Execution, worker: StepRuntime | None) -> None:
@@ -195,8 +208,9 @@ def _fresh(fn: Callable) -> Callable:
 class StepRuntime:
     """One per worker process: an event loop thread for async steps, and the watch of all its steps."""
 
-    def __init__(self, *, capacity: int):
+    def __init__(self, *, capacity: int, doctor: unjam.QueueDoctor | None = None):
         self.capacity = capacity
+        self.doctor = doctor
         self.places = threading.BoundedSemaphore(capacity)
         self.watch = Watch()
         self.loop = asyncio.new_event_loop()
@@ -260,7 +274,7 @@ class StepRuntime:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.loop.run_until_complete(watch_loop(self.watch, db=self.db, until=self._finished))
+            self.loop.run_until_complete(watch_loop(self.watch, db=self.db, until=self._finished, doctor=self.doctor))
             # Let the last finishes (and hand-backs) complete.
             pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
             if pending:
