@@ -88,6 +88,11 @@ MAX_BACKOFF_SECONDS = 86_400
 
 _FLOW_KEYS = ("name", "description", "start_task", "max_steps", "concurrency", "budget", "tasks", "conditions")
 MAX_TOKEN_BUDGET = 1_000_000_000
+# Checking a definition costs time in proportion to its size (conditions are compiled): anyone may ask
+# (POST /flows/validate, /flow/execute), so a definition larger than this is refused before it is checked.
+MAX_TASKS = 200
+MAX_CONDITIONS = 400
+MAX_CONDITION_TEXT = 40_000  # characters of `when` in all (~0.3 s to compile)
 _TASK_KEYS = ("name", "description", "agent", "input", "retry", "timeout_seconds")
 _CONDITION_KEYS = (
     "name",
@@ -253,6 +258,8 @@ class _Validator:
         if not isinstance(flow, dict):
             self.error("", f"a flow definition must be a JSON object, not {json_kind(flow)}")
             return self.problems
+        if self.too_large(flow):
+            return self.problems
         self.unknown_keys(flow, _FLOW_KEYS, "")
         if not _is_name(flow.get("name")):
             self.error("name", "required: a non-empty string")
@@ -289,6 +296,25 @@ class _Validator:
         if tasks_ok and _is_name(start) and start in self.task_names:
             self.check_reachable(tasks, conditions if isinstance(conditions, list) else [], start)
         return self.problems
+
+    def too_large(self, flow: dict) -> bool:
+        """Refuse at once a definition too large to check cheaply (every check below grows with it)."""
+        tasks, conditions = flow.get("tasks"), flow.get("conditions")
+        large = False
+        if isinstance(tasks, list) and len(tasks) > MAX_TASKS:
+            self.error("tasks", f"too many: {len(tasks):,} tasks; at most {MAX_TASKS}")
+            large = True
+        if isinstance(conditions, list) and len(conditions) > MAX_CONDITIONS:
+            self.error("conditions", f"too many: {len(conditions):,} conditions; at most {MAX_CONDITIONS}")
+            large = True
+        elif isinstance(conditions, list):
+            text = sum(len(c["when"]) for c in conditions if isinstance(c, dict) and isinstance(c.get("when"), str))
+            if text > MAX_CONDITION_TEXT:
+                self.error(
+                    "conditions", f"too long: {text:,} characters of `when` in all; at most {MAX_CONDITION_TEXT:,}"
+                )
+                large = True
+        return large
 
     def task_list(self) -> str:
         return ", ".join(sorted(self.task_names)) or "(none)"

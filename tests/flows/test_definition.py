@@ -891,3 +891,34 @@ def test_budget__max_tokens_is_parsed_and_bad_values_are_errors_at_their_path():
     assert [(p.path, p.severity) for p in problems] == [("budget.max_tokens", "error")]
     problems = validate_definition({**base, "budget": 7})
     assert [(p.path, p.severity) for p in problems] == [("budget", "error")]
+
+
+@pytest.mark.parametrize(
+    "extra,path,message",
+    [
+        ({"tasks": [{"name": f"t{i}", "agent": "pass"} for i in range(201)]}, "tasks", "201 tasks; at most 200"),
+        (
+            {"conditions": [{"name": f"c{i}", "source_task": "a", "outcome": "success"} for i in range(401)]},
+            "conditions",
+            "401 conditions; at most 400",
+        ),
+        (
+            {
+                "conditions": [
+                    {"name": f"c{i}", "source_task": "a", "when": "true && " * 240 + "true"} for i in range(25)
+                ]
+            },
+            "conditions",
+            "characters of `when` in all",
+        ),
+    ],
+)
+def test_validate_definition__too_large_to_check_cheaply_is_refused_at_once(extra, path, message):
+    import time
+
+    definition = {"name": "big", "start_task": "a", "tasks": [{"name": "a", "agent": "pass"}], **extra}
+    started = time.monotonic()
+    problems = validate_definition(definition)
+    assert time.monotonic() - started < 0.5
+    assert [(p.path, p.severity) for p in problems] == [(path, "error")]
+    assert message in problems[0].message
