@@ -1,15 +1,17 @@
 """The shared API layer: one exception handler shapes every API error as {"detail", "code", "errors"}; the
-parser, JSON fields, pagination and filters every app's API uses, each refusing what the database cannot take.
+parser, JSON fields, pagination and filters every app's API uses, each refusing what the database cannot take;
+the model permissions that decide who sees and changes flows, schedules and digests.
 """
 
 from datetime import UTC, timedelta
 
 import django_filters
 from django import forms
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
-from rest_framework import exceptions, pagination, serializers, status
+from rest_framework import exceptions, pagination, permissions, serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
@@ -90,6 +92,79 @@ class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     """django-filter's ISO 8601 filter, in UTC and refusing impossible offsets (a 400, not a database error)."""
 
     field_class = UTCIsoDateTimeField
+
+
+class IdFilter(django_filters.NumberFilter):
+    """An integer id: a fraction, or a number beyond a 64-bit key, is a 400 (SQLite overflowed into a 500)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
+# The permission each method needs, as DRF's DjangoModelPermissions maps them, plus `view` for reading.
+ACTION_FOR_METHOD = {
+    "GET": "view",
+    "HEAD": "view",
+    "OPTIONS": "view",
+    "POST": "add",
+    "PUT": "change",
+    "PATCH": "change",
+    "DELETE": "delete",
+}
+ACTION_GERUND = {"view": "Seeing", "add": "Adding", "change": "Changing", "delete": "Deleting"}
+
+
+def model_permission(model, action: str) -> str:
+    """The permission's full name, e.g. `flows.view_flow` for (Flow, "view")."""
+    return f"{model._meta.app_label}.{get_permission_codename(action, model._meta)}"
+
+
+def may_see(user, model) -> bool:
+    """Whether `user` may read `model`'s rows: its view permission, or its change permission, as in the admin."""
+    return user.has_perm(model_permission(model, "view")) or user.has_perm(model_permission(model, "change"))
+
+
+def permission_denied_message(model, action: str) -> str:
+    """e.g. "Seeing flows needs the flows.view_flow permission."."""
+    things = model._meta.verbose_name_plural
+    return f"{ACTION_GERUND[action]} {things} needs the {model_permission(model, action)} permission."
+
+
+class ModelPermissions(permissions.BasePermission):
+    """Django's model permissions, the admin's, on the view's `permission_model`: one rule for the whole API.
+
+    Reading needs `view` (or `change`, as in the admin), POST `add`, PUT and PATCH `change`, DELETE `delete`; a
+    view gives another action for a method in `permission_actions` (e.g. {"POST": "change"} for pausing).
+    Superusers have every permission; other users get them from their groups or one by one. Refusals:
+
+    - `view` on a URL naming one object (reading it, or starting a run of a flow): the view's `not_found`
+      error, the same 404 as for an object that does not exist, so that existence does not leak;
+    - `view` on a list: 403 naming the permission;
+    - anything else: 403 naming the permission, decided before the object is looked up (so the answer does not
+      depend on whether it exists).
+    """
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False  # DRF answers 401
+        if request.method not in ACTION_FOR_METHOD:
+            raise exceptions.MethodNotAllowed(request.method)
+        model = view.permission_model
+        action = getattr(view, "permission_actions", {}).get(request.method, ACTION_FOR_METHOD[request.method])
+        if action == "view":
+            if may_see(user, model):
+                return True
+            if view.kwargs:
+                raise getattr(view, "not_found", exceptions.NotFound)()
+        elif user.has_perm(model_permission(model, action)):
+            return True
+        self.message = permission_denied_message(model, action)  # DRF's 403 detail
+        return False
 
 
 def _flatten(detail, prefix="") -> dict[str, list[str]]:
@@ -186,3 +261,11 @@ UNAUTHORIZED = error_response(
     "Missing or bad credentials.", "Authentication credentials were not provided.", "not_authenticated"
 )
 NOT_FOUND = error_response("No such object.", "Not found.", "not_found")
+
+
+def permission_response(model, action: str) -> OpenApiResponse:
+    """The documented 403 of an operation that needs `action` on `model` (ModelPermissions' own message)."""
+    permission = model_permission(model, action)
+    return error_response(
+        f"You do not have the `{permission}` permission.", permission_denied_message(model, action), "permission_denied"
+    )

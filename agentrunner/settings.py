@@ -223,8 +223,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Agent Runner API",
     "DESCRIPTION": (
         "Start runs of agents and of flows (agents chained with conditions), poll their state, read "
-        "results and the timeline of every attempt; staff define flows, schedules that start runs by cron "
-        "or interval, and digests that mail the best results of each period. Authenticate with "
+        "results and the timeline of every attempt; define flows, schedules that start runs by cron "
+        "or interval, and digests that mail the best results of each period. Flows, schedules and digests "
+        "need Django's model permissions (view, add, change, delete), as in the admin. Authenticate with "
         "`Authorization: Token <key>` (or the admin session). Errors are always "
         '`{"detail", "code", "errors"}` with a 4xx status.'
     ),

@@ -1,4 +1,9 @@
-"""Digests over HTTP: define them (staff), read their deliveries, preview, send now, resend or mark sent."""
+"""Digests over HTTP: define them, read their deliveries, preview, send now, resend or mark sent.
+
+Django's model permissions decide who does what, as in the admin (ModelPermissions): a digest and its deliveries
+and preview are read with `digests.view_digestsubscription` (they show recipients and results), Send now is a
+change of the digest, and the decisions about a delivery need `digests.change_digestdelivery`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,14 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, LimitOffsetPagination, error_response
+from agentrunner.api import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    LimitOffsetPagination,
+    ModelPermissions,
+    error_response,
+    permission_response,
+)
 from digests import selectors, services
 from digests.exceptions import DigestInvalid
 from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription, RankOrder, Weekday
@@ -79,7 +91,9 @@ EXAMPLE_DIGEST = {
     "updated_at": "2026-11-01T09:30:00Z",
 }
 
-STAFF_ONLY = error_response("Only staff manage digests.", "Only staff can manage digests.", "permission_denied")
+HIDDEN = "Needs `digests.view_digestsubscription`; without it the answer is the 404 of a digest that does not exist."
+CANNOT_CHANGE = permission_response(DigestSubscription, "change")
+CANNOT_DECIDE = permission_response(DigestDelivery, "change")
 INVALID = error_response(
     "Bad input; every problem is listed by field.",
     "Invalid request: recipients.1: Enter a valid email address.",
@@ -93,13 +107,11 @@ WRONG_STATE = error_response(
 )
 
 
-def staff_only(request):
-    if not request.user.is_staff:
-        return Response(
-            {"detail": "Only staff can manage digests.", "code": "permission_denied", "errors": {}},
-            status=status.HTTP_403_FORBIDDEN,
-        )
-    return None
+class DigestPermissions:
+    """Who may read and change digests: Django's model permissions on DigestSubscription."""
+
+    permission_classes = [ModelPermissions]
+    permission_model = DigestSubscription
 
 
 def digest_get(digest_id: int) -> DigestSubscription:
@@ -374,11 +386,17 @@ class DigestPreviewSerializer(serializers.Serializer):
 # --- views ----------------------------------------------------------------------
 
 
-class DigestListCreateApi(APIView):
+class DigestListCreateApi(DigestPermissions, APIView):
     @extend_schema(
         operation_id="digests_list",
         summary="List digests",
-        responses={200: DigestOutputSerializer(many=True), 401: UNAUTHORIZED},
+        description="Every digest with its recipients. Needs `digests.view_digestsubscription` (superusers have "
+        "it; give it to others with a group).",
+        responses={
+            200: DigestOutputSerializer(many=True),
+            401: UNAUTHORIZED,
+            403: permission_response(DigestSubscription, "view"),
+        },
         examples=[OpenApiExample("one daily digest", value=[EXAMPLE_DIGEST], response_only=True)],
         tags=["digests"],
     )
@@ -387,11 +405,17 @@ class DigestListCreateApi(APIView):
 
     @extend_schema(
         operation_id="digests_create",
-        summary="Create a digest (staff)",
+        summary="Create a digest",
         description="Mail the top results of a flow, an agent or a schedule to people, once per period. Give "
-        "exactly one source. Unset fields take their defaults (daily at 08:00 UTC, top 5, newest first).",
+        "exactly one source. Unset fields take their defaults (daily at 08:00 UTC, top 5, newest first). Needs "
+        "`digests.add_digestsubscription`.",
         request=DigestInputSerializer,
-        responses={201: DigestOutputSerializer, 400: INVALID, 401: UNAUTHORIZED, 403: STAFF_ONLY},
+        responses={
+            201: DigestOutputSerializer,
+            400: INVALID,
+            401: UNAUTHORIZED,
+            403: permission_response(DigestSubscription, "add"),
+        },
         examples=[
             OpenApiExample("daily top claims by score", request_only=True, value=EXAMPLE_REQUEST),
             OpenApiExample("created", response_only=True, status_codes=["201"], value=EXAMPLE_DIGEST),
@@ -399,8 +423,6 @@ class DigestListCreateApi(APIView):
         tags=["digests"],
     )
     def post(self, request):
-        if denied := staff_only(request):
-            return denied
         data = DigestInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -410,10 +432,11 @@ class DigestListCreateApi(APIView):
         return Response(DigestOutputSerializer(digest_get(digest.pk)).data, status=status.HTTP_201_CREATED)
 
 
-class DigestDetailApi(APIView):
+class DigestDetailApi(DigestPermissions, APIView):
     @extend_schema(
         operation_id="digests_retrieve",
         summary="Get a digest",
+        description=HIDDEN,
         responses={200: DigestOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
         examples=[OpenApiExample("daily digest", value=EXAMPLE_DIGEST, response_only=True)],
         tags=["digests"],
@@ -423,11 +446,17 @@ class DigestDetailApi(APIView):
 
     @extend_schema(
         operation_id="digests_partial_update",
-        summary="Change some of a digest's fields (staff)",
+        summary="Change some of a digest's fields",
         description="Giving one source (flow, agent or schedule) replaces the current one. The current period "
-        "keeps its start; its end follows the new timing.",
+        "keeps its start; its end follows the new timing. Needs `digests.change_digestsubscription`.",
         request=DigestInputSerializer(partial=True),
-        responses={200: DigestOutputSerializer, 400: INVALID, 401: UNAUTHORIZED, 403: STAFF_ONLY, 404: NOT_FOUND},
+        responses={
+            200: DigestOutputSerializer,
+            400: INVALID,
+            401: UNAUTHORIZED,
+            403: CANNOT_CHANGE,
+            404: NOT_FOUND,
+        },
         examples=[
             OpenApiExample(
                 "weekly on Monday, top 10", request_only=True, value={"period": "weekly", "weekday": 1, "limit": 10}
@@ -436,8 +465,6 @@ class DigestDetailApi(APIView):
         tags=["digests"],
     )
     def patch(self, request, digest_id):
-        if denied := staff_only(request):
-            return denied
         digest = digest_get(digest_id)
         data = DigestInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
@@ -449,18 +476,22 @@ class DigestDetailApi(APIView):
 
     @extend_schema(
         operation_id="digests_destroy",
-        summary="Delete a digest and its deliveries (staff)",
-        responses={204: None, 401: UNAUTHORIZED, 403: STAFF_ONLY, 404: NOT_FOUND},
+        summary="Delete a digest and its deliveries",
+        description="Needs `digests.delete_digestsubscription`.",
+        responses={
+            204: None,
+            401: UNAUTHORIZED,
+            403: permission_response(DigestSubscription, "delete"),
+            404: NOT_FOUND,
+        },
         tags=["digests"],
     )
     def delete(self, request, digest_id):
-        if denied := staff_only(request):
-            return denied
         services.digest_delete(subscription=digest_get(digest_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class DigestDeliveriesApi(generics.ListAPIView):
+class DigestDeliveriesApi(DigestPermissions, generics.ListAPIView):
     serializer_class = DeliveryOutputSerializer
     pagination_class = LimitOffsetPagination
     queryset = DigestDelivery.objects.none()  # for the schema generator; requests use get_queryset
@@ -473,7 +504,7 @@ class DigestDeliveriesApi(generics.ListAPIView):
         operation_id="digests_deliveries",
         summary="A digest's deliveries, newest first",
         description="One per period (or per run for `after_run` digests, or per Send now), with what happened "
-        "to its email. `needs_decision` marks failed ones and ones stuck in `sending`.",
+        "to its email. `needs_decision` marks failed ones and ones stuck in `sending`. " + HIDDEN,
         responses={200: DeliveryOutputSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
         tags=["digests"],
     )
@@ -481,18 +512,20 @@ class DigestDeliveriesApi(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class DigestSendApi(APIView):
+class DigestSendApi(DigestPermissions, APIView):
+    permission_actions = {"POST": "change"}  # as the admin's Send now
+
     @extend_schema(
         operation_id="digests_send",
-        summary="Send the period so far now (staff)",
+        summary="Send the period so far now",
         description="Cuts the current period at now and queues its email: the runs since the last delivery. "
         "The next scheduled digest starts from now. With `skip_empty` and nothing to report the delivery is "
-        "recorded as `empty` and nothing is mailed.",
+        "recorded as `empty` and nothing is mailed. Needs `digests.change_digestsubscription`.",
         request=None,
         responses={
             202: DeliveryOutputSerializer,
             401: UNAUTHORIZED,
-            403: STAFF_ONLY,
+            403: CANNOT_CHANGE,
             404: NOT_FOUND,
             409: error_response(
                 "Another Send now of the same moment got there first.",
@@ -504,8 +537,6 @@ class DigestSendApi(APIView):
         tags=["digests"],
     )
     def post(self, request, digest_id):
-        if denied := staff_only(request):
-            return denied
         digest = digest_get(digest_id)
         delivery = services.digest_period_close(subscription_id=digest.pk, manual=True)
         if delivery is None:
@@ -516,13 +547,14 @@ class DigestSendApi(APIView):
         return Response(DeliveryOutputSerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
 
-class DigestPreviewApi(APIView):
+class DigestPreviewApi(DigestPermissions, APIView):
     @extend_schema(
         operation_id="digests_preview",
-        summary="The email of the period so far (staff)",
+        summary="The email of the period so far",
         description="What Send now would mail now, rendered from the runs since the last delivery (or the "
-        "previous period boundary). Nothing is recorded or sent. Staff only: it shows every run's results.",
-        responses={200: DigestPreviewSerializer, 401: UNAUTHORIZED, 403: STAFF_ONLY, 404: NOT_FOUND},
+        "previous period boundary): the results of every run of the source, whoever started it. Nothing is "
+        "recorded or sent. " + HIDDEN,
+        responses={200: DigestPreviewSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
         examples=[
             OpenApiExample(
                 "two claims",
@@ -540,8 +572,6 @@ class DigestPreviewApi(APIView):
         tags=["digests"],
     )
     def get(self, request, digest_id):
-        if denied := staff_only(request):
-            return denied
         preview = selectors.digest_preview(subscription=digest_get(digest_id))
         body = {
             "period_start": preview.start,
@@ -558,9 +588,11 @@ class DigestPreviewApi(APIView):
 class DeliveryActionApi(APIView):
     """Resend or mark sent: a person's decision about a delivery, through the service."""
 
+    permission_classes = [ModelPermissions]
+    permission_model = DigestDelivery
+    permission_actions = {"POST": "change"}  # as the admin's decisions (DigestDeliveryAdmin.has_decide_permission)
+
     def decide(self, request, delivery_id, service):
-        if denied := staff_only(request):
-            return denied
         delivery = get_object_or_404(selectors.delivery_list(), pk=delivery_id)
         delivery = service(delivery=delivery, by=request.user.get_username())
         return Response(DeliveryOutputSerializer(delivery).data)
@@ -569,11 +601,18 @@ class DeliveryActionApi(APIView):
 class DeliveryResendApi(DeliveryActionApi):
     @extend_schema(
         operation_id="digests_deliveries_resend",
-        summary="Send a delivery again (staff)",
+        summary="Send a delivery again",
         description="From `sending` (stuck), `failed` or `sent`. The email keeps its Message-ID, so mail "
-        "programs that already have it usually show one copy; some recipients may still see it twice.",
+        "programs that already have it usually show one copy; some recipients may still see it twice. Needs "
+        "`digests.change_digestdelivery`.",
         request=None,
-        responses={200: DeliveryOutputSerializer, 401: UNAUTHORIZED, 403: STAFF_ONLY, 404: NOT_FOUND, 409: WRONG_STATE},
+        responses={
+            200: DeliveryOutputSerializer,
+            401: UNAUTHORIZED,
+            403: CANNOT_DECIDE,
+            404: NOT_FOUND,
+            409: WRONG_STATE,
+        },
         examples=[OpenApiExample("queued again", response_only=True, value=EXAMPLE_DELIVERY)],
         tags=["digests"],
     )
@@ -584,11 +623,17 @@ class DeliveryResendApi(DeliveryActionApi):
 class DeliveryMarkSentApi(DeliveryActionApi):
     @extend_schema(
         operation_id="digests_deliveries_mark_sent",
-        summary="Record that a delivery reached its recipients (staff)",
+        summary="Record that a delivery reached its recipients",
         description="For a delivery stuck in `sending` or `failed` that you know was delivered (e.g. from the "
-        "mail server's log). Nothing is sent.",
+        "mail server's log). Nothing is sent. Needs `digests.change_digestdelivery`.",
         request=None,
-        responses={200: DeliveryOutputSerializer, 401: UNAUTHORIZED, 403: STAFF_ONLY, 404: NOT_FOUND, 409: WRONG_STATE},
+        responses={
+            200: DeliveryOutputSerializer,
+            401: UNAUTHORIZED,
+            403: CANNOT_DECIDE,
+            404: NOT_FOUND,
+            409: WRONG_STATE,
+        },
         examples=[
             OpenApiExample(
                 "marked sent", response_only=True, value={**EXAMPLE_DELIVERY, "status": "sent", "manual": False}

@@ -1,4 +1,9 @@
-"""Flows over HTTP: definitions and versions, validation, starting runs, and the flow-manager endpoint."""
+"""Flows over HTTP: definitions and versions, validation, starting runs, and the flow-manager endpoint.
+
+Stored flows are read, run and changed with Django's model permissions on Flow (ModelPermissions): a definition
+may hold what staff wrote into task inputs (tokens, internal addresses), and a run's steps show those inputs, so
+running a stored flow needs what reading it needs. Validating and running an inline definition is for everyone.
+"""
 
 import time
 
@@ -7,7 +12,15 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField, StorableJSONField, error_response
+from agentrunner.api import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    JSONObjectField,
+    ModelPermissions,
+    StorableJSONField,
+    error_response,
+    permission_response,
+)
 from agentrunner.validators import INT32_MAX
 from flows import services
 from flows.definition import validate_definition
@@ -57,23 +70,22 @@ INVALID_DEFINITION = error_response(
     "invalid_definition",
     {"tasks[1].agent": ["Unknown agent 'checker'. Valid agents: document-extractor, pass, policy-checker, wait."]},
 )
-STAFF_ONLY = error_response("Only staff define flows.", "Only staff can change flows.", "permission_denied")
+HIDDEN = "Needs `flows.view_flow`; without it the answer is the 404 of a flow that does not exist."
 
 
 def flow_get(slug: str) -> Flow:
     flow = Flow.objects.filter(slug=slug).select_related("owner").first()
     if flow is None:
-        raise FlowNotFound(f"No flow {slug!r}.")
+        raise FlowNotFound()  # the same answer as for a flow the user may not see (FlowPermissions.not_found)
     return flow
 
 
-def staff_only(request):
-    if not request.user.is_staff:
-        return Response(
-            {"detail": "Only staff can change flows.", "code": "permission_denied", "errors": {}},
-            status=status.HTTP_403_FORBIDDEN,
-        )
-    return None
+class FlowPermissions:
+    """Who may read, run and change stored flows: Django's model permissions on Flow."""
+
+    permission_classes = [ModelPermissions]
+    permission_model = Flow
+    not_found = FlowNotFound
 
 
 # --- serializers ----------------------------------------------------------------
@@ -197,11 +209,13 @@ class FlowExecuteOutputSerializer(serializers.Serializer):
 # --- views ----------------------------------------------------------------------
 
 
-class FlowListCreateApi(APIView):
+class FlowListCreateApi(FlowPermissions, APIView):
     @extend_schema(
         operation_id="flows_list",
         summary="List flows",
-        responses={200: FlowOutputSerializer(many=True), 401: UNAUTHORIZED},
+        description="Every stored flow with its current definition. Needs `flows.view_flow` (superusers have it; "
+        "give it to others with a group): definitions may hold what staff wrote into task inputs.",
+        responses={200: FlowOutputSerializer(many=True), 401: UNAUTHORIZED, 403: permission_response(Flow, "view")},
         tags=["flows"],
     )
     def get(self, request):
@@ -210,9 +224,15 @@ class FlowListCreateApi(APIView):
 
     @extend_schema(
         operation_id="flows_create",
-        summary="Create a flow (staff)",
+        summary="Create a flow",
+        description="Needs `flows.add_flow`.",
         request=FlowInputSerializer,
-        responses={201: FlowOutputSerializer, 400: INVALID_DEFINITION, 401: UNAUTHORIZED, 403: STAFF_ONLY},
+        responses={
+            201: FlowOutputSerializer,
+            400: INVALID_DEFINITION,
+            401: UNAUTHORIZED,
+            403: permission_response(Flow, "add"),
+        },
         examples=[
             OpenApiExample(
                 "claim intake",
@@ -223,18 +243,17 @@ class FlowListCreateApi(APIView):
         tags=["flows"],
     )
     def post(self, request):
-        if denied := staff_only(request):
-            return denied
         data = FlowInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         flow = services.flow_create(owner=request.user, **data.validated_data)
         return Response(FlowOutputSerializer(flow).data, status=status.HTTP_201_CREATED)
 
 
-class FlowDetailApi(APIView):
+class FlowDetailApi(FlowPermissions, APIView):
     @extend_schema(
         operation_id="flows_retrieve",
         summary="Get a flow",
+        description=HIDDEN,
         responses={200: FlowOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
         tags=["flows"],
     )
@@ -243,14 +262,15 @@ class FlowDetailApi(APIView):
 
     @extend_schema(
         operation_id="flows_update",
-        summary="Replace a flow (staff)",
-        description="A changed definition becomes a new version; running runs keep the version they started with.",
+        summary="Replace a flow",
+        description="A changed definition becomes a new version; running runs keep the version they started with. "
+        "Needs `flows.change_flow`.",
         request=FlowUpdateSerializer,
         responses={
             200: FlowOutputSerializer,
             400: INVALID_DEFINITION,
             401: UNAUTHORIZED,
-            403: STAFF_ONLY,
+            403: permission_response(Flow, "change"),
             404: NOT_FOUND,
         },
         tags=["flows"],
@@ -260,13 +280,14 @@ class FlowDetailApi(APIView):
 
     @extend_schema(
         operation_id="flows_partial_update",
-        summary="Change some of a flow's fields (staff)",
+        summary="Change some of a flow's fields",
+        description="Needs `flows.change_flow`.",
         request=FlowUpdateSerializer(partial=True),
         responses={
             200: FlowOutputSerializer,
             400: INVALID_DEFINITION,
             401: UNAUTHORIZED,
-            403: STAFF_ONLY,
+            403: permission_response(Flow, "change"),
             404: NOT_FOUND,
         },
         tags=["flows"],
@@ -275,8 +296,6 @@ class FlowDetailApi(APIView):
         return self._update(request, slug, partial=True)
 
     def _update(self, request, slug, *, partial):
-        if denied := staff_only(request):
-            return denied
         flow = flow_get(slug)
         data = FlowUpdateSerializer(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
@@ -285,11 +304,12 @@ class FlowDetailApi(APIView):
 
     @extend_schema(
         operation_id="flows_destroy",
-        summary="Delete a flow that never ran and no schedule uses (staff)",
+        summary="Delete a flow that never ran and no schedule uses",
+        description="Needs `flows.delete_flow`.",
         responses={
             204: None,
             401: UNAUTHORIZED,
-            403: STAFF_ONLY,
+            403: permission_response(Flow, "delete"),
             404: NOT_FOUND,
             409: error_response(
                 "The flow has runs, or a schedule uses it.",
@@ -301,16 +321,15 @@ class FlowDetailApi(APIView):
         tags=["flows"],
     )
     def delete(self, request, slug):
-        if denied := staff_only(request):
-            return denied
         services.flow_delete(flow=flow_get(slug))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class FlowVersionsApi(APIView):
+class FlowVersionsApi(FlowPermissions, APIView):
     @extend_schema(
         operation_id="flows_versions",
         summary="A flow's versions, newest first",
+        description=HIDDEN,
         responses={200: FlowVersionSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
         tags=["flows"],
     )
@@ -339,10 +358,16 @@ class FlowValidateApi(APIView):
         return Response({"valid": valid, "problems": [p.as_dict() for p in problems]})
 
 
-class FlowRunApi(APIView):
+class FlowRunApi(FlowPermissions, APIView):
+    # A run's steps show the tasks' inputs as the definition gives them: running a flow needs seeing it.
+    permission_actions = {"POST": "view"}
+
     @extend_schema(
         operation_id="flows_run",
         summary="Start a run of a flow's current version",
+        description="Needs `flows.view_flow`, as reading the flow does (a run's steps show the inputs its "
+        "definition gives the tasks); without it the answer is the 404 of a flow that does not exist. An inline "
+        "definition (`POST /api/v1/flow/execute`) needs no permission.",
         request=FlowRunInputSerializer,
         responses={
             202: RunAcceptedSerializer,
@@ -368,7 +393,8 @@ class FlowExecuteApi(APIView):
     @extend_schema(
         operation_id="flow_execute",
         summary="Run an inline flow definition (flow-manager compatible)",
-        description="With `wait`, answers 200 with the execution history when the run ends within that many "
+        description="Open to every signed-in user, without a permission: the definition is the caller's. "
+        "With `wait`, answers 200 with the execution history when the run ends within that many "
         "seconds; otherwise (or with no wait) 202 with the run id to poll. A non-staff user's flow may ask for at "
         "most `FLOW_MAX_STEPS_NON_STAFF` steps (`max_steps`, a setting; 100 unless the operator changed it).",
         request=FlowExecuteInputSerializer,

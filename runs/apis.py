@@ -19,16 +19,18 @@ from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.api import (
     NOT_FOUND,
     UNAUTHORIZED,
+    IdFilter,
     IsoDateTimeFilter,
     JSONObjectField,
     LimitOffsetPagination,
     SafeJSONParser,
     error_response,
+    may_see,
 )
 from agentrunner.llm import run_metrics
 from agentrunner.validators import INT32_MAX, validate_storable_json
 from flows.exceptions import FlowNotFound
-from flows.models import FlowVersion
+from flows.models import Flow, FlowVersion
 from runs import selectors, services
 from runs.exceptions import RunError
 from runs.models import OnBusyChoice, Run, RunStatus
@@ -421,7 +423,7 @@ class RunFilter(django_filters.FilterSet):
     agent_type = django_filters.CharFilter()
     flow = django_filters.CharFilter(field_name="flow_version__flow__slug", help_text="A flow's slug.")
     user_id = django_filters.UUIDFilter()
-    schedule = django_filters.NumberFilter(field_name="schedule_id", help_text="A schedule's id: the runs it started.")
+    schedule = IdFilter(field_name="schedule_id", help_text="A schedule's id: the runs it started.")
     created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
@@ -458,13 +460,17 @@ class RunListCreateApi(generics.ListAPIView):
         operation_id="runs_create",
         summary="Start a run",
         description="202 with the new run. With an `idempotency_key` already used by you, 200 with that run "
-        "(409 if the agent or input differ).",
+        "(409 if the agent or input differ). Starting a stored `flow` needs `flows.view_flow`, as reading it "
+        "does; without it the answer is the 404 of a flow that does not exist.",
         request=RunCreateInputSerializer,
         responses={
             202: RunOutputSerializer,
             200: OpenApiResponse(RunOutputSerializer, description="Existing run for this idempotency key."),
             400: BAD_RUN_REQUEST,
             401: UNAUTHORIZED,
+            404: error_response(
+                "No flow with that slug, or one you may not see.", "No flow 'claim-intake'.", "not_found"
+            ),
             409: BUSY,
         },
         examples=[
@@ -488,7 +494,7 @@ class RunListCreateApi(generics.ListAPIView):
             "token_budget": values.get("token_budget"),
         }
         if "flow" in values:
-            version = flow_current_version(values["flow"])
+            version = flow_current_version(values["flow"], user=request.user)
             run, created = services.flow_run_create(version=version, **common)
             same = run.flow_version_id is not None and run.flow_version.flow_id == version.flow_id
         else:
@@ -501,9 +507,11 @@ class RunListCreateApi(generics.ListAPIView):
         )
 
 
-def flow_current_version(slug: str):
+def flow_current_version(slug: str, *, user):
+    # The rule of POST /flows/{slug}/runs (agentrunner.api.ModelPermissions): the same 404 whether the flow is
+    # missing or the user may not see it, since running it shows its tasks' inputs.
     version = FlowVersion.objects.filter(flow__slug=slug).select_related("flow").order_by("-number").first()
-    if version is None:
+    if version is None or not may_see(user, Flow):
         raise FlowNotFound(f"No flow {slug!r}.")
     return version
 

@@ -1,6 +1,7 @@
 """Schedules over HTTP: list, create, change, pause and resume, delete, and each schedule's slot history.
 
-Everyone signed in reads; only staff write (like flows). Every write goes through `schedules.services`.
+Django's model permissions on Schedule decide who reads (a schedule's input may hold what staff wrote into it)
+and who writes, as for flows (ModelPermissions). Every write goes through `schedules.services`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField, LimitOffsetPagination, error_response
+from agentrunner.api import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    JSONObjectField,
+    LimitOffsetPagination,
+    ModelPermissions,
+    error_response,
+    permission_response,
+)
 from flows.models import Flow
 from runs.apis import EXAMPLE_RUN_ID
 from runs.models import RunStatus
@@ -73,25 +82,23 @@ INVALID_SCHEDULE = error_response(
     "invalid",
     {"cron": ["'0 25 * * *' is not a valid cron expression."], "timezone": ["Unknown time zone 'Paris'; ..."]},
 )
-STAFF_ONLY = error_response(
-    "Only staff create, change, pause and delete schedules.", "Only staff can change schedules.", "permission_denied"
-)
+HIDDEN = "Needs `schedules.view_schedule`; without it the answer is the 404 of a schedule that does not exist."
+CANNOT_CHANGE = permission_response(Schedule, "change")
 
 
 def schedule_get(schedule_id) -> Schedule:
     schedule = selectors.schedule_get(schedule_id=schedule_id)
     if schedule is None:
-        raise ScheduleNotFound(f"No schedule {schedule_id}.")
+        raise ScheduleNotFound()  # the same answer as for a schedule the user may not see
     return schedule
 
 
-def staff_only(request) -> Response | None:
-    if not request.user.is_staff:
-        return Response(
-            {"detail": "Only staff can change schedules.", "code": "permission_denied", "errors": {}},
-            status=status.HTTP_403_FORBIDDEN,
-        )
-    return None
+class SchedulePermissions:
+    """Who may read and change schedules: Django's model permissions on Schedule."""
+
+    permission_classes = [ModelPermissions]
+    permission_model = Schedule
+    not_found = ScheduleNotFound
 
 
 def _saved(write, **kwargs) -> Schedule:
@@ -276,7 +283,7 @@ class ScheduleFireOutputSerializer(serializers.Serializer):
 # --- views ----------------------------------------------------------------------
 
 
-class ScheduleListCreateApi(generics.ListAPIView):
+class ScheduleListCreateApi(SchedulePermissions, generics.ListAPIView):
     serializer_class = ScheduleOutputSerializer
     pagination_class = LimitOffsetPagination
     queryset = Schedule.objects.none()  # for the schema generator; requests use get_queryset
@@ -287,8 +294,13 @@ class ScheduleListCreateApi(generics.ListAPIView):
     @extend_schema(
         operation_id="schedules_list",
         summary="List schedules",
-        description="By name, with each schedule's next fire times and newest run.",
-        responses={200: ScheduleOutputSerializer(many=True), 401: UNAUTHORIZED},
+        description="By name, with each schedule's input, next fire times and newest run. Needs "
+        "`schedules.view_schedule` (superusers have it; give it to others with a group).",
+        responses={
+            200: ScheduleOutputSerializer(many=True),
+            401: UNAUTHORIZED,
+            403: permission_response(Schedule, "view"),
+        },
         tags=["schedules"],
     )
     def get(self, request, *args, **kwargs):
@@ -296,11 +308,17 @@ class ScheduleListCreateApi(generics.ListAPIView):
 
     @extend_schema(
         operation_id="schedules_create",
-        summary="Create a schedule (staff)",
+        summary="Create a schedule",
         description="Starts a flow or an agent with a fixed input at every fire time: a cron expression read in "
-        "the schedule's time zone, or a fixed interval. Runs are started as the user who creates it.",
+        "the schedule's time zone, or a fixed interval. Runs are started as the user who creates it. Needs "
+        "`schedules.add_schedule`.",
         request=ScheduleInputSerializer,
-        responses={201: ScheduleOutputSerializer, 400: INVALID_SCHEDULE, 401: UNAUTHORIZED, 403: STAFF_ONLY},
+        responses={
+            201: ScheduleOutputSerializer,
+            400: INVALID_SCHEDULE,
+            401: UNAUTHORIZED,
+            403: permission_response(Schedule, "add"),
+        },
         examples=[
             OpenApiExample("claim intake every 10 minutes", request_only=True, value=CLAIM_INTAKE_EVERY_10_MIN),
             OpenApiExample("an agent on weekday mornings", request_only=True, value=WEEKDAY_MORNINGS),
@@ -309,18 +327,17 @@ class ScheduleListCreateApi(generics.ListAPIView):
         tags=["schedules"],
     )
     def post(self, request):
-        if denied := staff_only(request):
-            return denied
         data = ScheduleInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         schedule = _saved(services.schedule_create, created_by=request.user, **data.service_fields())
         return Response(ScheduleOutputSerializer(schedule).data, status=status.HTTP_201_CREATED)
 
 
-class ScheduleDetailApi(APIView):
+class ScheduleDetailApi(SchedulePermissions, APIView):
     @extend_schema(
         operation_id="schedules_retrieve",
         summary="Get a schedule",
+        description=HIDDEN,
         responses={200: ScheduleOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
         examples=[OpenApiExample("claim intake", value=CLAIM_INTAKE_OUTPUT)],
         tags=["schedules"],
@@ -330,15 +347,16 @@ class ScheduleDetailApi(APIView):
 
     @extend_schema(
         operation_id="schedules_partial_update",
-        summary="Change some of a schedule's fields (staff)",
+        summary="Change some of a schedule's fields",
         description="Giving `cron` makes it a cron schedule, `every_seconds` an interval one; `flow` or `agent` "
-        "replaces the target. The next fire time is computed again from now: nothing is caught up.",
+        "replaces the target. The next fire time is computed again from now: nothing is caught up. Needs "
+        "`schedules.change_schedule`.",
         request=ScheduleInputSerializer(partial=True),
         responses={
             200: ScheduleOutputSerializer,
             400: INVALID_SCHEDULE,
             401: UNAUTHORIZED,
-            403: STAFF_ONLY,
+            403: CANNOT_CHANGE,
             404: NOT_FOUND,
         },
         examples=[
@@ -351,8 +369,6 @@ class ScheduleDetailApi(APIView):
         tags=["schedules"],
     )
     def patch(self, request, schedule_id):
-        if denied := staff_only(request):
-            return denied
         schedule = schedule_get(schedule_id)
         data = ScheduleInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
@@ -361,32 +377,32 @@ class ScheduleDetailApi(APIView):
 
     @extend_schema(
         operation_id="schedules_destroy",
-        summary="Delete a schedule (staff)",
-        description="Its runs stay (without the link to the schedule); its slot history goes.",
-        responses={204: None, 401: UNAUTHORIZED, 403: STAFF_ONLY, 404: NOT_FOUND},
+        summary="Delete a schedule",
+        description="Its runs stay (without the link to the schedule); its slot history goes. Needs "
+        "`schedules.delete_schedule`.",
+        responses={204: None, 401: UNAUTHORIZED, 403: permission_response(Schedule, "delete"), 404: NOT_FOUND},
         tags=["schedules"],
     )
     def delete(self, request, schedule_id):
-        if denied := staff_only(request):
-            return denied
         services.schedule_delete(schedule=schedule_get(schedule_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class SchedulePauseApi(APIView):
+class SchedulePauseApi(SchedulePermissions, APIView):
     enabled = False
+    permission_actions = {"POST": "change"}  # as in the admin's pause and resume actions
 
     @extend_schema(
         operation_id="schedules_pause",
-        summary="Pause a schedule (staff)",
+        summary="Pause a schedule",
         description="No fire time starts a run until it is resumed; slots queued behind a running run are "
-        "skipped. Pausing a paused schedule changes nothing.",
+        "skipped. Pausing a paused schedule changes nothing. Needs `schedules.change_schedule`.",
         request=None,
         responses={
             200: ScheduleOutputSerializer,
             400: INVALID_SCHEDULE,
             401: UNAUTHORIZED,
-            403: STAFF_ONLY,
+            403: CANNOT_CHANGE,
             404: NOT_FOUND,
         },
         examples=[OpenApiExample("paused", value={**CLAIM_INTAKE_OUTPUT, "enabled": False, "next_fire_times": []})],
@@ -396,8 +412,6 @@ class SchedulePauseApi(APIView):
         return self._switch(request, schedule_id)
 
     def _switch(self, request, schedule_id):
-        if denied := staff_only(request):
-            return denied
         schedule = _saved(services.schedule_update, schedule=schedule_get(schedule_id), enabled=self.enabled)
         return Response(ScheduleOutputSerializer(schedule).data)
 
@@ -407,15 +421,16 @@ class ScheduleResumeApi(SchedulePauseApi):
 
     @extend_schema(
         operation_id="schedules_resume",
-        summary="Resume a paused schedule (staff)",
+        summary="Resume a paused schedule",
         description="It fires again from its next fire time; the fire times missed while paused are not caught "
-        "up. 400 if the schedule no longer validates (e.g. its agent was removed).",
+        "up. 400 if the schedule no longer validates (e.g. its agent was removed). Needs "
+        "`schedules.change_schedule`.",
         request=None,
         responses={
             200: ScheduleOutputSerializer,
             400: INVALID_SCHEDULE,
             401: UNAUTHORIZED,
-            403: STAFF_ONLY,
+            403: CANNOT_CHANGE,
             404: NOT_FOUND,
         },
         examples=[OpenApiExample("resumed", value=CLAIM_INTAKE_OUTPUT)],
@@ -425,7 +440,7 @@ class ScheduleResumeApi(SchedulePauseApi):
         return self._switch(request, schedule_id)
 
 
-class ScheduleFireListApi(generics.ListAPIView):
+class ScheduleFireListApi(SchedulePermissions, generics.ListAPIView):
     serializer_class = ScheduleFireOutputSerializer
     pagination_class = LimitOffsetPagination
     queryset = Schedule.objects.none()  # for the schema generator; requests use get_queryset
@@ -437,7 +452,7 @@ class ScheduleFireListApi(generics.ListAPIView):
         operation_id="schedules_fires",
         summary="A schedule's slot history, newest first",
         description="One entry per fire time the scheduler reached: the run it started, or why it was skipped, "
-        "queued or could not start.",
+        "queued or could not start. " + HIDDEN,
         responses={200: ScheduleFireOutputSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
         examples=[
             OpenApiExample(

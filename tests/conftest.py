@@ -1,12 +1,16 @@
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -101,9 +105,23 @@ def clusters(transactional_db, tmp_path):
         c.stop()
 
 
+# The apps whose API and admin staff manage with Django's model permissions (agentrunner.api.ModelPermissions).
+MANAGED_APPS = ("flows", "schedules", "digests")
+
+
+def grant(user, *permissions: str):
+    """Give `user` permissions by full name, e.g. grant(user, "flows.view_flow")."""
+    for name in permissions:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+
+
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user(username="staff", password="pw", is_staff=True)
+    """A staff member who manages flows, schedules and digests: every model permission of those apps."""
+    user = django_user_model.objects.create_user(username="staff", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label__in=MANAGED_APPS))
+    return user
 
 
 @pytest.fixture
@@ -131,3 +149,59 @@ def api(owner) -> APIClient:
 @pytest.fixture
 def staff_api(staff_user) -> APIClient:
     return client_for(staff_user)
+
+
+# --- a live web server (gunicorn with the repository's gunicorn.conf.py) ---
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def web(tmp_path):
+    """Start gunicorn with the repository's settings (1 worker x 4 threads, a 2 s body deadline); returns its port."""
+    started = []
+
+    def start(**env_overrides) -> int:
+        port = free_port()
+        log = open(tmp_path / f"gunicorn-{port}.log", "w")  # noqa: SIM115 (closed below)
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": test_database_url(),
+            "PYTHONPATH": str(BASE_DIR),
+            "WEB_CONCURRENCY": "1",
+            "WEB_THREADS": "4",
+            "REQUEST_BODY_SECONDS": "2",
+            **env_overrides,
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append((process, log))
+        wait_for(lambda: answers(port), timeout=40, message="gunicorn to serve")
+        return port
+
+    yield start
+    for process, log in started:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True  # 503 without workers is an answer
+    except OSError:
+        return False

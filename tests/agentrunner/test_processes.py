@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from rest_framework.authtoken.models import Token
 
-from tests.agentrunner.test_web_server import answers, free_port
-from tests.conftest import BASE_DIR, test_database_url, wait_for
+from tests.conftest import BASE_DIR, answers, free_port, test_database_url, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

@@ -2,72 +2,16 @@
 
 import contextlib
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.conftest import BASE_DIR, test_database_url, wait_for
+from tests.conftest import BASE_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def web(tmp_path):
-    """Start gunicorn with the repository's settings (1 worker x 4 threads, a 2 s body deadline); returns its port."""
-    started = []
-
-    def start(**env_overrides) -> int:
-        port = free_port()
-        log = open(tmp_path / f"gunicorn-{port}.log", "w")  # noqa: SIM115 (closed below)
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": test_database_url(),
-            "PYTHONPATH": str(BASE_DIR),
-            "WEB_CONCURRENCY": "1",
-            "WEB_THREADS": "4",
-            "REQUEST_BODY_SECONDS": "2",
-            **env_overrides,
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append((process, log))
-        wait_for(lambda: answers(port), timeout=40, message="gunicorn to serve")
-        return port
-
-    yield start
-    for process, log in started:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=1):
-            return True
-    except urllib.error.HTTPError:
-        return True  # 503 without workers is an answer
-    except OSError:
-        return False
 
 
 def stalled_upload(port: int) -> socket.socket:

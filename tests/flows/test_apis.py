@@ -1,4 +1,7 @@
-"""The flows API: definitions, versions, validation, starting runs; permissions and bad input."""
+"""The flows API: definitions, versions, validation, starting runs; permissions and bad input.
+
+Who may read and run stored flows without permissions is in tests/agentrunner/test_api_permissions.py.
+"""
 
 import uuid
 
@@ -8,7 +11,7 @@ from django.core.management import call_command
 from flows.models import Flow, FlowVersion
 from runs.models import Run, RunStatus, Step
 from schedules.models import Schedule
-from tests.conftest import client_for
+from tests.conftest import client_for, grant
 from tests.flows.factories import chain, flow
 from tests.schedules.factories import schedule
 
@@ -24,12 +27,20 @@ def error_shape(response, status):
     return body
 
 
-def test_staff_create_a_flow_and_everyone_can_read_it(staff_api, api):
+@pytest.fixture
+def api(owner):
+    """The owner, a non-staff user who may see stored flows (flows.view_flow), and so run them."""
+    grant(owner, "flows.view_flow")
+    return client_for(owner)
+
+
+def test_staff_create_a_flow__users_with_the_view_permission_read_it(staff_api, api, outsider):
     response = staff_api.post("/api/v1/flows", {"slug": "demo", "name": "Demo", "definition": GOOD}, format="json")
     assert response.status_code == 201, response.content
     assert response.json()["version"] == 1 and response.json()["owner"] == "staff"
     assert api.get("/api/v1/flows/demo").json()["definition"] == GOOD
     assert [f["slug"] for f in api.get("/api/v1/flows").json()] == ["demo"]
+    assert error_shape(client_for(outsider).get("/api/v1/flows/demo"), 404)["code"] == "not_found"
 
 
 def test_non_staff_cannot_change_flows(api):

@@ -70,7 +70,7 @@ def test_health_without_workers__503_naming_the_failed_check():
     assert body["checks"]["database"]["ok"] is True
     assert body["checks"]["broker"]["ok"] is True
     assert body["checks"]["workers"]["ok"] is False
-    assert "qcluster" in body["checks"]["workers"]["detail"]
+    assert "manage.py worker" in body["checks"]["workers"]["detail"]
 
 
 # --- agents ---------------------------------------------------------------------
@@ -275,7 +275,11 @@ def test_runs_list__filters_and_pagination(api, owner):
     assert api.get("/api/v1/runs?created_before=2999-01-01T00:00:00Z").json()["count"] == 4
 
 
-@pytest.mark.parametrize("query", ["status=NOPE", "created_after=yesterday", "limit=abc", "user_id=zzz"])
+@pytest.mark.parametrize(
+    "query",
+    # schemathesis found the last two (a 500 on SQLite: beyond its 64-bit integers).
+    ["status=NOPE", "created_after=yesterday", "limit=abc", "user_id=zzz", "schedule=-7.5e%2B236", "schedule=1.5"],
+)
 def test_runs_list__bad_filters_are_400(api, query):
     response = api.get(f"/api/v1/runs?{query}")
     if query == "limit=abc":  # DRF ignores a malformed page size and uses the default

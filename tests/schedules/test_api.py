@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from runs.models import Run, RunStatus
 from schedules import selectors, services
 from schedules.models import FireStatus, Schedule, ScheduleFire
-from tests.conftest import client_for
+from tests.conftest import client_for, grant
 from tests.flows.factories import flow
 
 pytestmark = pytest.mark.django_db
@@ -48,10 +48,17 @@ def claim_intake():
     return flow(slug="claim-intake")
 
 
+@pytest.fixture
+def api(owner):
+    """The owner, a non-staff user who may see schedules (schedules.view_schedule) but change nothing."""
+    grant(owner, "schedules.view_schedule")
+    return client_for(owner)
+
+
 # --- permissions ----------------------------------------------------------------
 
 
-def test_staff_create_a_flow_schedule__every_user_reads_it(staff_api, api, outsider, claim_intake):
+def test_staff_create_a_flow_schedule__users_with_the_view_permission_read_it(staff_api, api, outsider, claim_intake):
     response = staff_api.post("/api/v1/schedules", CLAIM_EVERY_10_MIN, format="json")
     assert response.status_code == 201, response.content
     body = response.json()
@@ -73,7 +80,8 @@ def test_staff_create_a_flow_schedule__every_user_reads_it(staff_api, api, outsi
 
     listed = api.get("/api/v1/schedules").json()
     assert listed["count"] == 1 and listed["results"][0]["name"] == "Claim intake every 10 minutes"
-    assert client_for(outsider).get(f"/api/v1/schedules/{schedule.pk}").json()["id"] == schedule.pk
+    assert api.get(f"/api/v1/schedules/{schedule.pk}").json()["id"] == schedule.pk
+    assert error_shape(client_for(outsider).get(f"/api/v1/schedules/{schedule.pk}"), 404)["code"] == "not_found"
 
 
 def test_non_staff_cannot_create_change_pause_or_delete(api, outsider, claim_intake):
@@ -364,8 +372,9 @@ def test_list_reads_in_a_fixed_number_of_queries(api, django_assert_max_num_quer
     for index in range(6):
         schedule = agent_schedule(name=f"s{index}")
         Run.objects.create(agent_type="wait", schedule=schedule)
-    # auth token, count, page of schedules (flow, django-q2 row, creator joined), newest runs
-    with django_assert_max_num_queries(4):
+    # auth token, the user's own and groups' permissions, count, page of schedules (flow, django-q2 row, creator
+    # joined), newest runs
+    with django_assert_max_num_queries(6):
         body = api.get("/api/v1/schedules").json()
     assert body["count"] == 6 and all(s["last_run"] is not None for s in body["results"])
 

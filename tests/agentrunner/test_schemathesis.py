@@ -1,0 +1,52 @@
+"""schemathesis over the whole OpenAPI document against a live server, as staff and as a non-staff user:
+whatever it sends, no answer is a server error (5xx).
+
+Bounded: a few examples per operation and phase, fixed seeds (about 45 s per user). `GET /api/v1/health`
+is left out: it answers 503 by design while no worker cluster runs (its own tests cover it).
+"""
+
+import subprocess
+import sys
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+EXAMPLES_PER_OPERATION = 5
+
+
+@pytest.mark.parametrize("role,seed", [("staff", 1), ("user", 2)])
+def test_no_input_makes_a_server_error(web, django_user_model, role, seed, tmp_path):
+    user = django_user_model.objects.create_user(role, is_staff=role == "staff", is_superuser=role == "staff")
+    token = Token.objects.create(user=user).key
+    port = web(WEB_THREADS="8", REQUEST_BODY_SECONDS="30")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"http://127.0.0.1:{port}/api/schema/",
+            "--header",
+            f"Authorization: Token {token}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            str(EXAMPLES_PER_OPERATION),
+            "--seed",
+            str(seed),
+            "--workers",
+            "2",
+            "--exclude-operation-id",
+            "health",
+            "--generation-database",
+            "none",
+            "--no-color",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
