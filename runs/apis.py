@@ -114,7 +114,8 @@ class RunOutputSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(BlockedBySerializer)
     def get_blocked_by(self, run):
-        return selectors.run_blocked_by(run=run)
+        page = self.context.get("blocked_by")  # a list computes it for its whole page at once
+        return page.get(run.pk) if page is not None else selectors.run_blocked_by(run=run)
 
 
 class AttemptOutputSerializer(serializers.Serializer):
@@ -441,6 +442,13 @@ class RunListCreateApi(generics.ListAPIView):
 
     def get_queryset(self):
         return selectors.run_list(user=self.request.user)
+
+    def get_serializer(self, *args, **kwargs):
+        if kwargs.get("many") and args:  # a page of runs: why each waits, in a few queries for all
+            kwargs.setdefault("context", self.get_serializer_context())["blocked_by"] = selectors.runs_blocked_by(
+                runs=args[0]
+            )
+        return super().get_serializer(*args, **kwargs)
 
     @extend_schema(
         operation_id="runs_list",

@@ -338,6 +338,29 @@ def test_runs_detail__waiting_run_shows_blocked_by(api, owner):
     assert api.get(f"/api/v1/runs/{holder.id}").json()["blocked_by"] is None
 
 
+def test_runs_list__blocked_by_in_a_fixed_number_of_queries_however_many_runs_wait(api, owner):
+    """It made one query per run (3 for 1 run, 42 for 40); now the page's waiting runs are looked up together."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    services.agent_policy_update(agent_type="wait", limit=1, on_busy="queue")
+    holder, _ = services.run_create(agent_type="wait", input={"seconds": 5}, created_by=owner)
+
+    def list_queries(waiting: int) -> tuple[int, dict]:
+        for _ in range(waiting):
+            services.run_create(agent_type="wait", input={"seconds": 5}, created_by=owner)
+        with CaptureQueriesContext(connection) as queries:
+            body = api.get("/api/v1/runs?limit=100").json()
+        return len(queries), body
+
+    few, _ = list_queries(1)
+    many, body = list_queries(30)
+    assert many == few, f"{few} queries for 2 runs, {many} for 32"
+    blocked = [r["blocked_by"] for r in body["results"] if r["blocked_by"]]
+    assert len(blocked) == 31 and sorted(b["position"] for b in blocked) == list(range(1, 32))
+    assert all(b["runs"] == [str(holder.id)] and b["slots_used"] == 1 and b["limit"] == 1 for b in blocked)
+
+
 def test_runs_cancel__queued_run_cancelled_at_once_and_second_cancel_409(api, owner):
     run, _ = services.run_create(agent_type="wait", input={"seconds": 5}, created_by=owner)
     response = api.delete(f"/api/v1/runs/{run.id}")
