@@ -30,9 +30,11 @@ run: install
 	$(BIN)/python manage.py ensure_demo_content
 	$(BIN)/python manage.py serve 127.0.0.1:8000
 
-## test: lint, OpenAPI validation and the whole pytest suite (DATABASE_URL picks the database)
+## test: lint, OpenAPI validation and the whole pytest suite (DATABASE_URL picks the database).
+## Tests that start real processes (marker `cluster`) run one at a time, after the rest ran on 2 workers.
 test: install-dev lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 -m "not cluster"
+	$(BIN)/python -m pytest -m cluster
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import BASE_DIR
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Timing-sensitive (a real server under load): in the serial phase of `make test`, with the clusters.
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 
 def stalled_upload(port: int) -> socket.socket:

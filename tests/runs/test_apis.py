@@ -30,18 +30,21 @@ def error_shape(response, status: int) -> dict:
 # --- authentication -------------------------------------------------------------
 
 
+SOME_ID = "3f2b8c1e-0d4a-4e7b-9c55-1a2b3c4d5e6f"  # fixed: parallel test workers must collect the same ids
+
+
 @pytest.mark.parametrize(
     "method,path",
     [
         ("get", "/api/v1/agents"),
         ("post", "/api/v1/agents/run"),
-        ("get", f"/api/v1/agents/status/{uuid.uuid4()}"),
+        ("get", f"/api/v1/agents/status/{SOME_ID}"),
         ("patch", "/api/v1/agents/wait"),
         ("get", "/api/v1/runs"),
         ("post", "/api/v1/runs"),
-        ("get", f"/api/v1/runs/{uuid.uuid4()}"),
-        ("delete", f"/api/v1/runs/{uuid.uuid4()}"),
-        ("get", f"/api/v1/runs/{uuid.uuid4()}/steps"),
+        ("get", f"/api/v1/runs/{SOME_ID}"),
+        ("delete", f"/api/v1/runs/{SOME_ID}"),
+        ("get", f"/api/v1/runs/{SOME_ID}/steps"),
     ],
 )
 def test_every_endpoint_but_health_and_docs_requires_authentication(method, path):
