@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from agentrunner.forms import StorableJSONFormField
 from flows.definition import ERROR, WARNING, Problem, validate_definition
 from flows.models import Flow
 
@@ -30,13 +31,10 @@ def pretty(definition) -> str:
     return json.dumps(definition, indent=2, ensure_ascii=False)
 
 
-class PrettyJSONField(forms.JSONField):
+class PrettyJSONField(StorableJSONFormField):
     """JSON in a monospace text area, pretty-printed; a syntax error says where it is."""
 
-    def prepare_value(self, value):
-        if isinstance(value, forms.fields.InvalidJSONInput):
-            return value
-        return json.dumps(value, indent=2, ensure_ascii=False, cls=self.encoder)
+    indent = 2
 
     def to_python(self, value):
         if self.disabled or value in self.empty_values:

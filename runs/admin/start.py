@@ -15,6 +15,7 @@ from django.utils.html import format_html
 
 from agentrunner.agents import InvalidAgentInput, all_agents
 from agentrunner.agents.builtin.document_extractor import input_from_upload
+from agentrunner.forms import StorableJSONFormField
 from runs import services
 from runs.admin.display import run_link
 from runs.exceptions import RunError
@@ -24,7 +25,7 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 class RunStartForm(forms.Form):
     agent_type = forms.ChoiceField(label="Agent", help_text="What should run.")
-    input = forms.JSONField(
+    input = StorableJSONFormField(
         label="Input (JSON)",
         required=False,
         initial=dict,

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 import structlog
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from agentrunner.agents import Agent, AgentContext, AgentError, AsyncAgentContext, get_agent
 from agentrunner.agents.registry import UnknownAgentType
+from agentrunner.validators import validate_storable_json
 from runs.engine import runtime
 from runs.engine.claim import step_claim, worker_identity
 from runs.engine.finish import Claim, step_finish, step_release
@@ -205,9 +207,12 @@ def outcome(execution: Execution, output, raised: BaseException | None, started:
     elif raised is not None:
         error = error_info(raised, code="agent_crashed", retryable=False)
     else:
-        try:  # stored as JSON: refuse what cannot be (PostgreSQL also refuses NaN and NUL characters)
-            if "\\u0000" in json.dumps(output, allow_nan=False):
-                raise ValueError("the output contains a NUL character (\\u0000), which cannot be stored")
+        try:  # stored as JSON: refuse what cannot be (PostgreSQL refuses NaN, NUL and lone surrogates too)
+            json.dumps(output, allow_nan=False)
+            validate_storable_json(output)
+        except ValidationError as exc:
+            unstorable = ValueError(f"The output cannot be stored. {exc.messages[0]}")
+            output, error = None, error_info(unstorable, code="output_not_json", retryable=False)
         except (TypeError, ValueError) as exc:
             output, error = None, error_info(exc, code="output_not_json", retryable=False)
     elapsed_ms = round((time.monotonic() - started) * 1000)

@@ -260,6 +260,16 @@ def test_invalid_json__says_where_the_mistake_is(admin_client):
     assert Flow.objects.count() == 0
 
 
+def test_text_the_database_cannot_store__is_a_field_error_and_the_editor_shows_it_back(admin_client):
+    unstorable = definition()
+    unstorable["description"] = "a\ud800b"  # a lone surrogate: PostgreSQL's jsonb refuses it
+    response = admin_client.post(FLOW_ADD, form_data(unstorable))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "lone surrogate" in content and "\\ud800" in content
+    assert Flow.objects.count() == 0
+
+
 def test_warnings__are_shown_but_do_not_block_saving(admin_client):
     flow = make_flow()
     with_orphan = definition()

@@ -556,6 +556,14 @@ def test_start_page__shows_input_errors_at_the_input_field(admin_client):
     assert Run.objects.count() == 0
 
 
+@pytest.mark.parametrize("text", ["a\\u0000b", "a\\ud800b"])
+def test_start_page__text_the_database_cannot_store_is_a_field_error_and_shows_back(admin_client, text):
+    response = admin_client.post(START_URL, {"agent_type": "pass", "input": '{"x": "' + text + '"}'})
+    assert response.status_code == 200
+    assert "the database cannot store them" in response.content.decode()
+    assert Run.objects.count() == 0
+
+
 def test_start_page__busy_reject_agent_is_a_form_error(admin_client):
     services.run_create(agent_type="policy-checker", input={})
     response = admin_client.post(START_URL, {"agent_type": "policy-checker", "input": "{}"})

@@ -140,12 +140,15 @@ def test_a_retry_after_hint_delays_the_retry(monkeypatch):
     assert 41 <= (step.next_attempt_at - before).total_seconds() <= 44
 
 
-def test_output_with_a_nul_character_fails_the_step_instead_of_the_database_write(monkeypatch):
+@pytest.mark.parametrize("text,named", [("a\x00b", "NUL"), ("a\ud800b", "lone surrogate")])
+def test_output_the_database_cannot_store_fails_the_step_instead_of_the_database_write(monkeypatch, text, named):
+    """A lone surrogate passed the old check (NUL only); PostgreSQL then refused the finish, again and again."""
     run, step = new_run()
-    monkeypatch.setattr("agentrunner.agents.builtin.passthrough.PassAgent.run", lambda self, ctx: {"x": "a\x00b"})
+    monkeypatch.setattr("agentrunner.agents.builtin.passthrough.PassAgent.run", lambda self, ctx: {"x": [text]})
     engine.step_execute(step_id=step.id)
     run.refresh_from_db()
-    assert run.status == RunStatus.FAILED and run.error_code == "output_not_json" and "NUL" in run.error
+    assert run.status == RunStatus.FAILED and run.error_code == "output_not_json"
+    assert named in run.error and "x[0]" in run.error
 
 
 def test_claim_and_finish__the_fast_path_takes_one_statement_each(engine_variant, django_assert_num_queries):
