@@ -5,16 +5,16 @@ Model data is always escaped (`format_html`); changes go through `agentrunner.ll
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import BigIntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import BigIntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
 
+from agentrunner.adminkit import ReadOnlyAdminMixin, id_search
 from agentrunner.llm import breaker_reset
 from agentrunner.llm.budgets import month_bounds
 from agentrunner.llm.selectors import money
@@ -62,7 +62,7 @@ def usage_bar(used: int, limit: int):
 
 
 @admin.register(LLMCall)
-class LLMCallAdmin(admin.ModelAdmin):
+class LLMCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "provider_display",
@@ -103,28 +103,13 @@ class LLMCallAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # a cost record: budgets count these rows
+    # Read-only: a cost record, which budgets count.
 
     def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip().lower()
-        if not term:
+        if not search_term.strip():
             return queryset, False
-        try:
-            value = uuid.UUID(term)
-        except ValueError:
-            value = None
-        if value is not None:
-            return queryset.filter(Q(run_id=value) | Q(request_id=value)), False
-        if len(term) == SHORT_RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in term):
-            return queryset.filter(run__id__startswith=term), False
-        return queryset.none(), False
+        by_id = id_search(search_term, full=["run_id", "request_id"], short="run__id")
+        return (queryset.none() if by_id is None else queryset.filter(by_id)), False
 
     @admin.display(description="provider", ordering="provider")
     def provider_display(self, obj: LLMCall):
@@ -208,21 +193,12 @@ class OwnerBudgetAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProviderBreaker)
-class ProviderBreakerAdmin(admin.ModelAdmin):
+class ProviderBreakerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["provider", "state_badge", "consecutive_failures", "opened_at", "probe_due", "updated_at"]
     fields = ["provider", "state_badge", "consecutive_failures", "opened_at", "probe_due", "probe_started_at"]
     readonly_fields = fields
     actions = ["reset_to_closed"]
     empty_value_display = EMPTY
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False  # only the gateway and the reset action move a breaker
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_reset_permission(self, request):
         return request.user.has_perm("agentrunner.change_providerbreaker")

@@ -16,10 +16,8 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from agentrunner.agents import InvalidAgentInput
-from agentrunner.agents.registry import UnknownAgentType
+from agentrunner.errors import ServiceError
 from agentrunner.validators import validate_storable_json
-from flows.definition import InvalidFlowDefinition
-from runs.exceptions import RunError
 
 
 class SafeJSONParser(JSONParser):
@@ -193,25 +191,11 @@ def exception_handler(exc, context):
         return Response(
             error_body("Request body too large.", "request_too_large"), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
         )
-    if isinstance(exc, UnknownAgentType):
-        return Response(
-            error_body(str(exc), "unknown_agent_type", {"agent_type": [str(exc)]}), status=status.HTTP_400_BAD_REQUEST
-        )
     if isinstance(exc, InvalidAgentInput):
         errors = {f"input.{k}" if k != "input" else k: v for k, v in exc.errors.items()}
         return Response(error_body(str(exc), "invalid_input", errors), status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, InvalidFlowDefinition):
-        errors, warnings = {}, {}
-        for problem in exc.problems:
-            (errors if problem.severity == "error" else warnings).setdefault(problem.path, []).append(problem.message)
-        count = sum(len(v) for v in errors.values())
-        detail = f"Invalid flow definition: {count} problem{'s' if count != 1 else ''}."
-        return Response(
-            error_body(detail, "invalid_definition", errors, warnings=warnings), status=status.HTTP_400_BAD_REQUEST
-        )
-    if isinstance(exc, RunError):
-        errors = getattr(exc, "errors", None)
-        return Response(error_body(str(exc), exc.code, errors, **exc.extra), status=exc.status_code)
+    if isinstance(exc, ServiceError):  # every app's errors: their own status, code and body
+        return Response(exc.body(), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -1,6 +1,6 @@
 """Errors of digest services; the API maps each to one status code."""
 
-from runs.exceptions import InvalidFields, RunError
+from agentrunner.errors import InvalidFields, ServiceError
 
 
 class DigestInvalid(InvalidFields):
@@ -9,7 +9,7 @@ class DigestInvalid(InvalidFields):
     noun = "digest"
 
 
-class DeliveryStateConflict(RunError):
+class DeliveryStateConflict(ServiceError):
     """The delivery is not in a state that allows this."""
 
     status_code = 409

@@ -29,6 +29,7 @@ from typing import Any
 import jsonschema
 
 from agentrunner.agents.registry import all_agents
+from agentrunner.errors import ServiceError
 from agentrunner.validators import INT32_MAX
 from flows.expressions import ExpressionError, ExpressionTooCostly, compile_expression, evaluate
 from flows.references import (
@@ -126,13 +127,26 @@ class Problem:
         return {"path": self.path, "message": self.message, "severity": self.severity}
 
 
-class InvalidFlowDefinition(Exception):
+class InvalidFlowDefinition(ServiceError):
     """The flow definition is invalid."""
+
+    status_code = 400
+    code = "invalid_definition"
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems  # warnings may ride along; the message names the errors
         details = "; ".join(f"{p.path or '(definition)'}: {p.message}" for p in problems if p.severity == ERROR)
         super().__init__(f"{(self.__doc__ or '').strip()} {details}".strip())
+
+    def body(self) -> dict:
+        """Errors and warnings by JSON path; the detail counts the errors."""
+        errors: dict[str, list[str]] = {}
+        warnings: dict[str, list[str]] = {}
+        for problem in self.problems:
+            (errors if problem.severity == ERROR else warnings).setdefault(problem.path, []).append(problem.message)
+        count = sum(len(v) for v in errors.values())
+        detail = f"Invalid flow definition: {count} problem{'s' if count != 1 else ''}."
+        return {"detail": detail, "code": self.code, "errors": errors, "warnings": warnings}
 
 
 @dataclass(frozen=True)

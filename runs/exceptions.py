@@ -1,28 +1,14 @@
-"""Errors the run services raise; the API maps each to one status code."""
+"""Errors the run services raise; the API maps each to its status code (agentrunner.errors)."""
+
+from agentrunner.errors import InvalidFields, ServiceError
+
+__all__ = ["AgentBusy", "InvalidFields", "RunAlreadyFinished", "RunError", "RunNotFound"]
 
 
-class RunError(Exception):
+class RunError(ServiceError):
     """The run could not be handled."""
 
-    status_code = 400
     code = "run_error"
-
-    def __init__(self, message: str | None = None, **extra):
-        super().__init__(message or (self.__doc__ or "").strip())
-        self.extra = extra
-
-
-class InvalidFields(RunError):
-    """The request names fields that cannot be used; `errors` lists every problem by field."""
-
-    status_code = 400
-    code = "invalid"
-    noun = "input"
-
-    def __init__(self, errors: dict[str, list[str]]):
-        self.errors = errors
-        problems = "; ".join(f"{field}: {', '.join(messages)}" for field, messages in errors.items())
-        super().__init__(f"Invalid {self.noun}: {problems}")
 
 
 class AgentBusy(RunError):

@@ -1,6 +1,6 @@
 """Errors of schedule services; the API maps each to one status code."""
 
-from runs.exceptions import InvalidFields, RunError
+from agentrunner.errors import InvalidFields, ServiceError
 
 
 class ScheduleInvalid(InvalidFields):
@@ -9,7 +9,7 @@ class ScheduleInvalid(InvalidFields):
     noun = "schedule"
 
 
-class ScheduleNotFound(RunError):
+class ScheduleNotFound(ServiceError):
     """No schedule with that id."""
 
     status_code = 404

@@ -17,8 +17,7 @@ from django.utils import timezone
 
 from agentrunner.agents import InvalidAgentInput, get_agent
 from agentrunner.agents.registry import UnknownAgentType
-from flows.exceptions import FlowDisabled
-from runs.exceptions import RunError
+from agentrunner.errors import ServiceError
 from runs.models import RUN_FINISHED, Run
 from runs.services import flow_run_create, run_create
 from schedules.exceptions import ScheduleInvalid
@@ -232,7 +231,7 @@ def _fire_start(*, fire: ScheduleFire) -> None:
                 )
             run.schedule, run.scheduled_for = schedule, fire.intended_at
             run.save(update_fields=["schedule", "scheduled_for"])
-    except (RunError, FlowDisabled, InvalidAgentInput, UnknownAgentType) as exc:
+    except (ServiceError, InvalidAgentInput) as exc:
         fire.status, fire.detail = FireStatus.FAILED, str(exc)
         fire.save(update_fields=["status", "detail"])
         log.warning("schedule_start_failed", schedule_id=schedule.pk, error=str(exc))

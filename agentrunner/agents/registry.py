@@ -1,14 +1,21 @@
 """The registry of agent types, filled by the `@register` decorator."""
 
 from agentrunner.agents.base import Agent
+from agentrunner.errors import ServiceError
 
 _AGENTS: dict[str, type[Agent]] = {}
 
 
-class UnknownAgentType(LookupError):
+class UnknownAgentType(ServiceError, LookupError):
+    """No agent type of that name is registered."""
+
+    status_code = 400
+    code = "unknown_agent_type"
+
     def __init__(self, name: str):
         self.name = name
-        super().__init__(f"Unknown agent_type {name!r}. Valid types: {', '.join(sorted(_AGENTS))}.")
+        message = f"Unknown agent_type {name!r}. Valid types: {', '.join(sorted(_AGENTS))}."
+        super().__init__(message, errors={"agent_type": [message]})
 
 
 def register(cls: type[Agent]) -> type[Agent]:

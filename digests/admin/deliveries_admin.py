@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from agentrunner.adminkit import ReadOnlyAdminMixin, nowrap, pre_text
 from digests import selectors, services
 from digests.admin.decisions import (
     MARKABLE,
@@ -42,7 +43,7 @@ from digests.admin.display import (
 )
 from digests.exceptions import DeliveryStateConflict
 from digests.models import DeliveryStatus, DigestDelivery
-from runs.admin.display import flow_version_link, nowrap, pre_text, run_badge, run_link
+from runs.admin.display import flow_version_link, run_badge, run_link
 from runs.models import Run
 
 # The runs table of a delivery page lists this many; a digest can cover thousands.
@@ -84,7 +85,7 @@ def needs_decision_url() -> str:
 
 
 @admin.register(DigestDelivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "digest_name",
         "period_short",
@@ -154,14 +155,8 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     # -- permissions: a record, never edited; "change" permission allows the decisions
 
-    def has_add_permission(self, request):
-        return False  # deliveries are claimed by the scheduler, the tick or Send now
-
-    def has_change_permission(self, request, obj=None):
-        return False  # the page is read-only; decisions are buttons (has_decide_permission)
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # the row is what keeps a period from being mailed twice
+    # Read-only: deliveries are claimed by the scheduler, the tick or Send now; the row is what keeps a
+    # period from being mailed twice; decisions are buttons (has_decide_permission).
 
     def has_decide_permission(self, request) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")

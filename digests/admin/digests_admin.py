@@ -13,6 +13,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from agentrunner.adminkit import nowrap
 from agentrunner.agents import all_agents
 from digests import selectors, services
 from digests.admin.deliveries_admin import needs_decision_url
@@ -29,7 +30,6 @@ from digests.admin.display import (
 )
 from digests.exceptions import DigestInvalid
 from digests.models import DeliveryStatus, DigestPeriod, DigestSubscription
-from runs.admin.display import nowrap
 from schedules.timing import time_zones
 
 HISTORY_ROWS = 20

@@ -10,10 +10,10 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from agentrunner.adminkit import BLUE, CELL_STYLE, CYAN, DARK_GREY, EMPTY, GREEN, GREY, ORANGE, RED, badge
 from digests.models import DeliveryStatus, DigestDelivery
 from digests.rendering import period_label
 from digests.services import delivery_is_stuck
-from runs.admin.display import BLUE, CELL_STYLE, CYAN, DARK_GREY, EMPTY, GREEN, GREY, ORANGE, RED, badge
 
 DELIVERY_COLOURS = {
     DeliveryStatus.PENDING: GREY,

@@ -10,14 +10,10 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from agentrunner.forms import StorableJSONFormField
+from agentrunner.adminkit import EDITOR_STYLE, PrettyJSONField
 from flows.definition import ERROR, WARNING, Problem, validate_definition
 from flows.models import Flow
 
-EDITOR_STYLE = (
-    "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace;font-size:12.5px;"
-    "line-height:1.45;width:100%;max-width:64em;box-sizing:border-box;tab-size:2;white-space:pre;"
-)
 # What a new flow's editor starts with: the smallest valid flow, to edit rather than to write from nothing.
 STARTER_DEFINITION = {
     "name": "My flow",
@@ -29,24 +25,6 @@ STARTER_DEFINITION = {
 
 def pretty(definition) -> str:
     return json.dumps(definition, indent=2, ensure_ascii=False)
-
-
-class PrettyJSONField(StorableJSONFormField):
-    """JSON in a monospace text area, pretty-printed; a syntax error says where it is."""
-
-    indent = 2
-
-    def to_python(self, value):
-        if self.disabled or value in self.empty_values:
-            return super().to_python(value)
-        try:
-            return json.loads(value, cls=self.decoder)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(
-                "This is not valid JSON: %(error)s at line %(line)s, column %(column)s.",
-                code="invalid",
-                params={"error": exc.msg, "line": exc.lineno, "column": exc.colno},
-            ) from None
 
 
 class DefinitionEditor(forms.Textarea):

@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from agentrunner.adminkit import EMPTY, PRE_STYLE, nowrap, when
 from agentrunner.agents import all_agents
 from flows import services
 from flows.admin.editor import FlowForm, pretty
@@ -18,7 +19,7 @@ from flows.admin.run_now import RUN_PERMISSION, flow_run_view
 from flows.definition import WARNING
 from flows.exceptions import FlowInUse
 from flows.models import Flow, FlowVersion
-from runs.admin.display import EMPTY, PRE_STYLE, flow_graph, nowrap, when
+from runs.admin.display import flow_graph
 
 DIFF_COLOURS = {"+": "#d1e7dd", "-": "#f8d7da", "@": "#e7f1ff"}
 DIFF_CONTEXT_LINES = 2

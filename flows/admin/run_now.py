@@ -11,14 +11,14 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from agentrunner.adminkit import JSONObjectFormField
 from agentrunner.agents import InvalidAgentInput
 from agentrunner.agents.builtin.document_extractor import input_from_upload
-from flows.admin.editor import EDITOR_STYLE, PrettyJSONField
+from agentrunner.errors import ServiceError
 from flows.models import FlowVersion
 from flows.references import INPUT, Reference, ReferenceSyntaxError, iter_templates, parse_template, references_in
 from runs import services as run_services
 from runs.admin.display import flow_graph, run_link
-from runs.exceptions import RunError
 from runs.models import Run
 
 DOCUMENT_AGENT = "document-extractor"
@@ -78,7 +78,7 @@ def _start(request, form: FlowRunForm, version: FlowVersion | None, run_input: d
         for where, errors in exc.errors.items():
             prefix = "" if where == "input" else f"{where}: "
             form.add_error("input", prefix + "; ".join(errors))
-    except RunError as exc:  # the flow is busy (AgentBusy) or disabled (FlowDisabled)
+    except ServiceError as exc:  # the flow is busy (AgentBusy) or disabled (FlowDisabled)
         form.add_error(None, str(exc))
     else:
         return run
@@ -126,10 +126,10 @@ def document_input_field(definition) -> str | None:
 
 
 class FlowRunForm(forms.Form):
-    input = PrettyJSONField(
+    input = JSONObjectFormField(
         label="Input (JSON)",
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false", "style": EDITOR_STYLE}),
+        rows=12,
+        example='{"document": "…"}',
         help_text="A JSON object; the tasks read its fields as {{ input.<field> }}.",
     )
     document = forms.FileField(label="Document", required=False)
@@ -149,14 +149,6 @@ class FlowRunForm(forms.Form):
                 f"Optional: a PDF or text file, put into the input as {document_field!r} (replacing what is there)."
             )
         self.fields["input"].widget.attrs["placeholder"] = '{"field": "value"}'
-
-    def clean_input(self):
-        value = self.cleaned_data["input"]
-        if value in (None, ""):
-            return {}
-        if not isinstance(value, dict):
-            raise forms.ValidationError('The input must be a JSON object, e.g. {"document": "…"}.')
-        return value
 
     def clean_document(self):
         upload = self.cleaned_data.get("document")

@@ -7,15 +7,10 @@ from django.contrib import admin
 from django.db.models import CharField, Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce, Concat
 
+from agentrunner.adminkit import EMPTY, nowrap, pretty_json
 from agentrunner.agents import all_agents
 from runs import services
-from runs.admin.display import (
-    AGENT_KEY_PREFIX,
-    BUSY_SHORT,
-    EMPTY,
-    nowrap,
-    pretty_json,
-)
+from runs.admin.display import AGENT_KEY_PREFIX, BUSY_SHORT
 from runs.models import (
     WAITING_QUEUE,
     AgentPolicy,

@@ -7,15 +7,28 @@ an SVG that `flows.graph` builds from escaped parts only (see `flow_graph`).
 
 from __future__ import annotations
 
-import json
-import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from agentrunner.adminkit import (
+    AMBER,
+    BLUE,
+    CELL_STYLE,
+    CYAN,
+    DARK_GREY,
+    EMPTY,
+    GREEN,
+    GREY,
+    ORANGE,
+    RED,
+    badge,
+    choice_label,
+    clock,
+    human_duration,
+)
 from flows.definition import END
 from flows.graph import render_svg
 from runs.engine import slots
@@ -28,21 +41,6 @@ from runs.models import (
     Step,
     StepStatus,
 )
-
-EMPTY = "—"
-
-# --- small HTML helpers (all output goes through format_html) ----------------------------------
-
-GREY = "#6c757d"
-BLUE = "#0d6efd"
-GREEN = "#198754"
-RED = "#dc3545"
-DARK_GREY = "#343a40"
-ORANGE = "#e8590c"
-AMBER = "#ffc107"
-CYAN = "#0dcaf0"
-# Light backgrounds need dark text to stay readable.
-DARK_TEXT_ON = {AMBER, CYAN}
 
 RUN_COLOURS = {
     RunStatus.PENDING: GREY,
@@ -69,8 +67,6 @@ ATTEMPT_COLOURS = {
 }
 WAITING_LABEL = "Waiting for slot"
 STEP_NOT_STARTED = (StepStatus.QUEUED, StepStatus.WAITING, StepStatus.RETRYING)
-# The short id the run list shows: the first 8 hex digits of the UUID.
-SHORT_ID = re.compile(r"[0-9a-fA-F]{8}")
 WAITS_HELP = "The agent allows only a few runs at once; this run starts when a slot frees."
 TIMELINE_HELP = (
     "Every attempt at every step, on one time axis that starts when the first attempt started: a bar's "
@@ -81,12 +77,6 @@ BUSY_SHORT = {OnBusyChoice.REJECT: "reject new runs", OnBusyChoice.QUEUE: "queue
 # Concurrency keys of agents are "agent:<agent type>" (runs.engine.slots.agent_key).
 AGENT_KEY_PREFIX = slots.agent_key("")
 
-PRE_STYLE = (
-    "background:#f6f8fa;color:#1f2328;border:1px solid #d0d7de;border-radius:4px;padding:8px 10px;"
-    "margin:0;white-space:pre-wrap;word-break:break-word;max-height:480px;overflow:auto;"
-    "font-size:12px;line-height:1.45;max-width:100%;"
-)
-CELL_STYLE = "padding:4px 8px;vertical-align:top;white-space:nowrap;"
 # Width of the shared time axis in the run timeline.
 TIMELINE_BAR_PX = 320
 # Grid lines at every quarter of the time axis, behind the bars.
@@ -98,77 +88,14 @@ TIMELINE_GRID = (
 TIMELINE_MIN_BAR_PERCENT = 1.0
 
 
-def badge(label: str, colour: str) -> SafeString:
-    text = "#212529" if colour in DARK_TEXT_ON else "#fff"
-    return format_html(
-        '<span style="display:inline-block;padding:2px 9px;border-radius:10px;font-size:11px;'
-        'font-weight:600;line-height:1.5;white-space:nowrap;background:{};color:{}">{}</span>',
-        colour,
-        text,
-        label,
-    )
-
-
-def _label(choices, value: str) -> str:
-    try:
-        return choices(value).label
-    except ValueError:
-        return value
-
-
 def attempt_badge(status: str) -> SafeString:
-    return badge(_label(AttemptStatus, status), ATTEMPT_COLOURS.get(status, GREY))
+    return badge(choice_label(AttemptStatus, status), ATTEMPT_COLOURS.get(status, GREY))
 
 
 def run_badge(run: Run) -> SafeString:
     if getattr(run, "is_waiting", False) and not run.is_finished:
         return badge(WAITING_LABEL, AMBER)
-    return badge(_label(RunStatus, run.status), RUN_COLOURS.get(run.status, GREY))
-
-
-def human_duration(delta: timedelta | None) -> str:
-    """`1.2 s`, `3 min 4 s`, `2 h 5 min`; an em dash when there is no duration."""
-    if delta is None:
-        return EMPTY
-    seconds = max(delta.total_seconds(), 0.0)
-    if seconds < 0.1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
-
-
-def when(value: datetime | None) -> str:
-    if value is None:
-        return EMPTY
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def pretty_json(value) -> SafeString | str:
-    if value is None:
-        return EMPTY
-    return format_html('<pre style="{}">{}</pre>', PRE_STYLE, json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def pre_text(value: str) -> SafeString | str:
-    if not value:
-        return EMPTY
-    return format_html('<pre style="{}">{}</pre>', PRE_STYLE, value)
-
-
-def clock(value: datetime | None) -> SafeString | str:
-    """The time of day, with the full date and time as a tooltip."""
-    if value is None:
-        return EMPTY
-    local = timezone.localtime(value)
-    return format_html('<span title="{}">{}</span>', when(value), local.strftime("%H:%M:%S"))
+    return badge(choice_label(RunStatus, run.status), RUN_COLOURS.get(run.status, GREY))
 
 
 def _step_waits_for(step: Step) -> SafeString | str:
@@ -179,10 +106,6 @@ def _step_waits_for(step: Step) -> SafeString | str:
             return format_html("tries again at {}", clock(step.next_attempt_at))
         return "tries again soon"
     return "waits for a worker"
-
-
-def nowrap(value) -> SafeString:
-    return format_html('<span style="white-space:nowrap">{}</span>', value)
 
 
 def _timeline_row(cells: tuple, error_code: str, error: str) -> SafeString:

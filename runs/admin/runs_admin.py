@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 from django.contrib import admin, messages
@@ -16,15 +15,27 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from agentrunner.adminkit import (
+    CELL_STYLE,
+    EMPTY,
+    GREY,
+    SHORT_ID,
+    badge,
+    choice_label,
+    clock,
+    human_duration,
+    id_search,
+    nowrap,
+    pre_text,
+    pretty_json,
+    when,
+)
 from agentrunner.agents import InvalidAgentInput, UnknownAgentType
+from agentrunner.errors import ServiceError
 from runs import selectors, services
 from runs.admin.display import (
     ATTEMPT_COLOURS,
-    CELL_STYLE,
-    EMPTY,
     FLOW_GRAPH_HELP,
-    GREY,
-    SHORT_ID,
     STEP_COLOURS,
     STEP_NOT_STARTED,
     TIMELINE_BAR_PX,
@@ -33,26 +44,18 @@ from runs.admin.display import (
     TIMELINE_MIN_BAR_PERCENT,
     WAITING_LABEL,
     WAITS_HELP,
-    _label,
     _step_waits_for,
     _timeline_row,
     attempt_badge,
-    badge,
-    clock,
     flow_graph,
     flow_run_path,
     flow_version_link,
-    human_duration,
-    nowrap,
-    pre_text,
-    pretty_json,
     run_badge,
     run_link,
     timeline_scale,
-    when,
 )
 from runs.admin.start import run_start_view
-from runs.exceptions import AgentBusy, RunAlreadyFinished, RunError, RunNotFound
+from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
 from runs.models import (
     RUN_FINISHED,
     Run,
@@ -190,12 +193,9 @@ class RunAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        try:
-            value = uuid.UUID(term)
-        except ValueError:
-            value = None
-        if value is not None:
-            return queryset.filter(Q(pk=value) | Q(user_id=value)), False
+        by_id = id_search(term, full=["pk", "user_id"])
+        if by_id is not None:
+            return queryset.filter(by_id), False
         condition = Q(agent_type__icontains=term) | Q(flow_version__flow__slug__icontains=term)
         if SHORT_ID.fullmatch(term):
             condition |= Q(id__startswith=term.lower())
@@ -442,7 +442,7 @@ class RunAdmin(admin.ModelAdmin):
                 cells = (
                     step.name,
                     "next" if step_attempts else "not started",
-                    badge(_label(StepStatus, step.status), STEP_COLOURS.get(step.status, GREY)),
+                    badge(choice_label(StepStatus, step.status), STEP_COLOURS.get(step.status, GREY)),
                     _step_waits_for(step),
                     EMPTY,
                     EMPTY,
@@ -521,7 +521,7 @@ class RunAdmin(admin.ModelAdmin):
                 f"Run {short} was not re-run: its input no longer matches the agent's input schema ({exc}).",
                 messages.ERROR,
             )
-        except RunError as exc:
+        except ServiceError as exc:
             self.message_user(request, f"Run {short} was not re-run: {exc}", messages.ERROR)
         else:
             self.log_change(request, run, f"Re-run from the admin as {new_run.pk}.")
@@ -587,7 +587,7 @@ class RunAdmin(admin.ModelAdmin):
             return run
         try:
             services.run_resume(run_id=run.pk)
-        except RunError as exc:
+        except ServiceError as exc:
             self.message_user(request, f"The run was not resumed: {exc}", messages.ERROR)
         else:
             self.log_change(request, run, "Resumed from its failed step.")

@@ -6,20 +6,15 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html
 
-from runs.admin.display import (
-    EMPTY,
-    nowrap,
-    run_badge,
-    run_link,
-    when,
-)
+from agentrunner.adminkit import EMPTY, ReadOnlyAdminMixin, nowrap, when
+from runs.admin.display import run_badge, run_link
 from runs.models import (
     Slot,
 )
 
 
 @admin.register(Slot)
-class SlotAdmin(admin.ModelAdmin):
+class SlotAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "key_name",
         "slot_number",
@@ -34,14 +29,7 @@ class SlotAdmin(admin.ModelAdmin):
     ordering = ["key", "number"]
     empty_value_display = EMPTY
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # slots are freed by the engine; deleting one by hand could let too many runs start
+    # Read-only: slots are freed by the engine; deleting one by hand could let too many runs start.
 
     @admin.display(description="concurrency group", ordering="key")
     def key_name(self, obj: Slot):

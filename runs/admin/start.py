@@ -13,23 +13,22 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from agentrunner.adminkit import JSONObjectFormField
 from agentrunner.agents import InvalidAgentInput, all_agents
 from agentrunner.agents.builtin.document_extractor import input_from_upload
-from agentrunner.forms import StorableJSONFormField
+from agentrunner.errors import ServiceError
 from runs import services
 from runs.admin.display import run_link
-from runs.exceptions import RunError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 
 class RunStartForm(forms.Form):
     agent_type = forms.ChoiceField(label="Agent", help_text="What should run.")
-    input = StorableJSONFormField(
+    input = JSONObjectFormField(
         label="Input (JSON)",
-        required=False,
         initial=dict,
-        widget=forms.Textarea(attrs={"rows": 10, "cols": 80, "style": "font-family: monospace"}),
+        example='{"seconds": 5}',
         help_text='An object matching the agent\'s input schema (shown below), e.g. {"seconds": 5} for wait.',
     )
     document = forms.FileField(
@@ -44,14 +43,6 @@ class RunStartForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["agent_type"].choices = [(name, name) for name in all_agents()]
-
-    def clean_input(self):
-        value = self.cleaned_data["input"]
-        if value in (None, ""):
-            return {}
-        if not isinstance(value, dict):
-            raise forms.ValidationError('The input must be a JSON object, e.g. {"seconds": 5}.')
-        return value
 
     def clean_document(self):
         upload = self.cleaned_data["document"]
@@ -88,7 +79,7 @@ def run_start_view(model_admin: ModelAdmin, request):
             except InvalidAgentInput as exc:
                 for path, errors in exc.errors.items():
                     form.add_error("input", f"{path}: {'; '.join(errors)}")
-            except RunError as exc:  # e.g. the agent is busy and rejects new runs
+            except ServiceError as exc:  # e.g. the agent is busy and rejects new runs
                 form.add_error(None, str(exc))
             else:
                 model_admin.log_addition(request, run, "Started from the admin.")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from runs.admin.display import AMBER, CELL_STYLE, EMPTY, GREEN, GREY, ORANGE, RED, badge
+from agentrunner.adminkit import AMBER, CELL_STYLE, EMPTY, GREEN, GREY, ORANGE, RED, badge
 from schedules.models import FireStatus, OverlapPolicy, Schedule, ScheduleKind
 from schedules.timing import TimingError, zone
 

@@ -6,6 +6,8 @@ import django_q.admin  # registers django-q2's ScheduleAdmin, which is replaced 
 from django.contrib import admin
 from django_q.models import Schedule as QSchedule
 
+from agentrunner.adminkit import ReadOnlyAdminMixin
+
 Q_HELP = (
     "These rows are managed by Agent Runner's schedules and digests (Schedules › Schedules, Digests): edit, "
     "pause or delete those and their row here follows. This page is read-only."
@@ -16,22 +18,13 @@ if admin.site.is_registered(QSchedule):
 
 
 @admin.register(QSchedule)
-class ManagedQScheduleAdmin(django_q.admin.ScheduleAdmin):
+class ManagedQScheduleAdmin(ReadOnlyAdminMixin, django_q.admin.ScheduleAdmin):
     """django-q2's rows, seen but never edited here: our services write them."""
 
     list_display = ["name", "func", "next_run", "schedule_type"]
     list_display_links = ["name"]
     list_filter = ["schedule_type"]
     actions = None
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {**(extra_context or {}), "subtitle": Q_HELP})

@@ -6,13 +6,14 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from runs.admin.display import EMPTY, nowrap, run_badge, run_link
+from agentrunner.adminkit import EMPTY, ReadOnlyAdminMixin, nowrap
+from runs.admin.display import run_badge, run_link
 from schedules.admin.display import fire_badge, local_time
 from schedules.models import ScheduleFire
 
 
 @admin.register(ScheduleFire)
-class ScheduleFireAdmin(admin.ModelAdmin):
+class ScheduleFireAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["intended", "schedule_link", "status_badge", "run_display", "detail_display", "fired_at"]
     list_filter = ["status", "schedule"]
     list_select_related = ["schedule", "run"]
@@ -22,15 +23,7 @@ class ScheduleFireAdmin(admin.ModelAdmin):
     fields = ["schedule_link", "intended", "status_badge", "run_display", "detail", "fired_at"]
     readonly_fields = fields
 
-    # Slots are decided by the scheduler; deleting one would let its fire time start a second run.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    # Read-only: slots are decided by the scheduler; deleting one would let its fire time start a second run.
 
     @admin.display(description="fire time", ordering="intended_at")
     def intended(self, obj: ScheduleFire):

@@ -7,8 +7,8 @@ import copy
 from django import forms
 from django.utils import timezone
 
+from agentrunner.adminkit import JSONObjectFormField
 from agentrunner.agents import all_agents
-from flows.admin.editor import EDITOR_STYLE, PrettyJSONField
 from schedules import services
 from schedules.exceptions import ScheduleInvalid
 from schedules.models import Schedule
@@ -21,11 +21,11 @@ FORM_FIELD = {"target": "flow", "kind": "cron"}
 
 class ScheduleForm(forms.ModelForm):
     agent_type = forms.ChoiceField(label="Agent", required=False, help_text="Or an agent to start.")
-    input = PrettyJSONField(
+    input = JSONObjectFormField(
         label="Input",
-        required=False,
         initial=dict,
-        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "style": EDITOR_STYLE}),
+        rows=8,
+        example='{"document": "…"}',
         help_text='The input every run starts with, as a JSON object, e.g. {"document": "…"}. Empty = {}.',
     )
     timezone = forms.ChoiceField(
@@ -48,14 +48,6 @@ class ScheduleForm(forms.ModelForm):
         self.fields["agent_type"].choices = [("", "— (none: start the flow)"), *((a, a) for a in agents)]
         self.fields["timezone"].choices = [(z, z) for z in zones]
         self.fields["flow"].empty_label = "— (none: start the agent)"
-
-    def clean_input(self):
-        value = self.cleaned_data["input"]
-        if value in (None, ""):
-            return {}
-        if not isinstance(value, dict):
-            raise forms.ValidationError('The input must be a JSON object, e.g. {"document": "…"}.')
-        return value
 
     def clean(self):
         data = super().clean()

@@ -10,7 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from runs.admin.display import EMPTY, GREEN, GREY, RED, badge, nowrap, run_badge, run_link
+from agentrunner.adminkit import EMPTY, GREEN, GREY, RED, badge, nowrap
+from runs.admin.display import run_badge, run_link
 from schedules import selectors, services
 from schedules.admin.display import OVERLAP_SHORT, fire_badge, local_time, table, timing_display
 from schedules.admin.forms import FORM_FIELDS, ScheduleForm

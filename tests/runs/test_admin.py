@@ -13,9 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from agentrunner.adminkit import human_duration
 from agentrunner.agents import ConcurrencyPolicy, OnBusy
 from runs import selectors, services
-from runs.admin.display import human_duration
 from runs.models import (
     AgentPolicy,
     AttemptStatus,
@@ -552,7 +552,7 @@ def test_start_page__shows_input_errors_at_the_input_field(admin_client):
     assert response.status_code == 200
     assert "seconds: &#x27;soon&#x27; is not of type &#x27;number&#x27;" in response.content.decode()
     response = admin_client.post(START_URL, {"agent_type": "wait", "input": "[1, 2"})
-    assert "Enter a valid JSON" in response.content.decode()
+    assert "This is not valid JSON" in response.content.decode()
     assert Run.objects.count() == 0
 
 

@@ -1,0 +1,219 @@
+"""The admin kit every app's admin pages use: colours and badges, small display helpers, a read-only mixin,
+a search by id, and the JSON form fields.
+
+Model data is always escaped (`format_html`), never marked safe.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime, timedelta
+
+from django import forms
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from agentrunner.validators import validate_storable_json
+
+EMPTY = "—"
+
+# --- colours and badges --------------------------------------------------------------------------
+
+GREY = "#6c757d"
+BLUE = "#0d6efd"
+GREEN = "#198754"
+RED = "#dc3545"
+DARK_GREY = "#343a40"
+ORANGE = "#e8590c"
+AMBER = "#ffc107"
+CYAN = "#0dcaf0"
+# Light backgrounds need dark text to stay readable.
+DARK_TEXT_ON = {AMBER, CYAN}
+
+PRE_STYLE = (
+    "background:#f6f8fa;color:#1f2328;border:1px solid #d0d7de;border-radius:4px;padding:8px 10px;"
+    "margin:0;white-space:pre-wrap;word-break:break-word;max-height:480px;overflow:auto;"
+    "font-size:12px;line-height:1.45;max-width:100%;"
+)
+CELL_STYLE = "padding:4px 8px;vertical-align:top;white-space:nowrap;"
+
+
+def badge(label: str, colour: str) -> SafeString:
+    text = "#212529" if colour in DARK_TEXT_ON else "#fff"
+    return format_html(
+        '<span style="display:inline-block;padding:2px 9px;border-radius:10px;font-size:11px;'
+        'font-weight:600;line-height:1.5;white-space:nowrap;background:{};color:{}">{}</span>',
+        colour,
+        text,
+        label,
+    )
+
+
+def choice_label(choices, value: str) -> str:
+    """The label of `value` in a TextChoices class, or the value itself if it is not one of them."""
+    try:
+        return choices(value).label
+    except ValueError:
+        return value
+
+
+# --- small display helpers -----------------------------------------------------------------------
+
+
+def human_duration(delta: timedelta | None) -> str:
+    """`1.2 s`, `3 min 4 s`, `2 h 5 min`; an em dash when there is no duration."""
+    if delta is None:
+        return EMPTY
+    seconds = max(delta.total_seconds(), 0.0)
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def when(value: datetime | None) -> str:
+    if value is None:
+        return EMPTY
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def clock(value: datetime | None) -> SafeString | str:
+    """The time of day, with the full date and time as a tooltip."""
+    if value is None:
+        return EMPTY
+    local = timezone.localtime(value)
+    return format_html('<span title="{}">{}</span>', when(value), local.strftime("%H:%M:%S"))
+
+
+def pretty_json(value) -> SafeString | str:
+    if value is None:
+        return EMPTY
+    return format_html('<pre style="{}">{}</pre>', PRE_STYLE, json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def pre_text(value: str) -> SafeString | str:
+    if not value:
+        return EMPTY
+    return format_html('<pre style="{}">{}</pre>', PRE_STYLE, value)
+
+
+def nowrap(value) -> SafeString:
+    return format_html('<span style="white-space:nowrap">{}</span>', value)
+
+
+# --- admin classes -------------------------------------------------------------------------------
+
+
+class ReadOnlyAdminMixin:
+    """A record nobody adds, edits or deletes by hand in the admin: the engine or a service writes it.
+
+    Its pages still open for whoever has the view permission; actions a page offers check their own
+    permission (e.g. `has_operate_permission`).
+    """
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# A run's short id, as the lists show it: the first 8 hex digits of its UUID.
+SHORT_ID = re.compile(r"[0-9a-fA-F]{8}")
+
+
+def id_search(term: str, *, full: list[str], short: str | None = None) -> Q | None:
+    """The condition for an admin search by id: a whole UUID matches any field in `full`, its first 8 hex
+    digits match `short` (a UUID field compared as text); None if the term is neither."""
+    term = term.strip()
+    try:
+        value = uuid.UUID(term)
+    except ValueError:
+        value = None
+    if value is not None:
+        condition = Q()
+        for field in full:
+            condition |= Q(**{field: value})
+        return condition
+    if short and SHORT_ID.fullmatch(term):
+        return Q(**{f"{short}__startswith": term.lower()})
+    return None
+
+
+# --- form fields ---------------------------------------------------------------------------------
+
+# A text area for JSON: monospace, wide, tabs of two.
+EDITOR_STYLE = (
+    "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace;font-size:12.5px;"
+    "line-height:1.45;width:100%;max-width:64em;box-sizing:border-box;tab-size:2;white-space:pre;"
+)
+
+
+class StorableJSONFormField(forms.JSONField):
+    """JSON in a form: what the database cannot store (NUL, a lone surrogate) is a field error, not a 500,
+    and any value, even that one, can be shown back in the form."""
+
+    default_validators = [validate_storable_json]
+    indent: int | None = None
+
+    def prepare_value(self, value):
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        text = json.dumps(value, indent=self.indent, ensure_ascii=False, cls=self.encoder)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate cannot go into the page as it is: escape it
+            text = json.dumps(value, indent=self.indent, ensure_ascii=True, cls=self.encoder)
+        return text
+
+
+class PrettyJSONField(StorableJSONFormField):
+    """JSON in a monospace text area, pretty-printed; a syntax error says where it is."""
+
+    indent = 2
+
+    def to_python(self, value):
+        if self.disabled or value in self.empty_values:
+            return super().to_python(value)
+        try:
+            return json.loads(value, cls=self.decoder)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                "This is not valid JSON: %(error)s at line %(line)s, column %(column)s.",
+                code="invalid",
+                params={"error": exc.msg, "line": exc.lineno, "column": exc.colno},
+            ) from None
+
+
+class JSONObjectFormField(PrettyJSONField):
+    """A JSON object (an agent's or a flow's input) in a JSON text area: empty means {}, anything but an
+    object is refused with an example of one."""
+
+    def __init__(self, *, example: str = '{"field": "value"}', rows: int = 10, **kwargs):
+        self.example = example
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": rows, "spellcheck": "false", "style": EDITOR_STYLE}))
+        super().__init__(**kwargs)
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError(f"The input must be a JSON object, e.g. {self.example}.", code="not_object")
+        return value
