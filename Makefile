@@ -44,6 +44,7 @@ lint: install-dev
 bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 bench: install-dev
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/api_bench.py
 	$(BIN)/python bench/flow_bench.py
 	$(BIN)/python bench/schedule_bench.py
 	$(BIN)/python bench/async_bench.py

@@ -13,6 +13,7 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import exceptions, pagination, permissions, serializers, status
 from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from agentrunner.agents import InvalidAgentInput
@@ -50,15 +51,97 @@ class JSONObjectField(StorableJSONField):
         return value
 
 
-# The largest page a client may ask for. A bigger `limit` gets this many (DRF's `max_limit`), as a malformed
-# one gets the default page: without a cap, a limit past PostgreSQL's bigint or SQLite's integer was a 500.
+# The largest page a client may ask for; a `limit` beyond it, below 1 or not a whole number is a 400.
 MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+# An offset past PostgreSQL's bigint was a 500.
+MAX_OFFSET = 2**63 - 1
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
-    """DRF's limit/offset pages, at most MAX_PAGE_SIZE items each. Every paginated list view uses it."""
+    """Every list of the API: `{count, next, previous, results}`, `limit` (1 to MAX_PAGE_SIZE, default
+    DEFAULT_PAGE_SIZE) and `offset`. A malformed `limit` or `offset` is a 400 naming it, not a silent default."""
 
+    default_limit = DEFAULT_PAGE_SIZE
     max_limit = MAX_PAGE_SIZE
+
+    def get_limit(self, request):
+        return self._number(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
+
+    def get_offset(self, request):
+        return self._number(request, self.offset_query_param, 0, 0, MAX_OFFSET)
+
+    @staticmethod
+    def _number(request, name: str, default: int, lowest: int, highest: int) -> int:
+        raw = request.query_params.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or not lowest <= value <= highest:
+            raise exceptions.ValidationError({name: [f"Must be a whole number from {lowest} to {highest}."]})
+        return value
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.limit_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_limit, default=self.default_limit)
+                parameter["description"] = (
+                    f"Number of results per page: 1 to {self.max_limit} (default {self.default_limit})."
+                )
+            elif parameter["name"] == self.offset_query_param:
+                parameter["schema"].update(minimum=0, default=0)
+        return parameters
+
+
+def operations(**views):
+    """One URL whose operations (HTTP methods) are each their own view: `operations(get=RunList, post=RunStart)`.
+
+    Each view keeps its own serializers, permissions, pagination and OpenAPI description; this only routes by
+    method (405 with `Allow` for any other, OPTIONS and HEAD to the GET view or else the first).
+    `schema_operations` lets the OpenAPI generator see each view (settings' PREPROCESSING_HOOKS).
+    """
+    from rest_framework.views import APIView  # not at the top: see exception_handler
+
+    handlers = {method.upper(): view.as_view() for method, view in views.items()}
+    fallback = handlers.get("GET") or next(iter(handlers.values()))
+
+    def dispatch(request, *args, **kwargs):
+        handler = handlers.get(request.method)
+        if handler is None and request.method in ("HEAD", "OPTIONS"):
+            handler = fallback
+        if handler is None:
+            response = Response(
+                error_body(f'Method "{request.method}" not allowed.', "method_not_allowed"),
+                status=status.HTTP_405_METHOD_NOT_ALLOWED,
+                headers={"Allow": ", ".join(sorted(handlers))},
+            )
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = "application/json"
+            response.renderer_context = {}
+            return response.render()
+        return handler(request, *args, **kwargs)
+
+    # What drf-spectacular's endpoint enumerator reads: a view class answering every routed method...
+    dispatch.cls = type(
+        "Operations", (APIView,), {method.lower(): (lambda self, request, *a, **k: None) for method in handlers}
+    )
+    dispatch.initkwargs = {}
+    dispatch.csrf_exempt = True  # as APIView.as_view(); each view checks CSRF for session users itself
+    dispatch.schema_operations = handlers  # ...and, per method, the view that really answers it
+    return dispatch
+
+
+def schema_operations_hook(endpoints, **kwargs):
+    """drf-spectacular preprocessing hook: document each method of an `operations()` URL by its own view."""
+    routed = []
+    for path, path_regex, method, callback in endpoints:
+        callback = getattr(callback, "schema_operations", {}).get(method, callback)
+        routed.append((path, path_regex, method, callback))
+    return routed
 
 
 # The widest UTC offsets in use are -12:00 and +14:00; PostgreSQL refuses offsets from 16 hours on.

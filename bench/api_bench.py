@@ -459,13 +459,20 @@ class Breakdown:
 
     def sql(self, execute, sql, params, many, context):
         self.sql_where[self.names[-1] if self.names else "?"] += 1
-        self.sql_text[summarize_sql(sql)] += 1
+        self.sql_text[sql] += 1  # summarized after the requests: not timed into the section that runs it
         return self.run("SQL statements (execute, incl. round trip)", execute, sql, params, many, context)
 
 
 def summarize_sql(sql: str) -> str:
+    """One short line per statement: verb and tables."""
+    sql = " ".join(sql.split())
     words = sql.split()
     verb = words[0].upper() if words else ""
+    if verb == "WITH":
+        writes = re.findall(r'(INSERT INTO|UPDATE|DELETE FROM) "?(\w+)"?', sql)
+        return "WITH ... " + ", ".join(f"{v} {t}" for v, t in writes) if writes else sql[:60]
+    if re.fullmatch(r"SELECT \d+", sql):
+        return sql
     if verb == "SELECT":
         table = re.search(r'\bFROM "?(\w+)"?', sql)
         joins = "".join(f" JOIN {t}" for t in re.findall(r'\bJOIN "?(\w+)"?', sql))
@@ -497,6 +504,8 @@ def package_of(filename: str, funcname: str, roots: list[tuple[str, str]]) -> st
             if parts[0] == "django":
                 depth = 3 if len(parts) > 2 and parts[1] in {"contrib", "middleware", "db"} else 2
                 return ".".join(parts[:depth])
+            if parts[0] == "psycopg":  # its C waits for the server show as its Python callers' own time
+                return "psycopg (incl. waiting for PostgreSQL)"
             if parts[0] == "rest_framework":
                 return ".".join(parts[:2])
             if kind == "project":
@@ -510,6 +519,7 @@ class Profile:
     n: int
     total_ms: float = 0.0
     p50_ms: float = 0.0
+    cpu_ms: float = 0.0
     instrumented_ms: float = 0.0
     status: Counter = field(default_factory=Counter)
     exclusive: dict = field(default_factory=dict)  # section -> ms per request
@@ -540,7 +550,9 @@ def profile_requests(data: dict, n: int, log_file) -> dict[str, Profile]:
     from structlog._base import BoundLoggerBase
 
     from agentrunner import health, wsgi
-    from runs import services
+    from agentrunner.agents.base import Agent
+    from runs import selectors, services
+    from runs.engine import fastpath, queue
     from runs.models import Run
 
     app = wsgi.application
@@ -551,7 +563,8 @@ def profile_requests(data: dict, n: int, log_file) -> dict[str, Profile]:
     if handler is None:
         raise RuntimeError("agentrunner.wsgi.application wraps no WSGIHandler that the profile can find")
 
-    factory = RequestFactory(HTTP_HOST=HOST, HTTP_X_FORWARDED_PROTO="https", HTTP_AUTHORIZATION=f"Token {data['token']}")
+    token = f"Token {data['token']}"
+    factory = RequestFactory(HTTP_HOST=HOST, HTTP_X_FORWARDED_PROTO="https", HTTP_AUTHORIZATION=token)
 
     def environ_for(method: str, path: str, body: bytes) -> dict:
         if method == "POST":
@@ -590,10 +603,12 @@ def profile_requests(data: dict, n: int, log_file) -> dict[str, Profile]:
         # 1. plain: the request's time, nothing added
         environs = [environ_for(method, path, body) for _ in range(n)]
         times = []
+        cpu0 = time.process_time()
         for environ in environs:
             t0 = time.perf_counter()
             one(environ)
             times.append(time.perf_counter() - t0)
+        prof.cpu_ms = ms((time.process_time() - cpu0) / n)
         prof.total_ms, prof.p50_ms = ms(statistics.fmean(times)), ms(statistics.median(times))
         prof.status = Counter(statuses)
 
@@ -621,7 +636,11 @@ def profile_requests(data: dict, n: int, log_file) -> dict[str, Profile]:
             (serializers.Serializer, "data", "serializers"),
             (serializers.ListSerializer, "data", "serializers"),
             (serializers.BaseSerializer, "is_valid", "serializers"),
-            (services, "run_create", "runs.services.run_create"),
+            (services, "run_create", "runs.services.run_create (the rest)"),
+            (Agent, "validate_input", "run_create: input validation (jsonschema)"),
+            (fastpath, "run_insert", "run_create: fastpath.run_insert"),
+            (queue, "steps_dispatch", "run_create: broker message (django-q2 async_task)"),
+            (selectors, "runs_blocked_by", "runs.selectors.runs_blocked_by"),
             (health, "_database", "health: database check"),
             (health, "_broker", "health: broker check"),
             (health, "_workers", "health: workers check (cache)"),
@@ -630,6 +649,7 @@ def profile_requests(data: dict, n: int, log_file) -> dict[str, Profile]:
             (BoundLoggerBase, "_proxy_to_logger", "logging (structlog + handler)"),
             (logging.Logger, "handle", "logging (structlog + handler)"),
             (connection, "is_usable", "DB connection health check"),
+            (connection, "commit", "COMMIT (an atomic block's, round trip)"),
         ]:
             bd.patch(owner, attr, name)
         environs = [environ_for(method, path, body) for _ in range(n)]
@@ -647,7 +667,10 @@ def profile_requests(data: dict, n: int, log_file) -> dict[str, Profile]:
         prof.exclusive = {name: ms(s / n) for name, s in bd.exclusive.items()}
         prof.sql_count = sum(bd.sql_where.values()) / n
         prof.sql_where = {where: c / n for where, c in bd.sql_where.items()}
-        prof.sql_text = {text: c / n for text, c in bd.sql_text.items()}
+        summaries: Counter = Counter()
+        for text, c in bd.sql_text.items():
+            summaries[summarize_sql(text)] += c
+        prof.sql_text = {text: c / n for text, c in summaries.items()}
         prof.log_calls = bd.calls["logging (structlog + handler)"] / n
         prof.health_checks = bd.calls["DB connection health check"] / n
 
@@ -721,8 +744,9 @@ def print_settings(note: str, args, data: dict) -> None:
         f"  gunicorn        : gunicorn.conf.py: gthread, {os.environ.get('WEB_CONCURRENCY', '2')} workers x "
         f"{threads} threads, preload; --access-logfile - (to a file)"
     )
-    print(f"  project         : DEBUG=0, LOG_LEVEL={args.log_level}, LOG_FORMAT=json, {len(settings.MIDDLEWARE)} middleware")
-    print(f"  CONN_MAX_AGE    : {db.get('CONN_MAX_AGE')}   CONN_HEALTH_CHECKS: {db.get('CONN_HEALTH_CHECKS')} (both servers)")
+    middleware = len(settings.MIDDLEWARE)
+    print(f"  project         : DEBUG=0, LOG_LEVEL={args.log_level}, LOG_FORMAT=json, {middleware} middleware")
+    print(f"  CONN_MAX_AGE    : {db.get('CONN_MAX_AGE')}   CONN_HEALTH_CHECKS: {db.get('CONN_HEALTH_CHECKS')} (both)")
     print(f"  cache / broker  : {settings.CACHES['default']['BACKEND'].rsplit('.', 1)[-1]} / ORM (django-q2)")
     print(f"  database        : {BENCH_DB} on {db['HOST']}:{db['PORT']} (PostgreSQL {pg_version // 10000})")
     print(f"  data            : {sum(data['statuses'].values())} runs {data['statuses']}, token of a superuser")
@@ -823,11 +847,14 @@ PROFILE_ORDER = [
     "filtering (django-filter)",
     "pagination",
     "serializers",
-    "runs.services.run_create",
+    "runs.selectors.runs_blocked_by",
+    "runs.services.run_create (the rest)",
+    "run_create: ",
     "health: ",
     "JSON rendering",
     "logging (structlog + handler)",
     "SQL statements (execute, incl. round trip)",
+    "COMMIT (an atomic block's, round trip)",
     "DB connection health check",
     "view & DRF (the rest)",
 ]
@@ -858,6 +885,7 @@ def print_profile_report(profiles: dict[str, Profile], data: dict) -> None:
     rows = [
         ("total (nothing added)", *(fmt(profiles[k].total_ms, 2) for k in keys)),
         ("  p50", *(fmt(profiles[k].p50_ms, 2) for k in keys)),
+        ("  CPU of this process (PostgreSQL's not included)", *(fmt(profiles[k].cpu_ms, 2) for k in keys)),
         ("total with the timers below", *(fmt(profiles[k].instrumented_ms, 2) for k in keys)),
     ]
     for name in ordered:
@@ -889,17 +917,12 @@ def print_profile_report(profiles: dict[str, Profile], data: dict) -> None:
         for g, v in profiles[k].packages.items():
             groups[g] += v / max(profiles[k].profiled_ms, 1e-9)
     top = [g for g, _ in groups.most_common(18)]
-    rows = []
-    for g in top:
-        rows.append(
-            (
-                g,
-                *(
-                    f"{profiles[k].packages.get(g, 0.0):.2f} {100 * profiles[k].packages.get(g, 0.0) / profiles[k].profiled_ms:3.0f}%"
-                    for k in keys
-                ),
-            )
-        )
+
+    def cell(p: Profile, g: str) -> str:
+        v = p.packages.get(g, 0.0)
+        return f"{v:.2f} {100 * v / p.profiled_ms:3.0f}%"
+
+    rows = [(g, *(cell(profiles[k], g) for k in keys)) for g in top]
     rows.append(("all (under cProfile)", *(f"{profiles[k].profiled_ms:.2f} 100%" for k in keys)))
     print("cProfile: self time by package, ms per request under the profiler (which inflates Python calls) and share")
     table(("package", *(short[k] for k in keys)), rows)
@@ -933,9 +956,14 @@ def main() -> int:
 
     django.setup()
     import logging
+    import warnings
 
+    # WhiteNoise warns that collectstatic never ran: no static file is requested here.
+    warnings.filterwarnings("ignore", message="No directory at")
     from django.core.management import call_command
     from django.db import connection
+
+    import agentrunner.wsgi  # noqa: F401 (its django.setup() configures logging again: before the redirect)
 
     log_dir = Path(tempfile.mkdtemp(prefix="api-bench-"))
     # This process logs as production does (INFO, JSON), into a file instead of the terminal.
@@ -963,6 +991,7 @@ def main() -> int:
         if not args.profile_only:
             import psycopg
 
+            write_cluster_heartbeat()  # again: /health re-sets django-q2's list of clusters with a 300 s expiry
             step("starting gunicorn: project and bare")
             project = Server(
                 "project",
@@ -1013,7 +1042,7 @@ def main() -> int:
     if profiles:
         print_profile_report(profiles, data)
     for s in servers:
-        lines = sum(1 for _ in open(s.log_path, "rb"))
+        lines = s.log_path.read_bytes().count(b"\n")
         print(f"gunicorn {s.label}: {lines} log lines ({s.log_path.stat().st_size / 1e6:.1f} MB) in {s.log_path}")
     errors = [p for p in log_dir.iterdir() if re.search(rb'"level": "(error|critical)"|Traceback', p.read_bytes())]
     if errors:

@@ -22,12 +22,10 @@ from agentrunner.api import (
     IdFilter,
     IsoDateTimeFilter,
     JSONObjectField,
-    LimitOffsetPagination,
     SafeJSONParser,
     error_response,
     may_see,
 )
-from agentrunner.llm import run_metrics
 from agentrunner.validators import INT32_MAX, validate_storable_json
 from flows.exceptions import FlowNotFound
 from flows.models import Flow, FlowVersion
@@ -433,10 +431,9 @@ class RunFilter(django_filters.FilterSet):
         fields = ["status", "agent_type", "flow", "user_id", "schedule", "created_after", "created_before"]
 
 
-class RunListCreateApi(generics.ListAPIView):
+class RunListApi(generics.ListAPIView):
     serializer_class = RunOutputSerializer
     filterset_class = RunFilter
-    pagination_class = LimitOffsetPagination
 
     queryset = Run.objects.none()  # for the schema generator; requests use get_queryset
 
@@ -464,6 +461,8 @@ class RunListCreateApi(generics.ListAPIView):
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
+
+class RunStartApi(APIView):
     @extend_schema(
         operation_id="runs_create",
         summary="Start a run",
@@ -629,4 +628,4 @@ class RunMetricsApi(APIView):
     )
     def get(self, request, run_id):
         run = get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
-        return Response(run_metrics(run))
+        return Response(selectors.run_metrics(run))

@@ -1,11 +1,16 @@
-"""Reads: effective agent policies, run lists and why a run waits."""
+"""Reads: effective agent policies, run lists, why a run waits, a run's metrics."""
 
 from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
 
 from django.db.models import F, Prefetch, QuerySet, Window
 from django.db.models.functions import Rank
 
 from agentrunner.agents import ConcurrencyPolicy, OnBusy, all_agents, get_agent
+from agentrunner.llm.selectors import llm_aggregates, llm_block
+from agentrunner.models import LLMCall
 from runs.models import WAITING_QUEUE, AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttempt
 
 
@@ -96,4 +101,52 @@ def runs_blocked_by(*, runs) -> dict:
             "position": positions.get(pk),
         }
         for pk, run_id, key in waiting
+    }
+
+
+def _ms(delta: timedelta | None) -> int | None:
+    return None if delta is None else round(delta.total_seconds() * 1000)
+
+
+def run_metrics(run) -> dict:
+    """Return a run's LLM usage and cost, per step and in total, with each step's duration from its attempts.
+
+    `calls` counts the requests sent to providers (retries included), `failed_calls` those that failed,
+    `refused_calls` those a budget refused. A step's `duration_ms` adds up its finished attempts. Three
+    queries whatever the number of steps and calls.
+    """
+    per_step = {
+        row["step_id"]: row
+        for row in LLMCall.objects.filter(run=run).values("step_id").order_by().annotate(**llm_aggregates())
+    }
+    steps = []
+    totals = {key: 0 for key in ("calls", "failed_calls", "refused_calls", "prompt_tokens", "completion_tokens")}
+    totals.update(total_tokens=0, llm_latency_ms=0, cost_usd=Decimal(0))
+    for row in per_step.values():
+        for key in totals:
+            totals[key] += row[key]
+    run_duration_ms = 0
+    for step in Step.objects.filter(run=run).prefetch_related("attempt_set").order_by("sequence"):
+        attempts = [
+            {"number": a.number, "status": a.status, "duration_ms": _ms(a.duration)}
+            for a in sorted(step.attempt_set.all(), key=lambda a: a.number)
+        ]
+        duration_ms = sum(a["duration_ms"] for a in attempts if a["duration_ms"] is not None)
+        run_duration_ms += duration_ms
+        steps.append(
+            {
+                "step_id": step.pk,
+                "name": step.name,
+                "sequence": step.sequence,
+                "agent_type": step.agent_type,
+                "status": step.status,
+                "duration_ms": duration_ms,
+                "attempts": attempts,
+                **llm_block(per_step.get(step.pk)),
+            }
+        )
+    return {
+        "run_id": str(run.pk),
+        "total": {**llm_block(totals), "duration_ms": run_duration_ms},
+        "steps": steps,
     }

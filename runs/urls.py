@@ -1,5 +1,6 @@
 from django.urls import path
 
+from agentrunner.api import operations
 from runs import apis
 
 urlpatterns = [
@@ -7,7 +8,7 @@ urlpatterns = [
     path("agents/run", apis.AgentRunApi.as_view(), name="agents-run"),
     path("agents/status/<uuid:run_id>", apis.AgentStatusApi.as_view(), name="agents-status"),
     path("agents/<str:agent_type>", apis.AgentUpdateApi.as_view(), name="agents-update"),
-    path("runs", apis.RunListCreateApi.as_view(), name="runs-list"),
+    path("runs", operations(get=apis.RunListApi, post=apis.RunStartApi), name="runs-list"),
     path("runs/<uuid:run_id>", apis.RunDetailApi.as_view(), name="runs-detail"),
     path("runs/<uuid:run_id>/steps", apis.RunStepsApi.as_view(), name="runs-steps"),
     path("runs/<uuid:run_id>/retry", apis.RunRetryApi.as_view(), name="runs-retry"),

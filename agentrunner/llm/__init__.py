@@ -18,7 +18,7 @@ from agentrunner.llm.exceptions import (
 )
 from agentrunner.llm.gateway import Completion, acomplete, complete, cost_usd
 from agentrunner.llm.providers import configured_providers
-from agentrunner.llm.selectors import breaker_states, owner_usage, run_metrics
+from agentrunner.llm.selectors import breaker_states, owner_usage
 
 
 def any_provider_configured() -> bool:
@@ -42,5 +42,4 @@ __all__ = [
     "configured_providers",
     "cost_usd",
     "owner_usage",
-    "run_metrics",
 ]

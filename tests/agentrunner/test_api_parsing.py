@@ -4,7 +4,7 @@ import pytest
 from django.urls import URLResolver, get_resolver
 from django.utils import timezone
 
-from agentrunner.api import MAX_PAGE_SIZE
+from agentrunner.api import MAX_PAGE_SIZE, LimitOffsetPagination
 from digests.services import digest_period_close as digest_close
 from flows.models import Flow, FlowVersion
 from flows.services import flow_create
@@ -112,34 +112,60 @@ def test_unstorable_text_in_stored_json__400_naming_the_field_and_nothing_stored
 BEYOND_BIGINT = 2**63  # one more than PostgreSQL's bigint and SQLite's integer hold
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        f"limit={BEYOND_BIGINT}",
-        f"limit={BEYOND_BIGINT - 1}&offset=1",
-        f"offset={BEYOND_BIGINT}",
-        f"limit={BEYOND_BIGINT}&offset={BEYOND_BIGINT}",
-    ],
-)
-@pytest.mark.parametrize(
-    "path",
-    ["/api/v1/runs", "/api/v1/schedules", "/api/v1/schedules/{schedule}/fires", "/api/v1/digests/{digest}/deliveries"],
-)
-def test_huge_limit_or_offset__a_page_of_at_most_max_page_size_not_a_500(staff_api, staff_user, path, query):
-    # One row in each list: an empty list answers without querying, so the limit would never reach the database.
+LISTS = [
+    "/api/v1/runs",
+    "/api/v1/schedules",
+    "/api/v1/schedules/{schedule}/fires",
+    "/api/v1/digests/{digest}/deliveries",
+]
+
+
+@pytest.fixture
+def one_of_each(staff_user):
+    """One row in each list: an empty list answers without querying, so the limit would never reach the database."""
     schedule = make_schedule(name="existing")
     digest = make_digest(name="existing")
     run_services.run_create(agent_type="pass", input={}, created_by=staff_user)
     ScheduleFire.objects.create(schedule=schedule, intended_at=timezone.now(), status=FireStatus.SKIPPED_MISSED)
     digest_close(subscription_id=digest.pk, now=timezone.now())
+    return {"schedule": schedule.pk, "digest": digest.pk}
 
-    response = staff_api.get(f"{path.format(schedule=schedule.pk, digest=digest.pk)}?{query}")
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        (f"limit={BEYOND_BIGINT}", "limit"),
+        (f"limit={MAX_PAGE_SIZE + 1}", "limit"),
+        ("limit=0", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=ten", "limit"),
+        ("limit=1.5", "limit"),
+        (f"limit=10&offset={BEYOND_BIGINT}", "offset"),
+        ("offset=-1", "offset"),
+    ],
+)
+@pytest.mark.parametrize("path", LISTS)
+def test_limit_or_offset_out_of_range__a_400_naming_it_not_a_500(staff_api, one_of_each, path, query, field):
+    response = staff_api.get(f"{path.format(**one_of_each)}?{query}")
+
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid"
+    assert list(body["errors"]) == [field]
+
+
+@pytest.mark.parametrize(
+    ("query", "results"), [(f"limit={MAX_PAGE_SIZE}", 1), ("", 1), (f"limit=1&offset={BEYOND_BIGINT - 1}", 0)]
+)
+@pytest.mark.parametrize("path", LISTS)
+def test_limit_and_offset_in_range__a_page(staff_api, one_of_each, path, query, results):
+    response = staff_api.get(f"{path.format(**one_of_each)}?{query}")
 
     assert response.status_code == 200, response.content
     page = response.json()
-    assert len(page["results"]) <= MAX_PAGE_SIZE
+    assert set(page) == {"count", "next", "previous", "results"}
     assert page["count"] == 1
-    assert len(page["results"]) == (0 if "offset" in query else 1)
+    assert len(page["results"]) == results
 
 
 def test_every_paginated_list_caps_its_page_size():
@@ -149,10 +175,11 @@ def test_every_paginated_list_caps_its_page_size():
         for pattern in patterns:
             if isinstance(pattern, URLResolver):
                 yield from views(pattern.url_patterns)
-            elif (view := getattr(pattern.callback, "cls", None)) is not None:
-                yield view
+            else:  # a view, or a URL whose methods are each their own view (agentrunner.api.operations)
+                callbacks = getattr(pattern.callback, "schema_operations", {}).values() or [pattern.callback]
+                yield from (c.cls for c in callbacks if getattr(c, "cls", None) is not None)
 
     paginated = [v for v in views(get_resolver().url_patterns) if getattr(v, "pagination_class", None) is not None]
     assert paginated, "no paginated view found: the walk of the URLconf is broken"
     for view in paginated:
-        assert getattr(view.pagination_class, "max_limit", None), f"{view.__name__} pages have no max_limit"
+        assert issubclass(view.pagination_class, LimitOffsetPagination), f"{view.__name__} pages its own way"

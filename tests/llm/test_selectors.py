@@ -10,9 +10,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from agentrunner.llm import breaker_states, owner_usage, run_metrics
+from agentrunner.llm import breaker_states, owner_usage
 from agentrunner.models import BreakerState, LLMCall, LLMOutcome, OwnerBudget, ProviderBreaker
 from runs.models import AttemptStatus, Run, Step, StepAttempt
+from runs.selectors import run_metrics
 
 pytestmark = pytest.mark.django_db
 
