@@ -7,7 +7,6 @@ from datetime import UTC, timedelta
 
 import django_filters
 from django import forms
-from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
@@ -18,6 +17,7 @@ from rest_framework.response import Response
 
 from agentrunner.agents import InvalidAgentInput
 from agentrunner.errors import ServiceError
+from agentrunner.permissions import may_see, model_permission
 from agentrunner.validators import validate_storable_json
 
 
@@ -199,16 +199,6 @@ ACTION_FOR_METHOD = {
 ACTION_GERUND = {"view": "Seeing", "add": "Adding", "change": "Changing", "delete": "Deleting"}
 
 
-def model_permission(model, action: str) -> str:
-    """The permission's full name, e.g. `flows.view_flow` for (Flow, "view")."""
-    return f"{model._meta.app_label}.{get_permission_codename(action, model._meta)}"
-
-
-def may_see(user, model) -> bool:
-    """Whether `user` may read `model`'s rows: its view permission, or its change permission, as in the admin."""
-    return user.has_perm(model_permission(model, "view")) or user.has_perm(model_permission(model, "change"))
-
-
 def permission_denied_message(model, action: str) -> str:
     """e.g. "Seeing flows needs the flows.view_flow permission."."""
     things = model._meta.verbose_name_plural
@@ -246,6 +236,15 @@ class ModelPermissions(permissions.BasePermission):
             return True
         self.message = permission_denied_message(model, action)  # DRF's 403 detail
         return False
+
+
+class IsStaff(permissions.BasePermission):
+    """Staff users only (after authentication: an anonymous request is a 401, a non-staff user a 403)."""
+
+    message = "Only staff may do this."
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
 
 
 def _flatten(detail, prefix="") -> dict[str, list[str]]:

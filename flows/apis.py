@@ -27,7 +27,8 @@ from flows.definition import validate_definition
 from flows.exceptions import FlowNotFound
 from flows.models import Flow, FlowVersion
 from runs import services as run_services
-from runs.apis import BUSY, RunAcceptedSerializer
+from runs.api.agents import RunAcceptedSerializer
+from runs.api.examples import BUSY
 
 MAX_WAIT_SECONDS = 60
 WAIT_POLL_SECONDS = 0.05

@@ -30,3 +30,10 @@ class RunAlreadyFinished(RunError):
 
     status_code = 409
     code = "run_finished"
+
+
+class IdempotencyConflict(RunError):
+    """This idempotency key was already used for a different agent, flow or input."""
+
+    status_code = 409
+    code = "idempotency_conflict"

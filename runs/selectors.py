@@ -11,6 +11,9 @@ from django.db.models.functions import Rank
 from agentrunner.agents import ConcurrencyPolicy, OnBusy, all_agents, get_agent
 from agentrunner.llm.selectors import llm_aggregates, llm_block
 from agentrunner.models import LLMCall
+from agentrunner.permissions import may_see
+from flows.exceptions import FlowNotFound
+from flows.models import Flow, FlowVersion
 from runs.models import WAITING_QUEUE, AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttempt
 
 
@@ -150,3 +153,13 @@ def run_metrics(run) -> dict:
         "total": {**llm_block(totals), "duration_ms": run_duration_ms},
         "steps": steps,
     }
+
+
+def flow_version_current(slug: str, *, user) -> FlowVersion:
+    """The current version of the flow `slug`, if `user` may see flows; FlowNotFound otherwise."""
+    # The rule of POST /flows/{slug}/runs (agentrunner.api.ModelPermissions): the same 404 whether the flow is
+    # missing or the user may not see it, since running it shows its tasks' inputs.
+    version = FlowVersion.objects.filter(flow__slug=slug).select_related("flow").order_by("-number").first()
+    if version is None or not may_see(user, Flow):
+        raise FlowNotFound(f"No flow {slug!r}.")
+    return version

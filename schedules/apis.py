@@ -23,7 +23,7 @@ from agentrunner.api import (
     permission_response,
 )
 from flows.models import Flow
-from runs.apis import EXAMPLE_RUN_ID
+from runs.api.examples import EXAMPLE_RUN_ID
 from runs.models import RunStatus
 from schedules import selectors, services
 from schedules.exceptions import ScheduleInvalid, ScheduleNotFound

@@ -166,7 +166,7 @@ def test_without_permissions__inline_flows_validation_agents_and_own_runs_keep_w
 
     flow_run_id, agent_run_id = flow_run.json()["run_id"], agent_run.json()["id"]
     assert client.get(f"/api/v1/runs/{flow_run_id}").json()["flow"]["slug"] is None
-    assert [s["input"] for s in client.get(f"/api/v1/runs/{flow_run_id}/steps").json()] == [{"x": 1}]
+    assert [s["input"] for s in client.get(f"/api/v1/runs/{flow_run_id}/steps").json()["results"]] == [{"x": 1}]
     assert client.get(f"/api/v1/runs/{agent_run_id}").json()["input"] == {"y": 2}
     assert {r["id"] for r in client.get("/api/v1/runs").json()["results"]} == {flow_run_id, agent_run_id}
     assert client_for(owner).get(f"/api/v1/runs/{flow_run_id}").status_code == 404  # still the runs' own rule

@@ -101,7 +101,7 @@ def test_start_a_flow_run_and_read_it(api):
     assert run["flow"]["slug"] == "demo" and run["flow"]["version"] == 1
     assert run["agent_type"] == ""
     assert api.get("/api/v1/runs?flow=demo").json()["count"] == 1
-    steps = api.get(f"/api/v1/runs/{run_id}/steps").json()
+    steps = api.get(f"/api/v1/runs/{run_id}/steps").json()["results"]
     assert [(s["name"], s["input"]) for s in steps] == [("a", {"x": 1})]
 
 

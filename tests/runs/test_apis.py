@@ -189,7 +189,7 @@ def test_agents_status__unknown_and_malformed_ids_are_404(api):
 
 
 def test_agents_list__schemas_and_effective_policies(api):
-    agents = {a["agent_type"]: a for a in api.get("/api/v1/agents").json()}
+    agents = {a["agent_type"]: a for a in api.get("/api/v1/agents").json()["results"]}
     assert agents["document-extractor"]["concurrency"] == {"limit": 1, "on_busy": "reject"}
     assert agents["wait"]["input_schema"]["required"] == ["seconds"]
 
@@ -380,7 +380,7 @@ def test_runs_cancel__waiting_run_leaves_the_queue_and_holder_keeps_slot(owner):
 
 def test_runs_steps__timeline_with_attempts(api, owner):
     run, _ = services.run_create(agent_type="pass", input={"a": 1}, created_by=owner)
-    steps = api.get(f"/api/v1/runs/{run.id}/steps").json()
+    steps = api.get(f"/api/v1/runs/{run.id}/steps").json()["results"]
     assert len(steps) == 1
     assert steps[0]["name"] == "pass" and steps[0]["status"] == "QUEUED" and steps[0]["attempts"] == []
     error_shape(api.get(f"/api/v1/runs/{uuid.uuid4()}/steps"), 404)

@@ -1,0 +1,290 @@
+"""Runs: list, start, read, cancel and resume them (`/runs`, `/runs/{id}`, `/runs/{id}/retry`)."""
+
+import django_filters
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agentrunner.api import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    IdFilter,
+    IsoDateTimeFilter,
+    JSONObjectField,
+    error_response,
+)
+from agentrunner.validators import INT32_MAX
+from runs import selectors, services
+from runs.api.examples import BAD_RUN_REQUEST, BUSY, RUN_FINISHED_ERR
+from runs.exceptions import IdempotencyConflict
+from runs.models import Run, RunStatus
+
+BlockedBySerializer = inline_serializer(
+    name="BlockedBy",
+    fields={
+        "concurrency_key": serializers.CharField(),
+        "runs": serializers.ListField(child=serializers.UUIDField(), help_text="Runs holding the slots."),
+        "slots_used": serializers.IntegerField(),
+        "limit": serializers.IntegerField(allow_null=True),
+        "position": serializers.IntegerField(help_text="1 = next to get a slot."),
+    },
+)
+
+
+FlowRefSerializer = inline_serializer(
+    name="FlowRef",
+    fields={
+        "slug": serializers.CharField(allow_null=True),
+        "version": serializers.IntegerField(),
+        "version_id": serializers.IntegerField(),
+    },
+)
+
+
+class RunOutputSerializer(serializers.ModelSerializer):
+    flow = serializers.SerializerMethodField(
+        help_text="The flow version this run executes (slug null for an inline flow); null for a single-agent run."
+    )
+    blocked_by = serializers.SerializerMethodField(
+        help_text="While the run waits for a concurrency slot: who holds it, slots used / limit and its "
+        "place in the queue. Null otherwise."
+    )
+
+    class Meta:
+        model = Run
+        ref_name = "Run"
+        fields = [
+            "id",
+            "status",
+            "agent_type",
+            "flow",
+            "input",
+            "result",
+            "error",
+            "error_code",
+            "user_id",
+            "idempotency_key",
+            "token_budget",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "cancel_requested_at",
+            "rerun_of",
+            "schedule",
+            "scheduled_for",
+            "blocked_by",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "schedule": {"help_text": "Id of the schedule that started this run; null otherwise."},
+            "scheduled_for": {"help_text": "The schedule's fire time this run stands for (one run per time)."},
+        }
+
+    @extend_schema_field(FlowRefSerializer)
+    def get_flow(self, run):
+        version = run.flow_version
+        if version is None:
+            return None
+        return {
+            "slug": version.flow.slug if version.flow else None,
+            "version": version.number,
+            "version_id": version.pk,
+        }
+
+    @extend_schema_field(BlockedBySerializer)
+    def get_blocked_by(self, run):
+        page = self.context.get("blocked_by")  # a list computes it for its whole page at once
+        return page.get(run.pk) if page is not None else selectors.run_blocked_by(run=run)
+
+
+class RunCreateInputSerializer(serializers.Serializer):
+    agent_type = serializers.CharField(
+        max_length=100, required=False, help_text="A registered agent type (GET /api/v1/agents); or give `flow`."
+    )
+    flow = serializers.SlugField(
+        max_length=100, required=False, help_text="A flow's slug: runs its current version; or give `agent_type`."
+    )
+    input = JSONObjectField(required=False, default=dict, help_text="The agent's or flow's input.")
+    user_id = serializers.UUIDField(required=False, allow_null=True, help_text="The end user the run is for.")
+    idempotency_key = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        default="",
+        help_text="Sending the same key again returns the same run instead of starting another.",
+    )
+    token_budget = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=INT32_MAX,
+        help_text="Most LLM tokens this run may use (a flow's `budget.max_tokens` applies if omitted).",
+    )
+
+    class Meta:
+        ref_name = "RunCreateRequest"
+
+    def validate(self, attrs):
+        if ("agent_type" in attrs) == ("flow" in attrs):
+            raise serializers.ValidationError({"agent_type": ["Give exactly one of agent_type and flow."]})
+        return attrs
+
+
+class RunFilter(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
+    agent_type = django_filters.CharFilter()
+    flow = django_filters.CharFilter(field_name="flow_version__flow__slug", help_text="A flow's slug.")
+    user_id = django_filters.UUIDFilter()
+    schedule = IdFilter(field_name="schedule_id", help_text="A schedule's id: the runs it started.")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Run
+        fields = ["status", "agent_type", "flow", "user_id", "schedule", "created_after", "created_before"]
+
+
+class RunListApi(generics.ListAPIView):
+    serializer_class = RunOutputSerializer
+    filterset_class = RunFilter
+
+    queryset = Run.objects.none()  # for the schema generator; requests use get_queryset
+
+    def get_queryset(self):
+        return selectors.run_list(user=self.request.user)
+
+    def get_serializer(self, *args, **kwargs):
+        if kwargs.get("many") and args:  # a page of runs: why each waits, in a few queries for all
+            kwargs.setdefault("context", self.get_serializer_context())["blocked_by"] = selectors.runs_blocked_by(
+                runs=args[0]
+            )
+        return super().get_serializer(*args, **kwargs)
+
+    @extend_schema(
+        operation_id="runs_list",
+        summary="List runs",
+        description="Newest first. Staff see every run, other users the runs they started.",
+        responses={
+            200: RunOutputSerializer(many=True),
+            400: error_response("Bad filter.", "Invalid request.", "invalid"),
+            401: UNAUTHORIZED,
+        },
+        tags=["runs"],
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class RunStartApi(APIView):
+    @extend_schema(
+        operation_id="runs_create",
+        summary="Start a run",
+        description="202 with the new run. With an `idempotency_key` already used by you, 200 with that run "
+        "(409 if the agent or input differ). Starting a stored `flow` needs `flows.view_flow`, as reading it "
+        "does; without it the answer is the 404 of a flow that does not exist.",
+        request=RunCreateInputSerializer,
+        responses={
+            202: RunOutputSerializer,
+            200: OpenApiResponse(RunOutputSerializer, description="Existing run for this idempotency key."),
+            400: BAD_RUN_REQUEST,
+            401: UNAUTHORIZED,
+            404: error_response(
+                "No flow with that slug, or one you may not see.", "No flow 'claim-intake'.", "not_found"
+            ),
+            409: BUSY,
+        },
+        examples=[
+            OpenApiExample(
+                "wait two seconds",
+                request_only=True,
+                value={"agent_type": "wait", "input": {"seconds": 2}, "idempotency_key": "nightly-2026-11-21"},
+            )
+        ],
+        tags=["runs"],
+    )
+    def post(self, request):
+        data = RunCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        common = {
+            "input": values["input"],
+            "user_id": values.get("user_id"),
+            "created_by": request.user,
+            "idempotency_key": values["idempotency_key"],
+            "token_budget": values.get("token_budget"),
+        }
+        if "flow" in values:
+            version = selectors.flow_version_current(values["flow"], user=request.user)
+            run, created = services.flow_run_create(version=version, **common)
+            same = run.flow_version_id is not None and run.flow_version.flow_id == version.flow_id
+        else:
+            run, created = services.run_create(agent_type=values["agent_type"], **common)
+            same = run.agent_type == values["agent_type"]
+        if not created and (not same or run.input != values["input"]):
+            raise IdempotencyConflict()
+        return Response(
+            RunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+        )
+
+
+def run_get(request, run_id) -> Run:
+    """The run, if the user may see it; the same 404 otherwise."""
+    return get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
+
+
+class RunDetailApi(APIView):
+    @extend_schema(
+        operation_id="runs_retrieve",
+        summary="Get a run",
+        responses={200: RunOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+        tags=["runs"],
+    )
+    def get(self, request, run_id):
+        return Response(RunOutputSerializer(run_get(request, run_id)).data)
+
+
+class RunCancelApi(APIView):
+    @extend_schema(
+        operation_id="runs_cancel",
+        summary="Cancel a run",
+        description="Steps not yet running are cancelled at once (the run is CANCELLED in the response); "
+        "a running step stops within about a second and the run then becomes CANCELLED.",
+        responses={202: RunOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND, 409: RUN_FINISHED_ERR},
+        tags=["runs"],
+    )
+    def delete(self, request, run_id):
+        run = services.run_cancel(run_id=run_get(request, run_id).pk)
+        return Response(RunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RunRetryApi(APIView):
+    @extend_schema(
+        operation_id="runs_retry",
+        summary="Resume a failed flow run from its failed step",
+        description="Earlier steps' outputs are kept; the failed task runs again as a new step.",
+        request=None,
+        responses={
+            202: RunOutputSerializer,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            409: error_response(
+                "Not a FAILED flow run.",
+                "Run ... is COMPLETED: only a FAILED flow run can be resumed.",
+                "not_resumable",
+            ),
+        },
+        tags=["runs"],
+    )
+    def post(self, request, run_id):
+        return Response(
+            RunOutputSerializer(services.run_resume(run_id=run_get(request, run_id).pk)).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
