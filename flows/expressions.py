@@ -119,7 +119,11 @@ class CompiledExpression:
     variables: frozenset[str]  # the free variables the expression reads, e.g. {"output", "status"}
 
 
-_environment = celpy.Environment(runner_class=_BudgetedRunner)
+@functools.cache
+def _environment() -> celpy.Environment:
+    # Built on first use, not at import: building CEL's parser takes ~0.5-1 s, which every Django start-up
+    # (each manage.py command, web and worker process) paid although most never evaluate a condition.
+    return celpy.Environment(runner_class=_BudgetedRunner)
 
 
 def compile_expression(text: str) -> CompiledExpression:
@@ -136,7 +140,7 @@ def compile_expression(text: str) -> CompiledExpression:
 @functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
 def _compile(text: str) -> CompiledExpression:
     try:
-        ast = _environment.compile(text)
+        ast = _environment().compile(text)
     except celpy.CELParseError as exc:
         raise ExpressionError(_syntax_error_message(text, exc)) from None
     except RecursionError:
@@ -151,7 +155,7 @@ def _compile(text: str) -> CompiledExpression:
             f"too costly: {comprehensions} comprehensions (map, filter, all, exists, exists_one) nested in each "
             f"other; at most {MAX_NESTED_COMPREHENSIONS}"
         )
-    return CompiledExpression(text=text, program=_environment.program(ast), variables=_free_variables(ast))
+    return CompiledExpression(text=text, program=_environment().program(ast), variables=_free_variables(ast))
 
 
 def _nesting(ast: lark.Tree) -> tuple[int, int]:
