@@ -1,5 +1,14 @@
-"""GET /api/v1/health: database, broker and worker-cluster liveness."""
+"""GET /api/v1/health: database, broker and worker-cluster liveness.
 
+The report is computed at most once per HEALTH_CACHE_SECONDS in each web process (default 2 s): a probe or
+a dashboard polling it many times a second costs one set of checks, not one per request.
+"""
+
+import threading
+import time
+from datetime import UTC, datetime
+
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django_q.brokers import get_broker
@@ -11,9 +20,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agentrunner.cachekeys import TASK_QUEUE_UNJAMMED
 from agentrunner.llm import breaker_states
-
-TASK_QUEUE_UNJAMMED = "agentrunner:task-queue-unjammed"  # written by runs.engine.unjam
 
 CheckSerializer = inline_serializer(
     name="HealthCheck", fields={"ok": serializers.BooleanField(), "detail": serializers.CharField()}
@@ -22,6 +30,9 @@ HealthSerializer = inline_serializer(
     name="Health",
     fields={
         "status": serializers.ChoiceField(choices=["ok", "unavailable"]),
+        "checked_at": serializers.DateTimeField(
+            help_text="When the checks ran: the report is reused for HEALTH_CACHE_SECONDS (default 2 s)."
+        ),
         "llm_providers": serializers.ListField(
             child=serializers.DictField(),
             help_text="Each LLM provider's circuit breaker (closed, open, half_open); informational, an open "
@@ -35,6 +46,7 @@ HealthSerializer = inline_serializer(
 )
 HEALTHY = {
     "status": "ok",
+    "checked_at": "2026-12-03T09:30:00.123456Z",
     "checks": {
         "database": {"ok": True, "detail": "postgresql"},
         "broker": {"ok": True, "detail": "ORM broker, 0 queued"},
@@ -94,11 +106,32 @@ class HealthApi(APIView):
         tags=["health"],
     )
     def get(self, request):
+        body = _report()
+        return Response(body, status=200 if body["status"] == "ok" else 503)
+
+
+_cached: tuple[float, dict] | None = None
+_lock = threading.Lock()
+
+
+def _report() -> dict:
+    """The health report, computed at most once per HEALTH_CACHE_SECONDS in this process (0: every time)."""
+    global _cached
+    ttl = settings.HEALTH_CACHE_SECONDS
+    with _lock:  # one thread computes; the others of this process wait for its answer
+        if _cached is not None and time.monotonic() - _cached[0] < ttl:
+            return _cached[1]
+        started = time.monotonic()
         checks = {"database": _check(_database), "broker": _check(_broker), "workers": _check(_workers)}
-        ok = all(c["ok"] for c in checks.values())
         try:
             providers = breaker_states()
         except Exception:  # the database check above reports why
             providers = []
-        body = {"status": "ok" if ok else "unavailable", "checks": checks, "llm_providers": providers}
-        return Response(body, status=200 if ok else 503)
+        body = {
+            "status": "ok" if all(c["ok"] for c in checks.values()) else "unavailable",
+            "checked_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "checks": checks,
+            "llm_providers": providers,
+        }
+        _cached = (started, body)
+        return body

@@ -219,6 +219,9 @@ REST_FRAMEWORK = {
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
 }
 
+# GET /api/v1/health reuses its report this long in each web process (0: checks on every request).
+HEALTH_CACHE_SECONDS = env_number("HEALTH_CACHE_SECONDS", 2.0)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Agent Runner API",
     "DESCRIPTION": (

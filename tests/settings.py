@@ -16,6 +16,7 @@ for name, value in {
     "SLOT_START_DEADLINE_SECONDS": "60",
     "STEP_REDISPATCH_SECONDS": "60",
     "Q_POLL": "0.02",
+    "HEALTH_CACHE_SECONDS": "0",  # tests change what health reports and read it at once; its cache is tested
     "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
 }.items():
     os.environ.setdefault(name, value)

@@ -36,7 +36,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from agentrunner.health import TASK_QUEUE_UNJAMMED
+from agentrunner.cachekeys import TASK_QUEUE_UNJAMMED
 
 log = structlog.get_logger("agentrunner.engine")
 

@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from fpdf import FPDF
 from rest_framework.test import APIClient
 
@@ -74,6 +76,21 @@ def test_health_without_workers__503_naming_the_failed_check():
     assert body["checks"]["broker"]["ok"] is True
     assert body["checks"]["workers"]["ok"] is False
     assert "manage.py worker" in body["checks"]["workers"]["detail"]
+
+
+def test_health__reuses_its_report_for_health_cache_seconds(settings, monkeypatch):
+    from agentrunner import health
+
+    settings.HEALTH_CACHE_SECONDS = 60
+    monkeypatch.setattr(health, "_cached", None)
+    first = APIClient().get("/api/v1/health")
+    with CaptureQueriesContext(connection) as queries:
+        second = APIClient().get("/api/v1/health")
+    assert second.json() == first.json() and second.status_code == first.status_code == 503
+    assert len(queries) == 0  # not even the database check
+    settings.HEALTH_CACHE_SECONDS = 0
+    third = APIClient().get("/api/v1/health").json()
+    assert third["checked_at"] > first.json()["checked_at"]
 
 
 # --- agents ---------------------------------------------------------------------

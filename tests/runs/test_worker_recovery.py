@@ -13,7 +13,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from agentrunner.health import TASK_QUEUE_UNJAMMED
+from agentrunner.cachekeys import TASK_QUEUE_UNJAMMED
 from runs import services
 from runs.models import Run, RunStatus
 from tests.conftest import wait_for
