@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import F, Prefetch, QuerySet, Window
-from django.db.models.functions import Rank
+from django.db.models import CharField, Count, F, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value, Window
+from django.db.models.functions import Coalesce, Concat, Rank
 
-from agentrunner.agents import ConcurrencyPolicy, OnBusy, all_agents, get_agent
+from agentrunner.agents import ConcurrencyPolicy, OnBusy, UnknownAgentType, all_agents
 from agentrunner.llm.selectors import llm_aggregates, llm_block
 from agentrunner.models import LLMCall
 from agentrunner.permissions import may_see
@@ -17,43 +17,99 @@ from flows.models import Flow, FlowVersion
 from runs.models import WAITING_QUEUE, AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttempt
 
 
+def agent_policy_in_effect(*, agent_type: str, override: tuple[int | None, str] | None) -> ConcurrencyPolicy | None:
+    """The effective concurrency policy: the operator's override if stored, else the agent's default.
+
+    `override` is the stored (limit, on_busy) when an operator overrides the default, else None. None for an
+    agent that is no longer installed and has no override. Every reader of a policy goes through here.
+    """
+    if override is not None:
+        limit, on_busy = override
+        return ConcurrencyPolicy(limit=limit, on_busy=OnBusy(on_busy))
+    agent = all_agents().get(agent_type)
+    return None if agent is None else agent.concurrency
+
+
+def agent_policy_of(policy: AgentPolicy) -> ConcurrencyPolicy | None:
+    """The policy in effect for an agent type's row (None if the agent is no longer installed)."""
+    override = (policy.concurrency_limit, policy.on_busy) if policy.override else None
+    return agent_policy_in_effect(agent_type=policy.agent_type, override=override)
+
+
 def agent_policy_get(*, agent_type: str) -> ConcurrencyPolicy:
-    """The effective concurrency policy: the operator's override if stored, else the agent's default."""
+    """The policy in effect for an agent type; raises UnknownAgentType for one that is not installed."""
     # On every run start and every queued step: one indexed lookup, no model instance.
     override = (
         AgentPolicy.objects.filter(agent_type=agent_type, override=True)
         .values_list("concurrency_limit", "on_busy")
         .first()
     )
-    if override is None:
-        return get_agent(agent_type).concurrency
-    limit, on_busy = override
-    return ConcurrencyPolicy(limit=limit, on_busy=OnBusy(on_busy))
+    policy = agent_policy_in_effect(agent_type=agent_type, override=override)
+    if policy is None:
+        raise UnknownAgentType(agent_type)
+    return policy
+
+
+def agent_policy_list() -> QuerySet[AgentPolicy]:
+    """Agent type rows with how many of their runs hold a slot (`running_count`) and wait for one (`waiting_count`)."""
+    from runs.engine.slots import agent_key  # here: the engine's package imports this module
+
+    key = Concat(Value(agent_key("")), OuterRef("agent_type"), output_field=CharField())
+    running = (
+        Slot.objects.filter(key_id=key)
+        .exclude(holder="")
+        .order_by()
+        .values("key_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    waiting = (
+        Step.objects.filter(WAITING_QUEUE, concurrency_key=key)
+        .order_by()
+        .values("concurrency_key")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return AgentPolicy.objects.annotate(
+        running_count=Coalesce(Subquery(running, output_field=IntegerField()), 0),
+        waiting_count=Coalesce(Subquery(waiting, output_field=IntegerField()), 0),
+    )
+
+
+def _agent_row(name: str, cls, override: tuple[int | None, str] | None) -> dict:
+    return {
+        "agent_type": name,
+        "description": cls.description,
+        "input_schema": cls.input_schema,
+        "concurrency": agent_policy_in_effect(agent_type=name, override=override).as_dict(),
+        "default_concurrency": cls.concurrency.as_dict(),
+        "overridden": override is not None,
+        "max_attempts": cls.max_attempts,
+    }
 
 
 def agent_list() -> list[dict]:
-    """Every registered agent type with its input schema and effective policy."""
-    overrides = {p.agent_type: p for p in AgentPolicy.objects.filter(override=True)}
-    result = []
-    for name, cls in all_agents().items():
-        override = overrides.get(name)
-        policy = (
-            ConcurrencyPolicy(limit=override.concurrency_limit, on_busy=OnBusy(override.on_busy))
-            if override
-            else cls.concurrency
+    """Every registered agent type with its input schema and effective policy (whether or not it has a row yet)."""
+    overrides = {
+        agent_type: (limit, on_busy)
+        for agent_type, limit, on_busy in AgentPolicy.objects.filter(override=True).values_list(
+            "agent_type", "concurrency_limit", "on_busy"
         )
-        result.append(
-            {
-                "agent_type": name,
-                "description": cls.description,
-                "input_schema": cls.input_schema,
-                "concurrency": policy.as_dict(),
-                "default_concurrency": cls.concurrency.as_dict(),
-                "overridden": override is not None,
-                "max_attempts": cls.max_attempts,
-            }
-        )
-    return result
+    }
+    return [_agent_row(name, cls, overrides.get(name)) for name, cls in all_agents().items()]
+
+
+def agent_get(*, agent_type: str) -> dict:
+    """One registered agent type as `agent_list` gives it; raises UnknownAgentType for one that is not."""
+    cls = all_agents().get(agent_type)
+    if cls is None:
+        raise UnknownAgentType(agent_type)
+    override = (
+        AgentPolicy.objects.filter(agent_type=agent_type, override=True)
+        .values_list("concurrency_limit", "on_busy")
+        .first()
+    )
+    return _agent_row(agent_type, cls, override)
 
 
 def run_list(*, user=None) -> QuerySet[Run]:

@@ -3,8 +3,11 @@
 The tick is elected per period by compare-and-set on one row, so however many
 workers and clusters run, one of them does the recovery work each period and a
 dead cluster is covered by the others.
+
+After every migrate, each registered agent type gets its row (`sync_agent_types`).
 """
 
+from django.db import connections
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 from django_q.signals import post_spawn
@@ -25,8 +28,16 @@ def start_engine_ticker(sender, proc_name, **kwargs):
 
 
 @receiver(post_migrate)
-def sync_agent_types(sender, app_config=None, **kwargs):
-    if app_config is not None and app_config.label == "runs":
-        from runs.services import agent_policies_sync
+def sync_agent_types(sender, app_config=None, using="default", **kwargs):
+    """After every migrate (and a test database's flush): a row for each registered agent type.
 
+    The admin's agent type list shows these rows and its GET writes nothing, so an agent installed since
+    the last deploy gets its row here (deploys and `make run` migrate first).
+    """
+    if app_config is None or app_config.label != "runs":
+        return
+    from runs.models import AgentPolicy
+    from runs.services import agent_policies_sync
+
+    if AgentPolicy._meta.db_table in connections[using].introspection.table_names():  # not after `migrate runs zero`
         agent_policies_sync()

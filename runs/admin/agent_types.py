@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db.models import CharField, Count, IntegerField, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce, Concat
 
 from agentrunner.adminkit import EMPTY, nowrap, pretty_json
-from agentrunner.agents import all_agents
-from runs import services
-from runs.admin.display import AGENT_KEY_PREFIX, BUSY_SHORT
-from runs.models import (
-    WAITING_QUEUE,
-    AgentPolicy,
-    OnBusyChoice,
-    Slot,
-    Step,
-)
+from agentrunner.agents import ConcurrencyPolicy, all_agents
+from runs import selectors, services
+from runs.admin.display import BUSY_SHORT
+from runs.models import AgentPolicy, OnBusyChoice
 
 
 class AgentPolicyForm(forms.ModelForm):
@@ -39,12 +31,12 @@ class AgentPolicyForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        agent = all_agents().get(self.instance.agent_type)
-        if agent is not None and not self.instance.override:
-            # Start from the agent's built-in policy, so ticking "override" changes only what the
-            # operator then edits (rows created from the registry hold placeholder values).
-            self.initial["concurrency_limit"] = agent.concurrency.limit
-            self.initial["on_busy"] = str(agent.concurrency.on_busy)
+        policy = selectors.agent_policy_of(self.instance)
+        if policy is not None:
+            # Start from the policy in effect, so ticking "override" changes only what the operator then
+            # edits (rows created from the registry hold placeholder values).
+            self.initial["concurrency_limit"] = policy.limit
+            self.initial["on_busy"] = str(policy.on_busy)
 
     def clean(self):
         data = super().clean()
@@ -98,34 +90,14 @@ class AgentPolicyAdmin(admin.ModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
-        services.agent_policies_sync()
+        # Reads only: the rows are made by `manage.py migrate` (runs.signals) and by saving a policy.
+        registered = set(all_agents())
+        listed = set(AgentPolicy.objects.filter(agent_type__in=registered).values_list("agent_type", flat=True))
+        extra_context = {**(extra_context or {}), "agents_without_row": sorted(registered - listed)}
         return super().changelist_view(request, extra_context)
 
     def get_queryset(self, request):
-        key = Concat(Value(AGENT_KEY_PREFIX), OuterRef("agent_type"), output_field=CharField())
-        running = (
-            Slot.objects.filter(key_id=key)
-            .exclude(holder="")
-            .order_by()
-            .values("key_id")
-            .annotate(n=Count("pk"))
-            .values("n")
-        )
-        waiting = (
-            Step.objects.filter(WAITING_QUEUE, concurrency_key=key)
-            .order_by()
-            .values("concurrency_key")
-            .annotate(n=Count("pk"))
-            .values("n")
-        )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                running_count=Coalesce(Subquery(running, output_field=IntegerField()), 0),
-                waiting_count=Coalesce(Subquery(waiting, output_field=IntegerField()), 0),
-            )
-        )
+        return selectors.agent_policy_list()
 
     def save_model(self, request, obj, form, change):
         # Through the service, which also releases waiting runs when the limit rises.
@@ -142,14 +114,6 @@ class AgentPolicyAdmin(admin.ModelAdmin):
     def _agent(obj: AgentPolicy):
         return all_agents().get(obj.agent_type)
 
-    def _policy(self, obj: AgentPolicy):
-        if obj.override:
-            return obj.concurrency_limit, obj.on_busy
-        agent = self._agent(obj)
-        if agent is None:
-            return None
-        return agent.concurrency.limit, str(agent.concurrency.on_busy)
-
     @admin.display(description="agent type", ordering="agent_type")
     def agent_type_display(self, obj: AgentPolicy):
         return nowrap(obj.agent_type)
@@ -163,17 +127,17 @@ class AgentPolicyAdmin(admin.ModelAdmin):
 
     @admin.display(description="limit in effect")
     def effective_limit(self, obj: AgentPolicy):
-        policy = self._policy(obj)
+        policy = selectors.agent_policy_of(obj)
         if policy is None:
             return EMPTY
-        return f"{policy[0]} at once" if policy[0] else "unlimited"
+        return f"{policy.limit} at once" if policy.limit else "unlimited"
 
     @admin.display(description="when all slots are taken")
     def when_busy(self, obj: AgentPolicy):
-        policy = self._policy(obj)
-        if policy is None or not policy[0]:
+        policy = selectors.agent_policy_of(obj)
+        if policy is None or not policy.limit:
             return EMPTY  # no limit: never busy
-        return BUSY_SHORT.get(policy[1], policy[1])
+        return BUSY_SHORT.get(str(policy.on_busy), str(policy.on_busy))
 
     @admin.display(description="overridden?", boolean=True, ordering="override")
     def overridden(self, obj: AgentPolicy):
@@ -192,15 +156,15 @@ class AgentPolicyAdmin(admin.ModelAdmin):
         agent = self._agent(obj)
         if agent is None:
             return EMPTY
-        return _policy_text(agent.concurrency.limit, str(agent.concurrency.on_busy))
+        return _policy_text(agent.concurrency)
 
     @admin.display(description="in effect now")
     def effective_policy(self, obj: AgentPolicy):
-        policy = self._policy(obj)
+        policy = selectors.agent_policy_of(obj)
         if policy is None:
             return EMPTY
         source = "your override" if obj.override else "the built-in default"
-        return f"{_policy_text(*policy)} (from {source})"
+        return f"{_policy_text(policy)} (from {source})"
 
     @admin.display(description="attempts per step")
     def max_attempts(self, obj: AgentPolicy):
@@ -213,11 +177,8 @@ class AgentPolicyAdmin(admin.ModelAdmin):
         return pretty_json(agent.input_schema) if agent else EMPTY
 
 
-def _policy_text(limit: int | None, on_busy: str) -> str:
-    if not limit:
+def _policy_text(policy: ConcurrencyPolicy) -> str:
+    if not policy.limit:
         return "no limit"
-    then = "new runs are rejected" if on_busy == OnBusyChoice.REJECT else "new runs wait in a queue"
-    return f"at most {limit} at once; when all are busy, {then}"
-
-
-# --- Concurrency slots (read-only, for operators) -----------------------------------------------
+    then = "new runs are rejected" if str(policy.on_busy) == OnBusyChoice.REJECT else "new runs wait in a queue"
+    return f"at most {policy.limit} at once; when all are busy, {then}"

@@ -1,16 +1,19 @@
-"""Display helpers shared by the admin pages: badges, durations, pretty JSON, links.
+"""Display helpers shared by the admin pages: badges, links, the flow graph, and the timeline's rows.
 
 Every page is read-only except an agent type's policy; every change goes through `runs.services`.
-Model data is always escaped (`format_html`), never marked safe; the one `mark_safe` is the flow graph,
-an SVG that `flows.graph` builds from escaped parts only (see `flow_graph`).
+Tables, lists and panels are templates (templates/admin/runs/includes/); here are one-element helpers and
+the values those templates show. Model data is always escaped (`format_html`, template autoescaping), never
+marked safe; the one `mark_safe` is the flow graph, an SVG that `flows.graph` builds from escaped parts only
+(see `flow_graph`).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from agentrunner.adminkit import (
@@ -28,10 +31,10 @@ from agentrunner.adminkit import (
     choice_label,
     clock,
     human_duration,
+    when,
 )
 from flows.definition import END
 from flows.graph import render_svg
-from runs.engine import slots
 from runs.engine.finish import MAX_STEPS
 from runs.models import (
     AttemptStatus,
@@ -74,8 +77,6 @@ TIMELINE_HELP = (
     "A step is tried again after a temporary failure or when its worker was lost."
 )
 BUSY_SHORT = {OnBusyChoice.REJECT: "reject new runs", OnBusyChoice.QUEUE: "queue new runs"}
-# Concurrency keys of agents are "agent:<agent type>" (runs.engine.slots.agent_key).
-AGENT_KEY_PREFIX = slots.agent_key("")
 
 # Width of the shared time axis in the run timeline.
 TIMELINE_BAR_PX = 320
@@ -98,7 +99,7 @@ def run_badge(run: Run) -> SafeString:
     return badge(choice_label(RunStatus, run.status), RUN_COLOURS.get(run.status, GREY))
 
 
-def _step_waits_for(step: Step) -> SafeString | str:
+def step_waits_for(step: Step) -> SafeString | str:
     if step.status == StepStatus.WAITING:
         return "waits for a free slot"
     if step.status == StepStatus.RETRYING:
@@ -108,21 +109,6 @@ def _step_waits_for(step: Step) -> SafeString | str:
     return "waits for a worker"
 
 
-def _timeline_row(cells: tuple, error_code: str, error: str) -> SafeString:
-    """One attempt: a row of cells and, if it failed, a second row with its error across the table."""
-    row = format_html_join("", '<td style="{}">{}</td>', ((CELL_STYLE, cell) for cell in cells))
-    if not (error_code or error):
-        return format_html("<tbody><tr>{}</tr></tbody>", row)
-    return format_html(
-        '<tbody><tr>{}</tr><tr><td colspan="{}" style="padding:0 8px 6px 8px;border-top:0">'
-        '<div style="white-space:pre-wrap;color:#a41515">{}{}</div></td></tr></tbody>',
-        row,
-        len(cells),
-        format_html("<code>{}</code>: ", error_code) if error_code else "",
-        error,
-    )
-
-
 def run_link(run_id, label: str | None = None) -> SafeString:
     url = reverse("admin:runs_run_change", args=[run_id])
     return format_html(
@@ -130,18 +116,86 @@ def run_link(run_id, label: str | None = None) -> SafeString:
     )
 
 
+def run_links(run_ids) -> SafeString:
+    """Links to these runs, separated by commas."""
+    return render_to_string("admin/runs/includes/run_links.html", {"links": [run_link(pk) for pk in run_ids]})
+
+
 # --- Runs ---------------------------------------------------------------------------------------
 
 
-def timeline_scale(span_seconds: float) -> SafeString:
-    """The time axis' scale for the timeline's header, at the grid lines: 0 s, every quarter, the end."""
-    marks = ["0 s"] + [human_duration(timedelta(seconds=span_seconds * q / 4)) for q in (1, 2, 3, 4)]
-    return format_html(
-        '<div style="display:flex;justify-content:space-between;width:{}px;font-weight:400;font-size:11px;'
-        'text-transform:none">{}</div>',
-        TIMELINE_BAR_PX,
-        format_html_join("", "<span>{}</span>", ((mark,) for mark in marks)),
-    )
+def timeline_context(steps: list[Step], *, now: datetime) -> dict | None:
+    """What admin/runs/includes/timeline.html shows of these steps (with their attempts); None if no row.
+
+    A row per attempt, its bar placed on one time axis that starts when the first attempt started, and a
+    row for each step that waits to start (again).
+    """
+    attempts = [a for step in steps for a in step.attempt_set.all()]
+    t0 = min((a.started_at for a in attempts), default=None)
+    t1 = max((a.finished_at or now for a in attempts), default=None)
+    span = max((t1 - t0).total_seconds(), 0.001) if t0 else 1.0
+
+    def bar(step: Step, attempt) -> dict:
+        start = (attempt.started_at - t0).total_seconds() / span * 100
+        end = ((attempt.finished_at or now) - t0).total_seconds() / span * 100
+        width = max(end - start, TIMELINE_MIN_BAR_PERCENT)
+        offset = (attempt.started_at - t0).total_seconds()
+        title = (
+            f"{step.name}, attempt {attempt.number}: from {human_duration(timedelta(seconds=offset))} to "
+            f"{human_duration((attempt.finished_at or now) - t0)}"
+            f"{'' if attempt.finished_at else ' (still running)'}, {when(attempt.started_at)} → "
+            f"{when(attempt.finished_at)}"
+        )
+        return {
+            "title": title,
+            "left": f"{min(start, 100 - width):.2f}",
+            "width": f"{width:.2f}",
+            "colour": ATTEMPT_COLOURS.get(attempt.status, GREY),
+        }
+
+    rows = []
+    for step in steps:
+        step_attempts = list(step.attempt_set.all())
+        for attempt in step_attempts:
+            rows.append(
+                {
+                    "step": step.name,
+                    "attempt": f"{attempt.number} of {step.max_attempts}",
+                    "status": attempt_badge(attempt.status),
+                    "bar": bar(step, attempt),
+                    "started": clock(attempt.started_at),
+                    "finished": clock(attempt.finished_at) if attempt.finished_at else "still running",
+                    "duration": human_duration(attempt.duration),
+                    "worker": attempt.worker_id or EMPTY,
+                    "error_code": attempt.error_code,
+                    "error": attempt.error,
+                }
+            )
+        if step.status in STEP_NOT_STARTED:
+            # The step has not started (again) yet: say what it waits for.
+            rows.append(
+                {
+                    "step": step.name,
+                    "attempt": "next" if step_attempts else "not started",
+                    "status": badge(choice_label(StepStatus, step.status), STEP_COLOURS.get(step.status, GREY)),
+                    "waits_for": step_waits_for(step),
+                    "started": EMPTY,
+                    "finished": EMPTY,
+                    "duration": EMPTY,
+                    "worker": EMPTY,
+                }
+            )
+    if not rows:
+        return None
+    # The time axis' scale at the grid lines: 0 s, every quarter, the end.
+    scale = ["0 s"] + [human_duration(timedelta(seconds=span * q / 4)) for q in (1, 2, 3, 4)] if t0 else None
+    return {
+        "rows": rows,
+        "scale": scale,
+        "cell_style": CELL_STYLE,
+        "bar_px": TIMELINE_BAR_PX,
+        "grid": TIMELINE_GRID,
+    }
 
 
 # --- Flows ---------------------------------------------------------------------------------------

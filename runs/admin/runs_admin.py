@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import format_html
 
 from agentrunner.adminkit import (
-    CELL_STYLE,
     EMPTY,
-    GREY,
     SHORT_ID,
-    badge,
-    choice_label,
-    clock,
     human_duration,
     id_search,
     nowrap,
@@ -34,25 +27,17 @@ from agentrunner.agents import InvalidAgentInput, UnknownAgentType
 from agentrunner.errors import ServiceError
 from runs import selectors, services
 from runs.admin.display import (
-    ATTEMPT_COLOURS,
     FLOW_GRAPH_HELP,
-    STEP_COLOURS,
-    STEP_NOT_STARTED,
-    TIMELINE_BAR_PX,
-    TIMELINE_GRID,
     TIMELINE_HELP,
-    TIMELINE_MIN_BAR_PERCENT,
     WAITING_LABEL,
     WAITS_HELP,
-    _step_waits_for,
-    _timeline_row,
-    attempt_badge,
     flow_graph,
     flow_run_path,
     flow_version_link,
     run_badge,
     run_link,
-    timeline_scale,
+    run_links,
+    timeline_context,
 )
 from runs.admin.start import run_start_view
 from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
@@ -318,7 +303,7 @@ class RunAdmin(admin.ModelAdmin):
         ids = list(obj.reruns.order_by("created_at").values_list("pk", flat=True))
         if not ids:
             return EMPTY
-        return format_html_join(", ", "{}", ((run_link(pk),) for pk in ids))
+        return run_links(ids)
 
     @admin.display(description="waiting for")
     def why_it_waits(self, obj: Run):
@@ -326,23 +311,11 @@ class RunAdmin(admin.ModelAdmin):
         if blocked is None:
             return "This run is not waiting for a slot."
         holders = Run.objects.filter(pk__in=blocked["runs"]).only("pk", "agent_type", "status")
-        holder_items = format_html_join(
-            "",
-            "<li>{} {} {}</li>",
-            ((run_link(r.pk), r.agent_type, run_badge(r)) for r in holders),
-        )
-        limit = blocked["limit"] if blocked["limit"] is not None else "?"
-        return format_html(
-            "<div>Concurrency group: <code>{}</code></div>"
-            "<div>Slots in use: <strong>{}</strong> of <strong>{}</strong></div>"
-            "<div>Place in the queue: <strong>{}</strong> (1 = next to start)</div>"
-            "<div>Slots held by:</div><ul style='margin:4px 0 0 0'>{}</ul>",
-            blocked["concurrency_key"],
-            blocked["slots_used"],
-            limit,
-            blocked["position"],
-            holder_items or format_html("<li>{}</li>", "no run (a slot should free up shortly)"),
-        )
+        context = {
+            "blocked": blocked,
+            "holders": [{"link": run_link(r.pk), "agent_type": r.agent_type, "badge": run_badge(r)} for r in holders],
+        }
+        return render_to_string("admin/runs/includes/waits_for.html", context)
 
     @admin.display(description="input the run started with")
     def input_pretty(self, obj: Run):
@@ -392,75 +365,10 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="attempts")
     def timeline(self, obj: Run):
-        steps = self._steps(obj)
-        attempts = [a for step in steps for a in step.attempt_set.all()]
-        now = timezone.now()
-        t0 = min((a.started_at for a in attempts), default=None)
-        t1 = max((a.finished_at or now for a in attempts), default=None)
-        span = max((t1 - t0).total_seconds(), 0.001) if t0 else 1.0
-
-        def bar(step, attempt) -> SafeString:
-            start = (attempt.started_at - t0).total_seconds() / span * 100
-            end = ((attempt.finished_at or now) - t0).total_seconds() / span * 100
-            width = max(end - start, TIMELINE_MIN_BAR_PERCENT)
-            offset = (attempt.started_at - t0).total_seconds()
-            title = (
-                f"{step.name}, attempt {attempt.number}: from {human_duration(timedelta(seconds=offset))} to "
-                f"{human_duration((attempt.finished_at or now) - t0)}"
-                f"{'' if attempt.finished_at else ' (still running)'}, {when(attempt.started_at)} → "
-                f"{when(attempt.finished_at)}"
-            )
-            return format_html(
-                '<div style="position:relative;height:16px;width:{}px;background:{};border-radius:3px">'
-                '<div title="{}" style="position:absolute;top:2px;bottom:2px;left:{}%;width:{}%;background:{};'
-                'border-radius:3px"></div></div>',
-                TIMELINE_BAR_PX,
-                TIMELINE_GRID,
-                title,
-                f"{min(start, 100 - width):.2f}",
-                f"{width:.2f}",
-                ATTEMPT_COLOURS.get(attempt.status, GREY),
-            )
-
-        rows = []
-        for step in steps:
-            step_attempts = list(step.attempt_set.all())
-            for attempt in step_attempts:
-                cells = (
-                    step.name,
-                    f"{attempt.number} of {step.max_attempts}",
-                    attempt_badge(attempt.status),
-                    bar(step, attempt),
-                    clock(attempt.started_at),
-                    clock(attempt.finished_at) if attempt.finished_at else "still running",
-                    human_duration(attempt.duration),
-                    attempt.worker_id or EMPTY,
-                )
-                rows.append(_timeline_row(cells, attempt.error_code, attempt.error))
-            if step.status in STEP_NOT_STARTED:
-                # The step has not started (again) yet: say what it waits for.
-                cells = (
-                    step.name,
-                    "next" if step_attempts else "not started",
-                    badge(choice_label(StepStatus, step.status), STEP_COLOURS.get(step.status, GREY)),
-                    _step_waits_for(step),
-                    EMPTY,
-                    EMPTY,
-                    EMPTY,
-                    EMPTY,
-                )
-                rows.append(_timeline_row(cells, "", ""))
-        if not rows:
+        context = timeline_context(self._steps(obj), now=timezone.now())
+        if context is None:
             return "No steps yet."
-        axis = format_html("Time since the first attempt started{}", timeline_scale(span)) if t0 else "Time"
-        headers = ["Step", "Attempt", "Status", axis, "Started", "Finished", "Duration", "Worker"]
-        head = format_html_join("", '<th style="{}">{}</th>', ((CELL_STYLE, h) for h in headers))
-        return format_html(
-            '<div style="overflow-x:auto"><table style="border-collapse:collapse">'
-            "<thead><tr>{}</tr></thead>{}</table></div>",
-            head,
-            format_html_join("", "{}", ((row,) for row in rows)),
-        )
+        return render_to_string("admin/runs/includes/timeline.html", context)
 
     # -- actions (list) and buttons (change page), both through the services
 
@@ -487,8 +395,7 @@ class RunAdmin(admin.ModelAdmin):
             if new_run is not None:
                 started.append(new_run)
         if started:
-            links = format_html_join(", ", "{}", ((run_link(r.pk),) for r in started))
-            message = format_html("Started {} new run(s): {}", len(started), links)
+            message = format_html("Started {} new run(s): {}", len(started), run_links(r.pk for r in started))
             self.message_user(request, message, messages.SUCCESS)
 
     def _cancel(self, request, run: Run) -> str:
@@ -607,6 +514,3 @@ class RunAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
         return super().change_view(request, object_id, form_url, extra_context)
-
-
-# --- Agent types --------------------------------------------------------------------------------

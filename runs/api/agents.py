@@ -8,10 +8,12 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 from rest_framework import generics, permissions, serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agentrunner.agents import all_agents
 from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.api import NOT_FOUND, UNAUTHORIZED, IsStaff, JSONObjectField, SafeJSONParser, error_response
 from agentrunner.validators import INT32_MAX, validate_storable_json
@@ -213,11 +215,8 @@ class AgentUpdateApi(APIView):
         tags=["agents"],
     )
     def patch(self, request, agent_type):
-        if agent_type not in {a["agent_type"] for a in selectors.agent_list()}:
-            return Response(
-                {"detail": f"Unknown agent type {agent_type!r}.", "code": "not_found", "errors": {}},
-                status=status.HTTP_404_NOT_FOUND,
-            )
+        if agent_type not in all_agents():  # in the URL: a 404, not the 400 of an unknown type in a body
+            raise NotFound(f"Unknown agent type {agent_type!r}.")
         data = AgentUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         concurrency = data.validated_data["concurrency"]
@@ -227,5 +226,4 @@ class AgentUpdateApi(APIView):
             services.agent_policy_update(
                 agent_type=agent_type, limit=concurrency["limit"], on_busy=concurrency["on_busy"]
             )
-        agent = next(a for a in selectors.agent_list() if a["agent_type"] == agent_type)
-        return Response(AgentSerializer(agent).data)
+        return Response(AgentSerializer(selectors.agent_get(agent_type=agent_type)).data)

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -19,87 +20,17 @@ from runs import selectors, services
 from runs.models import (
     AgentPolicy,
     AttemptStatus,
-    ConcurrencyKey,
     Run,
     RunStatus,
-    Slot,
-    Step,
     StepAttempt,
     StepStatus,
 )
+from tests.runs.factories import make_run, make_waiting_run
 
 pytestmark = pytest.mark.django_db
 
 RUN_LIST = reverse("admin:runs_run_changelist")
 AGENT_LIST = reverse("admin:runs_agentpolicy_changelist")
-
-STEP_FOR_RUN = {
-    RunStatus.PENDING: StepStatus.QUEUED,
-    RunStatus.RUNNING: StepStatus.RUNNING,
-    RunStatus.COMPLETED: StepStatus.SUCCESS,
-    RunStatus.FAILED: StepStatus.FAILED,
-    RunStatus.CANCELLED: StepStatus.CANCELLED,
-    RunStatus.BUDGET_EXCEEDED: StepStatus.FAILED,
-}
-ATTEMPT_FOR_RUN = {
-    RunStatus.RUNNING: AttemptStatus.RUNNING,
-    RunStatus.COMPLETED: AttemptStatus.SUCCESS,
-    RunStatus.FAILED: AttemptStatus.FAILED,
-    RunStatus.CANCELLED: AttemptStatus.CANCELLED,
-    RunStatus.BUDGET_EXCEEDED: AttemptStatus.FAILED,
-}
-
-
-def make_run(status=RunStatus.PENDING, *, agent_type="wait", step_status=None, created_by=None, **fields):
-    """A run with one step and, once started, one attempt: rows only, no worker."""
-    now = timezone.now()
-    started = now - timedelta(seconds=5) if status != RunStatus.PENDING else None
-    finished = now if status in (set(RunStatus) - {RunStatus.PENDING, RunStatus.RUNNING}) else None
-    run = Run.objects.create(
-        agent_type=agent_type,
-        status=status,
-        input=fields.pop("input", {"seconds": 1}),
-        created_by=created_by,
-        started_at=started,
-        finished_at=finished,
-        **fields,
-    )
-    step = Step.objects.create(
-        run=run,
-        name=agent_type,
-        agent_type=agent_type,
-        status=step_status or STEP_FOR_RUN[status],
-        input=run.input,
-        max_attempts=2,
-        attempts=1 if started else 0,
-        queued_at=now,
-    )
-    if started:
-        StepAttempt.objects.create(
-            step=step,
-            number=1,
-            status=ATTEMPT_FOR_RUN[status],
-            worker_id="w1",
-            started_at=started,
-            finished_at=finished,
-        )
-    return run
-
-
-def make_waiting_run(*, holder_run):
-    """A run whose step waits for the single slot of `agent:wait`, held by `holder_run`."""
-    key = ConcurrencyKey.objects.create(key="agent:wait", limit=1)
-    Slot.objects.create(
-        key=key,
-        number=0,
-        run=holder_run,
-        step=holder_run.steps.get(),
-        holder="host:1:2",
-        expires_at=timezone.now() + timedelta(seconds=30),
-    )
-    run = make_run(RunStatus.PENDING, step_status=StepStatus.WAITING)
-    run.steps.update(concurrency_key="agent:wait")
-    return run
 
 
 def change_url(run):
@@ -285,6 +216,22 @@ def test_run_page__waiting_run_says_who_holds_the_slot(admin_client):
     assert f'href="{change_url(holder)}"' in content
 
 
+def test_run_page__timeline_and_waits_for_escape_model_data(admin_client):
+    holder = make_run(RunStatus.FAILED, agent_type="<i>agent</i>")
+    holder.steps.update(name="<i>step</i>")
+    StepAttempt.objects.filter(step__run=holder).update(error="<b>boom</b>", error_code="<u>code</u>")
+    waiting = make_waiting_run(holder_run=holder, key="agent:<b>key</b>")
+
+    timeline = admin_client.get(change_url(holder)).content.decode()
+    waits_for = admin_client.get(change_url(waiting)).content.decode()
+
+    assert "&lt;i&gt;step&lt;/i&gt;" in timeline and "<i>step</i>" not in timeline
+    assert "&lt;b&gt;boom&lt;/b&gt;" in timeline and "<b>boom</b>" not in timeline
+    assert "<code>&lt;u&gt;code&lt;/u&gt;</code>" in timeline
+    assert "<code>agent:&lt;b&gt;key&lt;/b&gt;</code>" in waits_for and "<b>key</b>" not in waits_for
+    assert "&lt;i&gt;agent&lt;/i&gt;" in waits_for and "<i>agent</i>" not in waits_for
+
+
 def test_run_page__finished_run_has_rerun_but_no_cancel_button(admin_client):
     content = admin_client.get(change_url(make_run(RunStatus.COMPLETED))).content.decode()
 
@@ -434,6 +381,31 @@ def test_agent_types__counts_running_and_waiting(admin_client):
 
     wait = next(p for p in response.context["cl"].result_list if p.agent_type == "wait")
     assert (wait.running_count, wait.waiting_count) == (1, 1)
+
+
+def test_agent_types__agent_installed_since_the_last_migrate_is_named_then_listed_after_migrate(admin_client):
+    AgentPolicy.objects.filter(agent_type="wait").delete()  # as if "wait" had been installed since
+
+    before = admin_client.get(AGENT_LIST)
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")  # what `manage.py migrate` ends with
+    after = admin_client.get(AGENT_LIST)
+
+    assert "wait" not in {p.agent_type for p in before.context["cl"].result_list}
+    assert "Installed but not listed yet: wait." in before.content.decode()
+    assert "wait" in {p.agent_type for p in after.context["cl"].result_list}
+    assert "Installed but not listed yet" not in after.content.decode()
+
+
+def test_agent_types__list_and_api_agree_on_the_policy_in_effect(admin_client):
+    services.agent_policy_update(agent_type="wait", limit=3, on_busy="reject")
+
+    response = admin_client.get(AGENT_LIST)
+
+    rows = {p.agent_type: p for p in response.context["cl"].result_list}
+    api = {a["agent_type"]: a["concurrency"] for a in selectors.agent_list()}
+    assert api["wait"] == {"limit": 3, "on_busy": "reject"} == selectors.agent_policy_of(rows["wait"]).as_dict()
+    assert api["pass"] == {"limit": None, "on_busy": "queue"} == selectors.agent_policy_of(rows["pass"]).as_dict()
+    assert "3 at once" in response.content.decode()
 
 
 def test_agent_types__retired_agent_shows_a_dash(admin_client):
