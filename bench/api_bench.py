@@ -411,6 +411,7 @@ class Breakdown:
         self.sql_where: Counter = Counter()  # statements by the section that ran them
         self.sql_text: Counter = Counter()
         self._patches: list = []
+        self.missing: list[str] = []
 
     def run(self, name: str, fn, *args, **kwargs):
         if name in self.names:  # re-entered (a nested serializer, a resolver's include): one section
@@ -436,16 +437,33 @@ class Breakdown:
         return timed
 
     def patch(self, owner, attr: str, name: str) -> None:
-        """Time owner.attr (a function, method or property getter) as section `name`; restore() undoes it."""
-        import inspect
+        """Time owner.attr (a function, method or property getter) as section `name`; restore() undoes it.
 
-        # A class's attribute as defined (a property, a function); a module's or an instance's as bound.
-        original = inspect.getattr_static(owner, attr) if isinstance(owner, type) else getattr(owner, attr)
-        own = vars(owner).get(attr)  # None: inherited (or the class's, for an instance): delattr restores it
+        A module's function is replaced in every loaded module holding it (`from x import f` included). An
+        attribute that no longer exists (the code moved on) is skipped and listed in `missing`.
+        """
+        import inspect
+        import types
+
+        try:
+            # A class's attribute as defined (a property, a function); a module's or an instance's as bound.
+            original = inspect.getattr_static(owner, attr) if isinstance(owner, type) else getattr(owner, attr)
+        except AttributeError:
+            self.missing.append(f"{getattr(owner, '__name__', type(owner).__name__)}.{attr}")
+            return
         if isinstance(original, property):
             new = property(self.wrap(name, original.fget), original.fset, original.fdel)
         else:
             new = self.wrap(name, original)
+        if isinstance(owner, types.ModuleType):
+            for module in list(sys.modules.values()):
+                namespace = getattr(module, "__dict__", None) or {}
+                for key, value in list(namespace.items()):
+                    if value is original:
+                        namespace[key] = new
+                        self._patches.append((module, key, original))
+            return
+        own = vars(owner).get(attr)  # None: inherited (or the class's, for an instance): delattr restores it
         setattr(owner, attr, new)
         self._patches.append((owner, attr, own))
 
@@ -529,6 +547,7 @@ class Profile:
     log_calls: float = 0.0
     health_checks: float = 0.0
     packages: dict = field(default_factory=dict)  # group -> ms per request under cProfile
+    missing: list = field(default_factory=list)  # timers whose function is gone from the code
     profiled_ms: float = 0.0
 
 
@@ -673,6 +692,7 @@ def profile_requests(data: dict, n: int, log_file) -> dict[str, Profile]:
         prof.sql_text = {text: c / n for text, c in summaries.items()}
         prof.log_calls = bd.calls["logging (structlog + handler)"] / n
         prof.health_checks = bd.calls["DB connection health check"] / n
+        prof.missing = bd.missing
 
         # 3. cProfile, self time by package
         environs = [environ_for(method, path, body) for _ in range(n)]
@@ -904,19 +924,22 @@ def print_profile_report(profiles: dict[str, Profile], data: dict) -> None:
         "logging inside django-structlog's middleware is in 'logging'; 'view & DRF (the rest)' is the view layer "
         "outside every named section: DRF dispatch, the view's code, ORM query building and model instances)"
     )
+    missing = sorted(set().union(*(p.missing for p in profiles.values())))
+    if missing:
+        print(f"  (not timed, no longer in the code: {', '.join(missing)})")
     print()
     print("SQL statements per request, by the section that ran them, and what they are")
     for k in keys:
-        where = ", ".join(f"{w}: {c:g}" for w, c in sorted(profiles[k].sql_where.items(), key=lambda x: -x[1]))
-        print(f"  {labels[k]}: {where}")
+        where = ", ".join(f"{w}: {c:.2g}" for w, c in sorted(profiles[k].sql_where.items(), key=lambda x: -x[1]))
+        print(f"  {labels[k]}: {where or 'none'}")
         for text, c in sorted(profiles[k].sql_text.items(), key=lambda x: -x[1]):
-            print(f"      {c:g} x {text}")
+            print(f"      {c:.2g} x {text}")
     print()
     groups = Counter()
     for k in keys:
         for g, v in profiles[k].packages.items():
             groups[g] += v / max(profiles[k].profiled_ms, 1e-9)
-    top = [g for g, _ in groups.most_common(18)]
+    top = [g for g, _ in groups.most_common(12)]
 
     def cell(p: Profile, g: str) -> str:
         v = p.packages.get(g, 0.0)
@@ -1015,9 +1038,9 @@ def main() -> int:
                 for key, label, method, path, body, _target in requests_for(data):
                     payload = http_request(method, path, data["token"], body)
                     http[key] = {"project": [], "bare": []}
-                    for r in range(args.rounds):
+                    step(f"{label}: {args.rounds} rounds per server, project and bare alternating")
+                    for _ in range(args.rounds):
                         for side in (project, bare):  # ABAB
-                            step(f"{label}: {side.label}, round {r + 1}/{args.rounds}")
                             http[key][side.label].append(
                                 measure(side, payload, args.clients, args.warmup, args.duration / args.rounds, pg)
                             )
