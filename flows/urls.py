@@ -1,12 +1,22 @@
 from django.urls import path
 
-from flows import apis
+from agentrunner.api import operations
+from flows.api import execute, flows, runs, validate, versions
 
 urlpatterns = [
-    path("flows", apis.FlowListCreateApi.as_view(), name="flows-list"),
-    path("flows/validate", apis.FlowValidateApi.as_view(), name="flows-validate"),
-    path("flows/<slug:slug>", apis.FlowDetailApi.as_view(), name="flows-detail"),
-    path("flows/<slug:slug>/versions", apis.FlowVersionsApi.as_view(), name="flows-versions"),
-    path("flows/<slug:slug>/runs", apis.FlowRunApi.as_view(), name="flows-run"),
-    path("flow/execute", apis.FlowExecuteApi.as_view(), name="flow-execute"),
+    path("flows", operations(get=flows.FlowListApi, post=flows.FlowCreateApi), name="flows-list"),
+    path("flows/validate", validate.FlowValidateApi.as_view(), name="flows-validate"),
+    path(
+        "flows/<slug:slug>",
+        operations(
+            get=flows.FlowDetailApi,
+            put=flows.FlowUpdateApi,
+            patch=flows.FlowPartialUpdateApi,
+            delete=flows.FlowDeleteApi,
+        ),
+        name="flows-detail",
+    ),
+    path("flows/<slug:slug>/versions", versions.FlowVersionListApi.as_view(), name="flows-versions"),
+    path("flows/<slug:slug>/runs", runs.FlowRunStartApi.as_view(), name="flows-run"),
+    path("flow/execute", execute.FlowExecuteApi.as_view(), name="flow-execute"),
 ]

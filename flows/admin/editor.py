@@ -6,9 +6,8 @@ import json
 import re
 
 from django import forms
+from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
 
 from agentrunner.adminkit import EDITOR_STYLE, PrettyJSONField
 from flows.definition import ERROR, WARNING, Problem, validate_definition
@@ -28,7 +27,7 @@ def pretty(definition) -> str:
 
 
 class DefinitionEditor(forms.Textarea):
-    """The text area, then every problem of the definition at its JSON path, then a "Check" button."""
+    """The text area, then every problem of the definition at its JSON path, then a "Check" button (a template)."""
 
     def __init__(self):
         super().__init__(attrs={"rows": 30, "spellcheck": "false", "style": EDITOR_STYLE, "class": "flow-definition"})
@@ -36,14 +35,13 @@ class DefinitionEditor(forms.Textarea):
         self.definition = None  # the definition the problems are about, to name the tasks they are in
 
     def render(self, name, value, attrs=None, renderer=None):
-        editor = super().render(name, value, attrs, renderer)
-        return format_html(
-            '<div class="flow-editor">{}<div class="flow-problems" aria-live="polite">{}</div>'
-            '<p class="flow-check"><button type="button" class="button flow-check-button" data-url="{}">'
-            "Check the definition without saving</button></p></div>",
-            editor,
-            problem_list(self.problems, self.definition),
-            reverse("flows-validate"),
+        return render_to_string(
+            "admin/flows/includes/definition_editor.html",
+            {
+                "editor": super().render(name, value, attrs, renderer),
+                "problem_groups": problem_groups(self.problems, self.definition),
+                "validate_url": reverse("flows-validate"),
+            },
         )
 
 
@@ -62,37 +60,25 @@ def item_name(path: str, definition) -> str:
     return f"{'task' if match[1] == 'tasks' else 'condition'} {name!r}"
 
 
-def problem_list(problems: list[Problem], definition=None) -> SafeString | str:
-    """Errors, then warnings, each as `path (task 'name') — message`."""
-    parts = []
-    for severity, title, colour in (
-        (ERROR, "Errors (the flow cannot be saved until they are fixed)", "#ba2121"),
-        (WARNING, "Warnings (the flow can be saved)", "#8a6100"),
-    ):
-        found = [p for p in problems if p.severity == severity]
-        if not found:
-            continue
-        items = format_html_join(
-            "",
-            '<li><code style="color:{}">{}</code>{} — {}</li>',
-            ((colour, p.path or "(the whole definition)", _in_item(p.path, definition), p.message) for p in found),
-        )
-        parts.append(
-            format_html(
-                '<div class="flow-problems-{}" style="margin-top:8px"><strong style="color:{}">{}</strong>'
-                '<ul style="margin:4px 0 0 0;padding-left:20px">{}</ul></div>',
-                severity,
-                colour,
-                title,
-                items,
-            )
-        )
-    return format_html_join("", "{}", ((p,) for p in parts)) if parts else ""
+# Errors first, then warnings, as the check button's script lists them (admin/flows/flow/change_form.html).
+PROBLEM_GROUPS = (
+    (ERROR, "Errors (the flow cannot be saved until they are fixed)", "#ba2121"),
+    (WARNING, "Warnings (the flow can be saved)", "#8a6100"),
+)
 
 
-def _in_item(path: str, definition) -> SafeString | str:
-    name = item_name(path, definition)
-    return format_html(' <span class="flow-problem-item">({})</span>', name) if name else ""
+def problem_groups(problems: list[Problem], definition=None) -> list[dict]:
+    """What admin/flows/includes/problems.html lists: each severity that has problems, with the item of each."""
+    groups = []
+    for severity, title, colour in PROBLEM_GROUPS:
+        found = [
+            {"path": p.path, "item": item_name(p.path, definition), "message": p.message}
+            for p in problems
+            if p.severity == severity
+        ]
+        if found:
+            groups.append({"severity": severity, "title": title, "colour": colour, "problems": found})
+    return groups
 
 
 class FlowForm(forms.ModelForm):

@@ -6,12 +6,13 @@ import difflib
 import re
 
 from django.contrib import admin, messages
-from django.db.models import Count, Max
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.template.loader import render_to_string
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from agentrunner.adminkit import EMPTY, PRE_STYLE, nowrap, when
+from agentrunner.adminkit import EMPTY, PRE_STYLE, when
 from agentrunner.agents import all_agents
 from flows import services
 from flows.admin.editor import FlowForm, pretty
@@ -20,9 +21,11 @@ from flows.definition import WARNING
 from flows.exceptions import FlowInUse
 from flows.models import Flow, FlowVersion
 from runs.admin.display import flow_graph
+from runs.models import Run
 
 DIFF_COLOURS = {"+": "#d1e7dd", "-": "#f8d7da", "@": "#e7f1ff"}
 DIFF_CONTEXT_LINES = 2
+VERSION_HEADINGS = ("Version", "Saved by", "Saved at", "Runs", "Changes from the version before")
 
 
 @admin.register(Flow)
@@ -36,11 +39,21 @@ class FlowAdmin(admin.ModelAdmin):
     readonly_fields = ["owner", "created_at", "updated_at", "current_version_display", "versions_table"]
 
     def get_queryset(self, request):
-        # One query for the list: the current version's number and the runs of every version.
+        # One query for the list: the current version's number and the runs of every version, as subqueries
+        # rather than joins, so that the page's count is of flows alone, not of flows joined to every run.
+        newest = FlowVersion.objects.filter(flow=OuterRef("pk")).order_by("-number").values("number")[:1]
+        runs = (
+            Run.objects.filter(flow_version__flow=OuterRef("pk"))
+            .order_by()
+            .values("flow_version__flow")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
         return (
             super()
             .get_queryset(request)
-            .annotate(version_number=Max("versions__number"), run_count=Count("versions__runs", distinct=True))
+            .select_related("owner")  # the change page shows it too
+            .annotate(version_number=Subquery(newest), run_count=Coalesce(Subquery(runs), 0))
         )
 
     def get_fieldsets(self, request, obj=None):
@@ -85,7 +98,7 @@ class FlowAdmin(admin.ModelAdmin):
         versions = self._versions(obj)
         if not versions:
             return EMPTY
-        return format_html("v{}, saved {} by {}", versions[0].number, when(versions[0].created_at), _user(versions[0]))
+        return f"v{versions[0].number}, saved {when(versions[0].created_at)} by {_user(versions[0])}"
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         # The graph spans the page's width under the first fieldset (see the change_form template), where a
@@ -99,30 +112,9 @@ class FlowAdmin(admin.ModelAdmin):
         versions = self._versions(obj)
         if not versions:
             return EMPTY
-        rows = []
-        for index, version in enumerate(versions):
-            previous = versions[index + 1] if index + 1 < len(versions) else None
-            runs_url = reverse("admin:runs_run_changelist") + f"?flow_version__id__exact={version.pk}"
-            runs = format_html('<a href="{}">{}</a>', runs_url, version.run_count) if version.run_count else "0"
-            cells = (
-                format_html("<strong>v{}</strong>", version.number),
-                _user(version),
-                nowrap(when(version.created_at)),
-                runs,
-                version_diff(previous, version),
-            )
-            rows.append(
-                format_html_join("", '<td style="padding:4px 8px;vertical-align:top">{}</td>', ((c,) for c in cells))
-            )
-        head = format_html_join(
-            "",
-            '<th style="padding:4px 8px">{}</th>',
-            ((h,) for h in ("Version", "Saved by", "Saved at", "Runs", "Changes from the version before")),
-        )
-        return format_html(
-            '<table style="border-collapse:collapse;width:100%"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
-            head,
-            format_html_join("", "<tr>{}</tr>", ((r,) for r in rows)),
+        return render_to_string(
+            "admin/flows/includes/versions.html",
+            {"headings": VERSION_HEADINGS, "rows": version_rows(versions), "pre_style": PRE_STYLE},
         )
 
     # -- saving and deleting: through the services
@@ -151,12 +143,8 @@ class FlowAdmin(admin.ModelAdmin):
             obj._state.adding = False
         warnings = [p for p in form.fields["definition"].widget.problems if p.severity == WARNING]
         if warnings:
-            items = format_html_join(
-                "; ", "<code>{}</code> — {}", ((p.path or "(definition)", p.message) for p in warnings)
-            )
-            self.message_user(
-                request, format_html("Saved with {} warning(s): {}", len(warnings), items), messages.WARNING
-            )
+            message = render_to_string("admin/flows/includes/saved_with_warnings.html", {"warnings": warnings})
+            self.message_user(request, message, messages.WARNING)
 
     def save_related(self, request, form, formsets, change):
         pass  # a flow has no many-to-many fields nor inlines; its versions are written by the services
@@ -200,16 +188,7 @@ class FlowAdmin(admin.ModelAdmin):
 
 def definition_help() -> SafeString:
     """How a definition reads, in three sentences, with the agents there are (the admin shows it unescaped)."""
-    agents = format_html_join(", ", "<code>{}</code>", ((name,) for name in sorted(all_agents())))
-    return format_html(
-        "Each task runs an agent ({}) on its <code>input</code>, which can use the run's input "
-        "(<code>{{{{ input.document }}}}</code>) and earlier tasks' outputs "
-        "(<code>{{{{ steps.extract.output.fields }}}}</code>). After a task, the first of its conditions that holds "
-        "(an <code>outcome</code> of success or failure, or a <code>when</code> expression) sends the flow to its "
-        "<code>target_task_success</code>; if none holds, the last one's <code>target_task_failure</code> "
-        "(by default <code>end</code>) decides. A task without conditions ends the flow.",
-        agents,
-    )
+    return render_to_string("admin/flows/includes/definition_help.html", {"agents": sorted(all_agents())})
 
 
 def _user(version: FlowVersion) -> str:
@@ -225,10 +204,26 @@ def _hunk_header(line: str) -> str:
     return f"@ line {match[1]}" if match else line
 
 
-def version_diff(previous: FlowVersion | None, version: FlowVersion) -> SafeString | str:
-    """What changed from the version before, as a unified diff of the pretty JSON (escaped, coloured)."""
+def version_rows(versions: list[FlowVersion]) -> list[dict]:
+    """What admin/flows/includes/versions.html shows of each version (newest first), with its diff."""
+    runs_list = reverse("admin:runs_run_changelist")
+    return [
+        {
+            "number": version.number,
+            "saved_by": _user(version),
+            "saved_at": when(version.created_at),
+            "runs": version.run_count,
+            "runs_url": f"{runs_list}?flow_version__id__exact={version.pk}",
+            "diff": version_diff(versions[index + 1] if index + 1 < len(versions) else None, version),
+        }
+        for index, version in enumerate(versions)
+    ]
+
+
+def version_diff(previous: FlowVersion | None, version: FlowVersion) -> dict | None:
+    """What changed from the version before, as a unified diff of the pretty JSON; None for the first version."""
     if previous is None:
-        return "First version."
+        return None
     lines = list(
         difflib.unified_diff(
             pretty(previous.definition).splitlines(),
@@ -239,19 +234,11 @@ def version_diff(previous: FlowVersion | None, version: FlowVersion) -> SafeStri
             lineterm="",
         )
     )[2:]  # without the ---/+++ header: the summary says which versions
-    added = sum(1 for line in lines if line.startswith("+"))
-    removed = sum(1 for line in lines if line.startswith("-"))
-    body = format_html_join(
-        "",
-        '<span style="display:block;background:{}">{}</span>',
-        ((DIFF_COLOURS.get(line[:1], "transparent"), _hunk_header(line) or " ") for line in lines),
-    )
-    return format_html(
-        '<details class="flow-diff"><summary>Compared with v{}: {} line(s) added, {} removed</summary>'
-        '<pre style="{}">{}</pre></details>',
-        previous.number,
-        added,
-        removed,
-        PRE_STYLE,
-        body,
-    )
+    return {
+        "previous": previous.number,
+        "added": sum(1 for line in lines if line.startswith("+")),
+        "removed": sum(1 for line in lines if line.startswith("-")),
+        "lines": [
+            {"colour": DIFF_COLOURS.get(line[:1], "transparent"), "text": _hunk_header(line) or " "} for line in lines
+        ],
+    }

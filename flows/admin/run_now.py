@@ -15,6 +15,7 @@ from agentrunner.adminkit import JSONObjectFormField
 from agentrunner.agents import InvalidAgentInput
 from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.errors import ServiceError
+from flows import selectors
 from flows.models import FlowVersion
 from flows.references import INPUT, Reference, ReferenceSyntaxError, iter_templates, parse_template, references_in
 from runs import services as run_services
@@ -35,7 +36,7 @@ def flow_run_view(model_admin: ModelAdmin, request, object_id):
         raise PermissionDenied
     version = flow.current_version
     document_field = document_input_field(version.definition) if version else None
-    latest = Run.objects.filter(flow_version__flow=flow).order_by("-created_at").only("input", "created_at").first()
+    latest = selectors.flow_run_latest(flow=flow)
     initial = {"input": latest.input if latest else input_skeleton(version.definition if version else {})}
     form = FlowRunForm(request.POST or None, request.FILES or None, initial=initial, document_field=document_field)
     if request.method == "POST" and form.is_valid():

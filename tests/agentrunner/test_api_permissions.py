@@ -147,7 +147,7 @@ def test_a_viewer_runs_a_stored_flow_and_reads_the_run(stored, personas):
     client = client_for(personas["viewer"])
     response = client.post(f"/api/v1/flows/{stored['flow']}/runs", {"input": {}}, format="json")
     assert response.status_code == 202, response.content
-    run_id = response.json()["run_id"]
+    run_id = response.json()["id"]
     assert client.get(f"/api/v1/runs/{run_id}").json()["flow"]["slug"] == "payroll"
     assert client.post("/api/v1/runs", {"flow": "payroll", "input": {}}, format="json").status_code == 202
 

@@ -68,7 +68,7 @@ def test_a_request_longer_than_the_worker_timeout_is_answered(web, django_user_m
 
 
 def test_the_configuration_fits_the_longest_documented_wait():
-    from flows.apis import MAX_WAIT_SECONDS
+    from flows.api.execute import MAX_WAIT_SECONDS
 
     namespace = {}
     exec((BASE_DIR / "gunicorn.conf.py").read_text(), namespace)

@@ -133,7 +133,7 @@ def test_claim_intake_demo_flow_on_the_sample_pdf(clusters, staff_user):
         format="json",
     )
     assert response.status_code == 202, response.content
-    run = wait_for(lambda: finished(response.json()["run_id"]), timeout=30, message="claim intake")
+    run = wait_for(lambda: finished(response.json()["id"]), timeout=30, message="claim intake")
     assert run.status == RunStatus.COMPLETED, run.error
     assert run.result["path"] == ["extract", "check", "accepted"]
     assert run.result["output"]["route"] == "accepted"

@@ -1,0 +1,86 @@
+"""The flow-manager-compatible inline run (`/flow/execute`), which keeps that API's shape (`run_id`,
+`execution_history`)."""
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agentrunner.api import UNAUTHORIZED, JSONObjectField
+from flows import selectors, services
+from flows.api.examples import CLAIM_INTAKE_EXAMPLE, INVALID_DEFINITION
+from runs import services as run_services
+from runs.api.agents import RunAcceptedSerializer
+from runs.api.examples import BUSY
+
+MAX_WAIT_SECONDS = 60
+
+
+class FlowExecuteInputSerializer(serializers.Serializer):
+    flow = JSONObjectField(help_text="An inline flow definition (flow-manager format, extended).")
+    input = JSONObjectField(required=False, default=dict)
+    wait = serializers.FloatField(
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=MAX_WAIT_SECONDS,
+        help_text=f"Seconds to wait for the run to end (at most {MAX_WAIT_SECONDS}); 0 answers 202 at once.",
+    )
+
+    class Meta:
+        ref_name = "FlowExecuteRequest"
+
+
+class FlowExecuteOutputSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    flow_id = serializers.CharField(help_text="Identifier of the (inline) flow version.")
+    run_id = serializers.UUIDField()
+    status = serializers.CharField()
+    execution_history = serializers.DictField(help_text="{task: {status, data}} for every task that ran.")
+
+    class Meta:
+        ref_name = "FlowExecuteResult"
+
+
+MESSAGES = {"COMPLETED": "Flow executed successfully", "CANCELLED": "Flow was cancelled"}
+
+
+class FlowExecuteApi(APIView):
+    @extend_schema(
+        operation_id="flow_execute",
+        summary="Run an inline flow definition (flow-manager compatible)",
+        description="Open to every signed-in user, without a permission: the definition is the caller's. "
+        "With `wait`, answers 200 with the execution history when the run ends within that many "
+        "seconds; otherwise (or with no wait) 202 with the run id to poll. A non-staff user's flow may ask for at "
+        "most `FLOW_MAX_STEPS_NON_STAFF` steps (`max_steps`, a setting; 100 unless the operator changed it).",
+        request=FlowExecuteInputSerializer,
+        responses={
+            200: FlowExecuteOutputSerializer,
+            202: RunAcceptedSerializer,
+            400: INVALID_DEFINITION,
+            401: UNAUTHORIZED,
+            409: BUSY,
+        },
+        examples=[
+            OpenApiExample("claim intake", request_only=True, value={"flow": CLAIM_INTAKE_EXAMPLE, "wait": 10}),
+        ],
+        tags=["flows"],
+    )
+    def post(self, request):
+        data = FlowExecuteInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        version = services.inline_version(definition=values["flow"], created_by=request.user)
+        run, _ = run_services.flow_run_create(version=version, input=values["input"], created_by=request.user)
+        run = selectors.flow_run_wait(run=run, seconds=values["wait"])
+        if not run.is_finished:
+            return Response({"run_id": str(run.id)}, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            {
+                "message": MESSAGES.get(run.status, f"Flow failed: {run.error}"),
+                "flow_id": f"inline-{version.digest[:12]}",
+                "run_id": str(run.id),
+                "status": run.status,
+                "execution_history": (run.result or {}).get("execution_history", {}),
+            }
+        )

@@ -1,0 +1,66 @@
+"""Starting a run of a stored flow's current version (`/flows/{slug}/runs`); the run is then read at `/runs/{id}`."""
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField
+from agentrunner.validators import INT32_MAX
+from flows import selectors
+from flows.api.examples import BAD_FLOW_INPUT
+from flows.api.flows import FlowPermissions
+from runs import services as run_services
+from runs.api.examples import BUSY
+from runs.api.runs import RunOutputSerializer
+
+
+class FlowRunInputSerializer(serializers.Serializer):
+    input = JSONObjectField(required=False, default=dict)
+    token_budget = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=INT32_MAX,
+        help_text="Overrides the flow's `budget.max_tokens`.",
+    )
+    user_id = serializers.UUIDField(required=False, allow_null=True)
+    idempotency_key = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+    class Meta:
+        ref_name = "FlowRunRequest"
+
+
+class FlowRunStartApi(FlowPermissions, APIView):
+    # A run's steps show the tasks' inputs as the definition gives them: running a flow needs seeing it.
+    permission_actions = {"POST": "view"}
+
+    @extend_schema(
+        operation_id="flows_run",
+        summary="Start a run of a flow's current version",
+        description="202 with the new run, as `POST /api/v1/runs` answers; with an `idempotency_key` already used "
+        "by you, 200 with that run. Needs `flows.view_flow`, as reading the flow does (a run's steps show the "
+        "inputs its definition gives the tasks); without it the answer is the 404 of a flow that does not exist. "
+        "An inline definition (`POST /api/v1/flow/execute`) needs no permission.",
+        request=FlowRunInputSerializer,
+        responses={
+            202: RunOutputSerializer,
+            200: OpenApiResponse(RunOutputSerializer, description="Existing run for this idempotency key."),
+            400: BAD_FLOW_INPUT,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            409: BUSY,
+        },
+        examples=[OpenApiExample("a claim", request_only=True, value={"input": {"document": "Policy Number: PL-1"}})],
+        tags=["flows"],
+    )
+    def post(self, request, slug):
+        flow = selectors.flow_get(slug=slug)
+        data = FlowRunInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run, created = run_services.flow_run_create(
+            version=flow.current_version, created_by=request.user, **data.validated_data
+        )
+        return Response(
+            RunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+        )
