@@ -131,10 +131,11 @@ def run_blocked_by(*, run: Run) -> dict | None:
 
 def runs_blocked_by(*, runs) -> dict:
     """`run_blocked_by` for many runs in four queries, however many (a page of a list): {run id: why}."""
+    unfinished = [r.pk for r in runs if not r.is_finished]  # only these can wait
+    if not unfinished:
+        return {}
     waiting = list(
-        Step.objects.filter(WAITING_QUEUE, run_id__in=[r.pk for r in runs]).values_list(
-            "pk", "run_id", "concurrency_key"
-        )
+        Step.objects.filter(WAITING_QUEUE, run_id__in=unfinished).values_list("pk", "run_id", "concurrency_key")
     )
     if not waiting:
         return {}

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from agentrunner.api import (
     NOT_FOUND,
     UNAUTHORIZED,
+    CachedFieldsMixin,
     IdFilter,
     IsoDateTimeFilter,
     JSONObjectField,
@@ -49,7 +50,7 @@ FlowRefSerializer = inline_serializer(
 )
 
 
-class RunOutputSerializer(serializers.ModelSerializer):
+class RunOutputSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     flow = serializers.SerializerMethodField(
         help_text="The flow version this run executes (slug null for an inline flow); null for a single-agent run."
     )
