@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from agentrunner import views
 from agentrunner.health import HealthApi
 
 admin.site.site_header = "Agent Runner"
@@ -9,6 +10,7 @@ admin.site.site_title = "Agent Runner"
 admin.site.index_title = "Runs, flows, schedules and digests"
 
 urlpatterns = [
+    path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/health", HealthApi.as_view(), name="health"),
     path("api/v1/", include("runs.urls")),

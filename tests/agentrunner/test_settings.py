@@ -106,3 +106,11 @@ def test_sqlite_runs_in_wal_mode_with_immediate_transactions():
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
     assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+def test_home_page__links_to_the_admin_the_api_docs_and_health(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    for href in ('href="/admin/"', 'href="/api/docs/"', 'href="/api/redoc/"', 'href="/api/v1/health"'):
+        assert href in page
