@@ -23,12 +23,18 @@ install-dev: $(VENV)/.dev-installed
 ## run: web server on 127.0.0.1:8000 + a worker cluster, SQLite in var/ (Ctrl-C stops both)
 run: export DEBUG ?= 1
 run: export LOG_FORMAT ?= console
-run: install
+run: install .env
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py ensure_dev_superuser
 	$(BIN)/python manage.py ensure_demo_content
 	$(BIN)/python manage.py serve 127.0.0.1:8000
+
+# The checkout's own settings, written once (never overwritten): `manage.py` commands typed by hand use the
+# same development settings as `make run` (DEBUG on, SQLite in var/).
+.env:
+	printf '%s\n' '# Written by `make run` for this checkout (development). See .env.example for every setting.' \
+		'DEBUG=1' 'LOG_FORMAT=console' > $@
 
 ## test: lint, OpenAPI validation and the whole pytest suite (DATABASE_URL picks the database).
 ## Tests that start real processes (marker `cluster`) run one at a time, after the rest ran on 2 workers.
@@ -39,6 +45,7 @@ test: install-dev lint
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ## bench: engine overhead vs bare django-q2, schedules, async steps, on PostgreSQL (prints figures, asserts nothing)
 bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
