@@ -1,5 +1,5 @@
 """The admin kit every app's admin pages use: colours and badges, small display helpers, a read-only mixin,
-a search by id, and the JSON form fields.
+a search by id, the JSON form fields, and saving through services (a mixin and the form errors).
 
 Model data is always escaped (`format_html`), never marked safe.
 """
@@ -12,11 +12,14 @@ import uuid
 from datetime import datetime, timedelta
 
 from django import forms
+from django.contrib import messages
 from django.db.models import Q
+from django.http import HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from agentrunner.errors import ServiceError
 from agentrunner.validators import validate_storable_json
 
 EMPTY = "—"
@@ -217,3 +220,76 @@ class JSONObjectFormField(PrettyJSONField):
         if not isinstance(value, dict):
             raise forms.ValidationError(f"The input must be a JSON object, e.g. {self.example}.", code="not_object")
         return value
+
+
+# --- saving through services ---------------------------------------------------------------------
+
+
+def add_service_errors(form: forms.BaseForm, errors: dict[str, list[str]], *, names: dict[str, str] | None = None):
+    """Show a service's field errors on `form`: each at its field (`names` maps the service's names to the
+    form's; a path such as `input.seconds` goes to `input`, its message prefixed with `seconds: `), or above
+    the form when the form has no such field. A field already showing its own error keeps only that one."""
+    for path, problems in errors.items():
+        first, _, rest = path.partition(".")
+        field = (names or {}).get(first, first)
+        field = field if field in form.fields else None
+        if field is not None and form.has_error(field):
+            continue
+        form.add_error(field, [f"{rest}: {problem}" if rest else problem for problem in problems])
+
+
+class ServiceSaveMixin:
+    """A ModelAdmin whose adds, changes and deletes go through the app's services, never `form.save()` or
+    `obj.delete()`: the services keep what goes with the row (e.g. its django-q2 schedule) in step.
+
+    Subclasses name the fields the services take (`service_fields`) and implement `service_create`,
+    `service_update` and `service_delete`. The form is expected to run the services' own check, so their
+    problems show at their fields; `service_error` raised by the write itself (a concurrent change between the
+    check and the save, e.g. a name taken meanwhile) rolls everything back and is said in a message.
+    """
+
+    service_fields: tuple[str, ...] = ()
+    service_error: type[Exception] = ServiceError
+
+    def service_create(self, request, fields: dict):
+        """Create the object with `fields` (as the form cleaned them); return it."""
+        raise NotImplementedError
+
+    def service_update(self, request, obj, fields: dict) -> None:
+        raise NotImplementedError
+
+    def service_delete(self, request, obj) -> None:
+        raise NotImplementedError
+
+    def save_form(self, request, form, change):
+        return form.instance  # not form.save(): save_model writes through the services
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in self.service_fields if name in form.cleaned_data}
+        if change:
+            self.service_update(request, obj, fields)
+            return
+        created = self.service_create(request, fields)
+        # The admin goes on with `obj` (the log entry, the redirect): make it the row the service created.
+        obj.pk = created.pk
+        obj.refresh_from_db()
+        obj._state.adding = False
+
+    def save_related(self, request, form, formsets, change):
+        pass  # no many-to-many fields nor inlines: the services save everything
+
+    def delete_model(self, request, obj):
+        self.service_delete(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.service_delete(request, obj)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except self.service_error as exc:
+            # The form ran the same check: something changed between the check and the save. The admin's
+            # transaction rolled back, so nothing was saved; say so rather than fail.
+            self.message_user(request, f"Nothing was saved: {exc}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())

@@ -102,6 +102,13 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             raise exceptions.ValidationError({name: [f"Must be a whole number from {lowest} to {highest}."]})
         return value
 
+    def get_paginated_response_schema(self, schema):
+        page = super().get_paginated_response_schema(schema)
+        page["properties"]["count"]["example"] = 2
+        page["properties"]["next"]["example"] = None
+        page["properties"]["previous"]["example"] = None
+        return page
+
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:

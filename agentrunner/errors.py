@@ -34,3 +34,27 @@ class InvalidFields(ServiceError):
     def __init__(self, errors: dict[str, list[str]]):
         problems = "; ".join(f"{field}: {', '.join(messages)}" for field, messages in errors.items())
         super().__init__(f"Invalid {self.noun}: {problems}", errors=errors)
+
+
+def renamed_fields(errors: dict[str, list[str]], names: dict[str, str]) -> dict[str, list[str]]:
+    """`errors` by field path with the first part of each path renamed (`agent_type` -> `agent`, and
+    `input.x` kept as is unless `input` is renamed); problems of fields that end up with one name are merged."""
+    out: dict[str, list[str]] = {}
+    for path, messages in errors.items():
+        first, dot, rest = path.partition(".")
+        out.setdefault(names.get(first, first) + dot + rest, []).extend(messages)
+    return out
+
+
+class APIFieldNames:
+    """Mixin for an `InvalidFields` error whose API body names the fields as the API does.
+
+    `api_fields` maps the services' names to the API's; the admin, which uses the model's names, still reads
+    `errors` as raised.
+    """
+
+    api_fields: dict[str, str] = {}
+
+    def body(self) -> dict:
+        errors = renamed_fields(self.errors, self.api_fields)
+        return {**super().body(), "detail": str(type(self)(errors)), "errors": errors}

@@ -8,6 +8,7 @@ from datetime import datetime
 from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
+from digests.exceptions import DeliveryNotFound, DigestNotFound
 from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription, Weekday
 from digests.rendering import RenderedDigest, digest_render
 from digests.services import MAX_RUNS_PER_DIGEST, delivery_is_stuck, digest_period_start, digest_runs, digest_timing
@@ -26,6 +27,14 @@ def with_latest_delivery(digests: QuerySet[DigestSubscription]) -> QuerySet[Dige
 def digest_list() -> QuerySet[DigestSubscription]:
     """Every digest with its source, creator and latest delivery, in two queries."""
     return with_latest_delivery(DigestSubscription.objects.select_related("flow", "schedule", "created_by"))
+
+
+def digest_get(*, digest_id: int) -> DigestSubscription:
+    """The digest as digest_list reads it; DigestNotFound if there is none with that id."""
+    digest = digest_list().filter(pk=digest_id).first()
+    if digest is None:
+        raise DigestNotFound()
+    return digest
 
 
 def digest_latest_delivery(subscription: DigestSubscription) -> DigestDelivery | None:
@@ -95,6 +104,14 @@ def delivery_recipients(delivery: DigestDelivery) -> list[str]:
 
 def delivery_list() -> QuerySet[DigestDelivery]:
     return DigestDelivery.objects.select_related("subscription")
+
+
+def delivery_get(*, delivery_id: int) -> DigestDelivery:
+    """The delivery with its digest; DeliveryNotFound if there is none with that id."""
+    delivery = delivery_list().filter(pk=delivery_id).first()
+    if delivery is None:
+        raise DeliveryNotFound()
+    return delivery
 
 
 def delivery_stuck_ids(*, now: datetime | None = None) -> list[int]:

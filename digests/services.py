@@ -26,6 +26,7 @@ from django_q.tasks import async_task
 
 from agentrunner.agents import get_agent
 from agentrunner.agents.registry import UnknownAgentType
+from agentrunner.db import save_unique_name
 from agentrunner.validators import validate_header_text
 from digests.exceptions import DeliveryStateConflict, DigestInvalid
 from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription
@@ -139,9 +140,7 @@ def digest_create(*, created_by=None, **fields: Any) -> DigestSubscription:
     """Create a digest and its django-q2 row; raise DigestInvalid with every problem."""
     subscription = DigestSubscription(created_by=created_by, **{k: v for k, v in fields.items() if k in EDITABLE})
     digest_check(subscription)
-    if DigestSubscription.objects.filter(name=subscription.name).exists():
-        raise DigestInvalid({"name": [f"A digest named {subscription.name!r} already exists."]})
-    _save_unique_name(subscription)
+    save_unique_name(subscription, invalid=DigestInvalid)
     digest_sync(subscription=subscription)
     log.info("digest_created", digest_id=subscription.pk, period=subscription.period)
     return subscription
@@ -163,19 +162,9 @@ def digest_update(*, subscription: DigestSubscription, **fields: Any) -> DigestS
             for other in others:
                 setattr(subscription, other, "" if other == "agent_type" else None)
     digest_check(subscription)
-    if DigestSubscription.objects.filter(name=subscription.name).exclude(pk=subscription.pk).exists():
-        raise DigestInvalid({"name": [f"A digest named {subscription.name!r} already exists."]})
-    _save_unique_name(subscription)
+    save_unique_name(subscription, invalid=DigestInvalid)
     digest_sync(subscription=subscription)
     return subscription
-
-
-def _save_unique_name(subscription: DigestSubscription) -> None:
-    try:
-        with transaction.atomic():
-            subscription.save()
-    except IntegrityError:  # a concurrent request took the name between the check and the save
-        raise DigestInvalid({"name": [f"A digest named {subscription.name!r} already exists."]}) from None
 
 
 @transaction.atomic

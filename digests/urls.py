@@ -1,21 +1,26 @@
 from django.urls import path
 
-from digests import apis
+from agentrunner.api import operations
+from digests.api import deliveries, digests
 
 urlpatterns = [
-    path("digests", apis.DigestListCreateApi.as_view(), name="digests-list"),
-    path("digests/<int:digest_id>", apis.DigestDetailApi.as_view(), name="digests-detail"),
-    path("digests/<int:digest_id>/deliveries", apis.DigestDeliveriesApi.as_view(), name="digests-deliveries"),
-    path("digests/<int:digest_id>/send", apis.DigestSendApi.as_view(), name="digests-send"),
-    path("digests/<int:digest_id>/preview", apis.DigestPreviewApi.as_view(), name="digests-preview"),
+    path("digests", operations(get=digests.DigestListApi, post=digests.DigestCreateApi), name="digests-list"),
+    path(
+        "digests/<int:digest_id>",
+        operations(get=digests.DigestDetailApi, patch=digests.DigestUpdateApi, delete=digests.DigestDeleteApi),
+        name="digests-detail",
+    ),
+    path("digests/<int:digest_id>/deliveries", deliveries.DigestDeliveryListApi.as_view(), name="digests-deliveries"),
+    path("digests/<int:digest_id>/send", deliveries.DigestSendApi.as_view(), name="digests-send"),
+    path("digests/<int:digest_id>/preview", digests.DigestPreviewApi.as_view(), name="digests-preview"),
     path(
         "digests/deliveries/<int:delivery_id>/resend",
-        apis.DeliveryResendApi.as_view(),
+        deliveries.DeliveryResendApi.as_view(),
         name="digests-deliveries-resend",
     ),
     path(
         "digests/deliveries/<int:delivery_id>/mark-sent",
-        apis.DeliveryMarkSentApi.as_view(),
+        deliveries.DeliveryMarkSentApi.as_view(),
         name="digests-deliveries-mark-sent",
     ),
 ]

@@ -57,9 +57,3 @@ def q_schedule_move(*, owner, next_run: datetime) -> None:
     if owner.q_schedule_id:
         # A plain update, not save(): django-q2's save() recomputes next_run for cron rows.
         QSchedule.objects.filter(pk=owner.q_schedule_id).update(next_run=next_run)
-
-
-def q_next_run(owner) -> datetime | None:
-    if not owner.q_schedule_id:
-        return None
-    return QSchedule.objects.filter(pk=owner.q_schedule_id).values_list("next_run", flat=True).first()

@@ -9,6 +9,7 @@ from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
 from runs.models import Run
+from schedules.exceptions import ScheduleNotFound
 from schedules.models import Schedule, ScheduleFire
 from schedules.services import schedule_timing
 from schedules.timing import TimingError
@@ -30,8 +31,12 @@ def schedule_list() -> QuerySet[Schedule]:
     return Schedule.objects.select_related("flow", "q_schedule", "created_by").prefetch_related(_last_run_prefetch())
 
 
-def schedule_get(*, schedule_id) -> Schedule | None:
-    return schedule_list().filter(pk=schedule_id).first()
+def schedule_get(*, schedule_id: int) -> Schedule:
+    """The schedule as schedule_list reads it; ScheduleNotFound if there is none with that id."""
+    schedule = schedule_list().filter(pk=schedule_id).first()
+    if schedule is None:
+        raise ScheduleNotFound()
+    return schedule
 
 
 def schedule_last_run(schedule: Schedule) -> Run | None:

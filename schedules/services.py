@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from agentrunner.agents import InvalidAgentInput, get_agent
 from agentrunner.agents.registry import UnknownAgentType
+from agentrunner.db import save_unique_name
 from agentrunner.errors import ServiceError
 from runs.models import RUN_FINISHED, Run
 from runs.services import flow_run_create, run_create
@@ -87,9 +88,7 @@ def schedule_create(*, created_by=None, **fields: Any) -> Schedule:
     """Create a schedule and its django-q2 row; raise ScheduleInvalid with every problem."""
     schedule = Schedule(created_by=created_by, **{k: v for k, v in fields.items() if k in EDITABLE})
     schedule_check(schedule)
-    if Schedule.objects.filter(name=schedule.name).exists():
-        raise ScheduleInvalid({"name": [f"A schedule named {schedule.name!r} already exists."]})
-    _save_unique_name(schedule)
+    save_unique_name(schedule, invalid=ScheduleInvalid)
     schedule_sync(schedule=schedule)
     log.info("schedule_created", schedule_id=schedule.pk, name=schedule.name, target=schedule.target_label)
     return schedule
@@ -106,9 +105,7 @@ def schedule_update(*, schedule: Schedule, **fields: Any) -> Schedule:
     elif fields.get("agent_type"):
         schedule.flow = None
     schedule_check(schedule)
-    if Schedule.objects.filter(name=schedule.name).exclude(pk=schedule.pk).exists():
-        raise ScheduleInvalid({"name": [f"A schedule named {schedule.name!r} already exists."]})
-    _save_unique_name(schedule)
+    save_unique_name(schedule, invalid=ScheduleInvalid)
     schedule_sync(schedule=schedule)
     if not schedule.enabled:
         ScheduleFire.objects.filter(schedule=schedule, status=FireStatus.QUEUED).update(
@@ -116,14 +113,6 @@ def schedule_update(*, schedule: Schedule, **fields: Any) -> Schedule:
         )
     log.info("schedule_updated", schedule_id=schedule.pk, enabled=schedule.enabled)
     return schedule
-
-
-def _save_unique_name(schedule: Schedule) -> None:
-    try:
-        with transaction.atomic():
-            schedule.save()
-    except IntegrityError:  # a concurrent request took the name between the check and the save
-        raise ScheduleInvalid({"name": [f"A schedule named {schedule.name!r} already exists."]}) from None
 
 
 @transaction.atomic

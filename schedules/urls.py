@@ -1,11 +1,20 @@
 from django.urls import path
 
-from schedules import apis
+from agentrunner.api import operations
+from schedules.api import fires, schedules
 
 urlpatterns = [
-    path("schedules", apis.ScheduleListCreateApi.as_view(), name="schedules-list"),
-    path("schedules/<int:schedule_id>", apis.ScheduleDetailApi.as_view(), name="schedules-detail"),
-    path("schedules/<int:schedule_id>/fires", apis.ScheduleFireListApi.as_view(), name="schedules-fires"),
-    path("schedules/<int:schedule_id>/pause", apis.SchedulePauseApi.as_view(), name="schedules-pause"),
-    path("schedules/<int:schedule_id>/resume", apis.ScheduleResumeApi.as_view(), name="schedules-resume"),
+    path(
+        "schedules", operations(get=schedules.ScheduleListApi, post=schedules.ScheduleCreateApi), name="schedules-list"
+    ),
+    path(
+        "schedules/<int:schedule_id>",
+        operations(
+            get=schedules.ScheduleDetailApi, patch=schedules.ScheduleUpdateApi, delete=schedules.ScheduleDeleteApi
+        ),
+        name="schedules-detail",
+    ),
+    path("schedules/<int:schedule_id>/fires", fires.ScheduleFireListApi.as_view(), name="schedules-fires"),
+    path("schedules/<int:schedule_id>/pause", schedules.SchedulePauseApi.as_view(), name="schedules-pause"),
+    path("schedules/<int:schedule_id>/resume", schedules.ScheduleResumeApi.as_view(), name="schedules-resume"),
 ]

@@ -14,12 +14,13 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
-from agentrunner.adminkit import ReadOnlyAdminMixin, nowrap, pre_text
+from agentrunner.adminkit import CELL_STYLE, ReadOnlyAdminMixin, nowrap, pre_text
 from digests import selectors, services
 from digests.admin.decisions import (
     MARKABLE,
@@ -32,6 +33,7 @@ from digests.admin.decisions import (
 )
 from digests.admin.display import (
     EMPTY,
+    HEAD_STYLE,
     compact_period,
     delivery_badge,
     delivery_kind,
@@ -39,7 +41,6 @@ from digests.admin.display import (
     in_zone,
     relative,
     short_error,
-    table,
 )
 from digests.exceptions import DeliveryStateConflict
 from digests.models import DeliveryStatus, DigestDelivery
@@ -169,13 +170,8 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="period", ordering="period_end")
     def period_short(self, obj: DigestDelivery):
-        return format_html(
-            '<span style="white-space:nowrap">{}</span><br>'
-            '<small style="color:var(--body-quiet-color)">{} · {}</small>',
-            compact_period(obj),
-            obj.subscription.timezone,
-            delivery_kind(obj),
-        )
+        context = {"period": compact_period(obj), "timezone": obj.subscription.timezone, "kind": delivery_kind(obj)}
+        return render_to_string("admin/digests/includes/period_cell.html", context)
 
     @admin.display(description="period")
     def period_display(self, obj: DigestDelivery):
@@ -254,49 +250,58 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return "Nothing yet."
         tz = obj.subscription.timezone
         rows = [
-            (
-                nowrap(_entry_time(e.get("at"), tz)),
-                e.get("attempt") or EMPTY,
-                OUTCOMES.get(e.get("outcome"), e.get("outcome") or EMPTY),
-                e.get("by") or EMPTY,
-                short_error(e.get("error") or "", limit=200),
-            )
+            {
+                "at": _entry_time(e.get("at"), tz),
+                "attempt": e.get("attempt"),
+                "outcome": OUTCOMES.get(e.get("outcome"), e.get("outcome")),
+                "by": e.get("by"),
+                "error": short_error(e.get("error") or "", limit=200),
+            }
             for e in entries
         ]
-        return table([f"When ({tz})", "Attempt", "What happened", "By", "Error"], rows)
+        context = {"rows": rows, "timezone": tz, "head_style": HEAD_STYLE, "cell_style": CELL_STYLE}
+        return render_to_string("admin/digests/includes/history.html", context)
 
     @admin.display(description="runs")
     def runs_table(self, obj: DigestDelivery):
         ids = [str(i) for i in obj.run_ids]
         if not ids:
             return "No runs finished in this period."
+        tz = obj.subscription.timezone
         runs = list(
             Run.objects.filter(pk__in=ids[:RUNS_SHOWN])
             .select_related("flow_version__flow")
-            .only("id", "status", "agent_type", "finished_at", "flow_version__number", "flow_version__flow__slug")
+            .only(
+                "id",
+                "status",
+                "agent_type",
+                "finished_at",
+                "flow_version__number",
+                "flow_version__digest",  # an inline flow is shown by its digest
+                "flow_version__flow__slug",
+            )
             .order_by("-finished_at")
         )
         rows = [
-            (
-                run_link(run.pk),
-                nowrap(format_html("flow {}", flow_version_link(run.flow_version)))
-                if run.flow_version_id
-                else run.agent_type,
-                run_badge(run),
-                nowrap(in_zone(run.finished_at, obj.subscription.timezone, with_zone=False)),
-            )
+            {
+                "link": run_link(run.pk),
+                "flow": flow_version_link(run.flow_version) if run.flow_version_id else None,
+                "agent_type": run.agent_type,
+                "badge": run_badge(run),
+                "finished": in_zone(run.finished_at, tz, with_zone=False),
+            }
             for run in runs
         ]
-        missing = min(len(ids), RUNS_SHOWN) - len(runs)
-        notes = []
-        if missing:
-            notes.append(f"{missing} run(s) have been deleted since.")
-        if len(ids) > RUNS_SHOWN:
-            notes.append(f"The newest {RUNS_SHOWN} of {len(ids)} are listed.")
-        note = format_html_join("", '<p style="margin:6px 0 0 0">{}</p>', ((n,) for n in notes))
-        return format_html(
-            "{}{}", table(["Run", "Agent or flow", "Status", f"Finished ({obj.subscription.timezone})"], rows), note
-        )
+        context = {
+            "rows": rows,
+            "timezone": tz,
+            "deleted": min(len(ids), RUNS_SHOWN) - len(runs),
+            "shown": RUNS_SHOWN,
+            "total": len(ids),
+            "head_style": HEAD_STYLE,
+            "cell_style": CELL_STYLE,
+        }
+        return render_to_string("admin/digests/includes/runs.html", context)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:

@@ -8,17 +8,19 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
-from agentrunner.adminkit import nowrap
+from agentrunner.adminkit import CELL_STYLE, ServiceSaveMixin, add_service_errors, nowrap
 from agentrunner.agents import all_agents
 from digests import selectors, services
 from digests.admin.deliveries_admin import needs_decision_url
 from digests.admin.display import (
     EMPTY,
+    HEAD_STYLE,
     compact_period,
     delivery_badge,
     delivery_kind,
@@ -26,7 +28,6 @@ from digests.admin.display import (
     in_zone,
     relative,
     short_error,
-    table,
 )
 from digests.exceptions import DigestInvalid
 from digests.models import DeliveryStatus, DigestPeriod, DigestSubscription
@@ -45,13 +46,12 @@ class TimeZoneInput(forms.TextInput):
         super().__init__(attrs={"list": TIME_ZONES_LIST_ID, "autocomplete": "off", "placeholder": "Europe/Paris"})
 
     def render(self, name, value, attrs=None, renderer=None):
-        options = format_html_join("", '<option value="{}">', ((zone,) for zone in sorted(time_zones())))
-        return format_html(
-            '{}<datalist id="{}">{}</datalist>',
-            super().render(name, value, attrs, renderer),
-            TIME_ZONES_LIST_ID,
-            options,
-        )
+        context = {
+            "input": super().render(name, value, attrs, renderer),
+            "list_id": TIME_ZONES_LIST_ID,
+            "zones": sorted(time_zones()),
+        }
+        return render_to_string("admin/digests/includes/time_zone_input.html", context)
 
 
 class DigestForm(forms.ModelForm):
@@ -114,10 +114,7 @@ class DigestForm(forms.ModelForm):
         try:
             services.digest_check(self.instance)
         except DigestInvalid as exc:
-            for field, problems in exc.errors.items():
-                target = field if field in self.fields else None
-                if target is None or not self.has_error(target):  # a field's own error says it better
-                    self.add_error(target, problems)
+            add_service_errors(self, exc.errors)  # a field's own error, if any, says it better
 
 
 class SourceFilter(admin.SimpleListFilter):
@@ -138,8 +135,10 @@ class SourceFilter(admin.SimpleListFilter):
 
 
 @admin.register(DigestSubscription)
-class DigestAdmin(admin.ModelAdmin):
+class DigestAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = DigestForm
+    service_fields = services.EDITABLE
+    service_error = DigestInvalid
     list_display = [
         "name",
         "source_display",
@@ -223,15 +222,13 @@ class DigestAdmin(admin.ModelAdmin):
             return "none yet"
         delivery.subscription = obj  # the period is shown in the digest's time zone, without another query
         at = delivery.sent_at or delivery.created_at
-        label = f"sent {relative(at)}" if delivery.sent_at else relative(at)
-        url = reverse("admin:digests_digestdelivery_change", args=[delivery.pk])
-        return format_html(
-            '{}<br><a href="{}" title="{}" style="white-space:nowrap">{}</a>',
-            delivery_badge(delivery),
-            url,
-            in_zone(at, obj.timezone),
-            label,
-        )
+        context = {
+            "badge": delivery_badge(delivery),
+            "url": reverse("admin:digests_digestdelivery_change", args=[delivery.pk]),
+            "at": in_zone(at, obj.timezone),
+            "label": f"sent {relative(at)}" if delivery.sent_at else relative(at),
+        }
+        return render_to_string("admin/digests/includes/last_delivery.html", context)
 
     # -- change page
 
@@ -240,83 +237,59 @@ class DigestAdmin(admin.ModelAdmin):
         if not obj.enabled:
             return "Paused: nothing is sent until “enabled” is ticked again."
         if obj.period == DigestPeriod.AFTER_RUN:
-            return format_html(
-                "After each run of schedule <strong>{}</strong>, within seconds of the run finishing.",
-                obj.schedule.name if obj.schedule_id else EMPTY,
-            )
-        now = timezone.now()
-        timing = services.digest_timing(obj)
-        first, *then = timing.upcoming(now, UPCOMING_SENDS)
-        start, _ = selectors.digest_period_so_far(obj, now=now)
-        return format_html(
-            "<strong>{}</strong> ({}), then {}.<br>It will cover the runs finished since {} (use Preview to see "
-            "the email so far).",
-            in_zone(first, obj.timezone),
-            relative(first, now=now),
-            ", ".join(in_zone(t, obj.timezone, with_zone=False) for t in then),
-            in_zone(start, obj.timezone),
-        )
+            context = {"after_run_of": obj.schedule.name if obj.schedule_id else EMPTY}
+        else:
+            now = timezone.now()
+            first, *then = services.digest_timing(obj).upcoming(now, UPCOMING_SENDS)
+            start, _ = selectors.digest_period_so_far(obj, now=now)
+            context = {
+                "first": in_zone(first, obj.timezone),
+                "first_in": relative(first, now=now),
+                "then": ", ".join(in_zone(t, obj.timezone, with_zone=False) for t in then),
+                "since": in_zone(start, obj.timezone),
+            }
+        return render_to_string("admin/digests/includes/next_send.html", context)
 
     @admin.display(description="deliveries")
     def delivery_history(self, obj: DigestSubscription):
-        deliveries = list(selectors.digest_deliveries(subscription=obj).select_related("subscription")[:HISTORY_ROWS])
+        deliveries = list(selectors.digest_deliveries(subscription=obj)[:HISTORY_ROWS])
         if not deliveries:
             return "No email yet. The first goes out at the next send time (or with Send now)."
         now = timezone.now()
-        rows = [
-            (
-                nowrap(delivery_link(d, compact_period(d))),
-                delivery_kind(d),
-                delivery_badge(d, now=now),
-                len(d.run_ids),
-                d.attempts,
-                short_error(d.error),
-                nowrap(in_zone(d.sent_at, obj.timezone, with_zone=False)),
+        rows = []
+        for delivery in deliveries:
+            delivery.subscription = obj  # shown in the digest's time zone, without a query per row
+            rows.append(
+                {
+                    "period": nowrap(delivery_link(delivery, compact_period(delivery))),
+                    "kind": delivery_kind(delivery),
+                    "badge": delivery_badge(delivery, now=now),
+                    "runs": len(delivery.run_ids),
+                    "attempts": delivery.attempts,
+                    "error": short_error(delivery.error),
+                    "sent_at": nowrap(in_zone(delivery.sent_at, obj.timezone, with_zone=False)),
+                }
             )
-            for d in deliveries
-        ]
-        all_url = reverse("admin:digests_digestdelivery_changelist") + f"?subscription__id__exact={obj.pk}"
-        return format_html(
-            '{}<p style="margin:6px 0 0 0">Newest first, the last {} at most. <a href="{}">All deliveries of this '
-            "digest</a>.</p>",
-            table([f"Period ({obj.timezone})", "Started by", "Status", "Runs", "Attempts", "Error", "Sent at"], rows),
-            HISTORY_ROWS,
-            all_url,
-        )
+        context = {
+            "rows": rows,
+            "timezone": obj.timezone,
+            "shown": HISTORY_ROWS,
+            "all_url": reverse("admin:digests_digestdelivery_changelist") + f"?subscription__id__exact={obj.pk}",
+            "head_style": HEAD_STYLE,
+            "cell_style": CELL_STYLE,
+        }
+        return render_to_string("admin/digests/includes/delivery_history.html", context)
 
     # -- saving and deleting: through the services
 
-    def save_form(self, request, form, change):
-        return form.instance  # not form.save(): the services write (and keep django-q2's row in step)
+    def service_create(self, request, fields: dict) -> DigestSubscription:
+        return services.digest_create(created_by=request.user, **fields)
 
-    def save_model(self, request, obj, form, change):
-        fields = {name: form.cleaned_data[name] for name in services.EDITABLE if name in form.cleaned_data}
-        if change:
-            services.digest_update(subscription=obj, **fields)
-        else:
-            digest = services.digest_create(created_by=request.user, **fields)
-            obj.pk = digest.pk
-            obj.refresh_from_db()
-            obj._state.adding = False
+    def service_update(self, request, obj: DigestSubscription, fields: dict) -> None:
+        services.digest_update(subscription=obj, **fields)
 
-    def save_related(self, request, form, formsets, change):
-        pass  # no many-to-many fields nor inlines
-
-    def delete_model(self, request, obj):
+    def service_delete(self, request, obj: DigestSubscription) -> None:
         services.digest_delete(subscription=obj)
-
-    def delete_queryset(self, request, queryset):
-        for digest in queryset:
-            services.digest_delete(subscription=digest)
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except DigestInvalid as exc:
-            # The form ran the same check; this is a concurrent change between the check and the save
-            # (e.g. another digest took the name). Nothing was saved: say so rather than fail.
-            self.message_user(request, f"Nothing was saved: {exc}", messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     # -- Preview and Send now
 

@@ -1,4 +1,8 @@
-"""Display helpers for the digest pages: delivery badges, periods and times in the digest's time zone."""
+"""Display helpers for the digest pages: delivery badges, periods and times in the digest's time zone.
+
+Tables, lists and panels are templates (templates/admin/digests/includes/); here are one-element helpers and
+the values those templates show. Model data is always escaped (`format_html`, template autoescaping).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from agentrunner.adminkit import BLUE, CELL_STYLE, CYAN, DARK_GREY, EMPTY, GREEN, GREY, ORANGE, RED, badge
@@ -90,22 +94,6 @@ def delivery_kind(delivery: DigestDelivery) -> str:
 def delivery_link(delivery: DigestDelivery, label: str | None = None) -> SafeString:
     url = reverse("admin:digests_digestdelivery_change", args=[delivery.pk])
     return format_html('<a href="{}">{}</a>', url, label or delivery_period(delivery))
-
-
-def table(headers: list[str], rows: list[tuple]) -> SafeString:
-    """A plain table: every cell is escaped unless it is already safe (format_html)."""
-    head = format_html_join("", '<th style="{}">{}</th>', ((HEAD_STYLE, h) for h in headers))
-    body = format_html_join(
-        "",
-        "<tr>{}</tr>",
-        ((format_html_join("", '<td style="{}">{}</td>', ((CELL_STYLE, c) for c in row)),) for row in rows),
-    )
-    return format_html(
-        '<div style="overflow-x:auto"><table style="border-collapse:collapse">'
-        "<thead><tr>{}</tr></thead><tbody>{}</tbody></table></div>",
-        head,
-        body,
-    )
 
 
 def short_error(text: str, limit: int = 80) -> SafeString | str:

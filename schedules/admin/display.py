@@ -1,14 +1,19 @@
-"""Display helpers of the schedule pages: timing in words, times in the schedule's zone, slot badges, tables."""
+"""Display helpers of the schedule pages: timing in words, times in the schedule's zone, slot badges.
+
+Tables, lists and panels are templates (templates/admin/schedules/includes/); here are one-element helpers and
+the values those templates show. Model data is always escaped (`format_html`, template autoescaping).
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
 
-from django.utils.html import format_html, format_html_join
+from django.template.loader import render_to_string
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from agentrunner.adminkit import AMBER, CELL_STYLE, EMPTY, GREEN, GREY, ORANGE, RED, badge
+from agentrunner.adminkit import AMBER, EMPTY, GREEN, GREY, ORANGE, RED, badge
 from schedules.models import FireStatus, OverlapPolicy, Schedule, ScheduleKind
 from schedules.timing import TimingError, zone
 
@@ -82,11 +87,7 @@ def timing_display(schedule: Schedule) -> SafeString | str:
     words = cron_words(schedule.cron) if schedule.kind == ScheduleKind.CRON else None
     if words is None:
         return timing_words(schedule)
-    return format_html(
-        '{}<br><small style="color:var(--body-quiet-color)">{}</small>',
-        words,
-        timing_words(schedule),
-    )
+    return render_to_string("admin/schedules/includes/timing.html", {"words": words, "rule": timing_words(schedule)})
 
 
 def local_time(moment: datetime | None, schedule: Schedule, fmt: str = "%a %Y-%m-%d %H:%M %Z") -> SafeString | str:
@@ -107,18 +108,3 @@ def fire_badge(status: str) -> SafeString:
     except ValueError:
         label = status
     return badge(label, FIRE_COLOURS.get(status, GREY))
-
-
-def table(headers: list[str], rows: list[tuple]) -> SafeString:
-    head = format_html_join("", '<th style="{}">{}</th>', ((CELL_STYLE, h) for h in headers))
-    body = format_html_join(
-        "",
-        "<tr>{}</tr>",
-        ((format_html_join("", '<td style="{}">{}</td>', ((CELL_STYLE, c) for c in row)),) for row in rows),
-    )
-    return format_html(
-        '<div style="overflow-x:auto"><table style="border-collapse:collapse"><thead><tr>{}</tr></thead>'
-        "<tbody>{}</tbody></table></div>",
-        head,
-        body,
-    )

@@ -7,7 +7,7 @@ import copy
 from django import forms
 from django.utils import timezone
 
-from agentrunner.adminkit import JSONObjectFormField
+from agentrunner.adminkit import JSONObjectFormField, add_service_errors
 from agentrunner.agents import all_agents
 from schedules import services
 from schedules.exceptions import ScheduleInvalid
@@ -60,12 +60,7 @@ class ScheduleForm(forms.ModelForm):
             services.schedule_check(candidate)
             services.schedule_timing(candidate).next_after(timezone.now())
         except ScheduleInvalid as exc:
-            for key, errors in exc.errors.items():
-                field = FORM_FIELD.get(key, key.split(".")[0])
-                field = field if field in self.fields else None
-                prefix = f"{key.split('.', 1)[1]}: " if key.startswith("input.") else ""
-                if field is None or field not in self._errors:
-                    self.add_error(field, [prefix + e for e in errors])
+            add_service_errors(self, exc.errors, names=FORM_FIELD)
             return data
         # What the services would store: a normalised cron, the unused timing field cleared, a checked input.
         data.update(cron=candidate.cron, interval_seconds=candidate.interval_seconds, input=candidate.input)

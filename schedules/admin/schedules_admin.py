@@ -6,18 +6,18 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
-from agentrunner.adminkit import EMPTY, GREEN, GREY, RED, badge, nowrap
+from agentrunner.adminkit import CELL_STYLE, EMPTY, GREEN, GREY, RED, ServiceSaveMixin, badge, nowrap
 from runs.admin.display import run_badge, run_link
 from schedules import selectors, services
-from schedules.admin.display import OVERLAP_SHORT, fire_badge, local_time, table, timing_display
+from schedules.admin.display import OVERLAP_SHORT, fire_badge, local_time, timing_display
 from schedules.admin.forms import FORM_FIELDS, ScheduleForm
 from schedules.exceptions import ScheduleInvalid
 from schedules.models import Schedule
-from schedules.qsync import q_next_run
 
 WHAT_HELP = "Start either a flow or an agent (leave the other empty). Every run starts with the input below."
 WHEN_HELP = (
@@ -57,8 +57,10 @@ def titled(title: str, base=admin.ChoicesFieldListFilter):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = ScheduleForm
+    service_fields = tuple(FORM_FIELDS)
+    service_error = ScheduleInvalid
     list_display = [
         "name",
         "target",
@@ -169,39 +171,26 @@ class ScheduleAdmin(admin.ModelAdmin):
         times = selectors.schedule_next_fire_times(obj)
         if not times:
             return EMPTY
-        items = format_html_join(
-            "",
-            "<li>{} <span style='color:var(--body-quiet-color)'>({})</span></li>",
-            ((local_time(t, obj), t.astimezone(UTC).strftime("%H:%M UTC")) for t in times),
-        )
-        warning = ""
-        if obj.q_schedule_id is None:
-            warning = format_html(
-                "<p style='color:{}'>{}</p>", RED, "No worker schedule row: save this schedule again to restore it."
-            )
-        elif (due := q_next_run(obj)) and due < timezone.now() - timedelta(
-            seconds=settings.SCHEDULE_MISFIRE_GRACE_SECONDS
-        ):
-            warning = format_html(
-                "<p style='color:{}'>The workers were due to fire it at {}: are they running?</p>",
-                RED,
-                local_time(due, obj),
-            )
-        return format_html("<ol style='margin:0;padding-left:20px'>{}</ol>{}", items, warning)
+        context = {
+            "times": [{"local": local_time(t, obj), "utc": t.astimezone(UTC).strftime("%H:%M UTC")} for t in times],
+            "no_worker_row": obj.q_schedule_id is None,
+            "overdue_since": local_time(due, obj) if (due := self._overdue(obj)) else None,
+            "red": RED,
+        }
+        return render_to_string("admin/schedules/includes/next_fire_times.html", context)
 
     @admin.display(description="last run")
     def last_run_display(self, obj: Schedule):
         run = selectors.schedule_last_run(obj)
         if run is None:
             return "It has not started a run yet."
-        finished = format_html(", finished {}", local_time(run.finished_at, obj)) if run.finished_at else ""
-        return format_html(
-            "{} {} for the {} fire time{}",
-            run_link(run.pk),
-            run_badge(run),
-            local_time(run.scheduled_for, obj) if run.scheduled_for else EMPTY,
-            finished,
-        )
+        context = {
+            "link": run_link(run.pk),
+            "badge": run_badge(run),
+            "fire_time": local_time(run.scheduled_for, obj) if run.scheduled_for else EMPTY,
+            "finished": local_time(run.finished_at, obj) if run.finished_at else None,
+        }
+        return render_to_string("admin/schedules/includes/last_run.html", context)
 
     @admin.display(description="recent slots")
     def recent_slots(self, obj: Schedule):
@@ -209,42 +198,27 @@ class ScheduleAdmin(admin.ModelAdmin):
         if not fires:
             return "No fire time reached yet."
         rows = [
-            (
-                local_time(fire.intended_at, obj, "%a %d %b %H:%M %Z"),
-                fire_badge(fire.status),
-                format_html("{} {}", run_link(fire.run_id), run_badge(fire.run)) if fire.run_id else EMPTY,
-                format_html(
-                    '<div style="white-space:normal;min-width:12em;max-width:22em">{}</div>', fire.detail or EMPTY
-                ),
-            )
+            {
+                "fire_time": local_time(fire.intended_at, obj, "%a %d %b %H:%M %Z"),
+                "badge": fire_badge(fire.status),
+                "run_link": run_link(fire.run_id) if fire.run_id else None,
+                "run_badge": run_badge(fire.run) if fire.run_id else None,
+                "detail": fire.detail,
+            }
             for fire in fires
         ]
-        return table(["Fire time", "What happened", "Run", "Detail"], rows)
+        return render_to_string("admin/schedules/includes/recent_slots.html", {"rows": rows, "cell_style": CELL_STYLE})
 
     # -- saving, deleting, pausing: through the services (they keep django-q2's row in step)
 
-    def save_form(self, request, form, change):
-        return form.instance  # not form.save(): save_model writes through the services
+    def service_create(self, request, fields: dict) -> Schedule:
+        return services.schedule_create(created_by=request.user, **fields)
 
-    def save_model(self, request, obj, form, change):
-        fields = {name: form.cleaned_data[name] for name in FORM_FIELDS}
-        if change:
-            services.schedule_update(schedule=obj, **fields)
-            return
-        schedule = services.schedule_create(created_by=request.user, **fields)
-        obj.pk = schedule.pk
-        obj.refresh_from_db()
-        obj._state.adding = False
+    def service_update(self, request, obj: Schedule, fields: dict) -> None:
+        services.schedule_update(schedule=obj, **fields)
 
-    def save_related(self, request, form, formsets, change):
-        pass  # no many-to-many fields nor inlines
-
-    def delete_model(self, request, obj):
+    def service_delete(self, request, obj: Schedule) -> None:
         services.schedule_delete(schedule=obj)
-
-    def delete_queryset(self, request, queryset):
-        for schedule in queryset:
-            services.schedule_delete(schedule=schedule)
 
     @admin.action(description="Pause selected schedules", permissions=["change"])
     def pause_schedules(self, request, queryset):

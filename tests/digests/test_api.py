@@ -115,7 +115,7 @@ def test_users_with_the_view_permission_read_digests_but_change_nothing(api, cla
         period_end=timezone.now(),
         status=DeliveryStatus.FAILED,
     )
-    assert api.get("/api/v1/digests").json()[0]["name"] == "Digest"
+    assert api.get("/api/v1/digests").json()["results"][0]["name"] == "Digest"
     assert api.get(f"/api/v1/digests/{digest.pk}").status_code == 200
     assert api.get(f"/api/v1/digests/{digest.pk}/deliveries").status_code == 200
     assert api.get(f"/api/v1/digests/{digest.pk}/preview").status_code == 200  # as the admin's preview
@@ -139,6 +139,16 @@ def test_unknown_digest_or_delivery__404(staff_api):
     assert error_shape(staff_api.post("/api/v1/digests/999/send"), 404)["code"] == "not_found"
     assert error_shape(staff_api.post("/api/v1/digests/deliveries/999/resend"), 404)["code"] == "not_found"
     assert error_shape(staff_api.get("/api/v1/digests/abc"), 404)["code"] == "not_found"
+
+
+def test_a_digest_hidden_from_the_user_is_the_same_404_as_a_missing_one(outsider, staff_api, claim_flow):
+    digest = make_digest(flow=claim_flow)
+    client = client_for(outsider)
+
+    for suffix in ("", "/deliveries", "/preview"):
+        hidden = error_shape(client.get(f"/api/v1/digests/{digest.pk}{suffix}"), 404)
+        missing = error_shape(staff_api.get(f"/api/v1/digests/999{suffix}"), 404)
+        assert hidden == missing
 
 
 # --- create, change, delete ---------------------------------------------------------
@@ -218,6 +228,15 @@ def test_create_with_bad_input__400_with_the_field(staff_api, claim_flow, change
     assert body["code"] == "invalid"
     assert field in body["errors"], body
     assert not DigestSubscription.objects.exists()
+
+
+def test_create__the_services_problems_use_the_apis_field_names(staff_api):
+    payload = {**DAILY, "flow": None, "agent": "no-such-agent"}
+
+    body = error_shape(staff_api.post("/api/v1/digests", payload, format="json"), 400)
+
+    assert body["code"] == "invalid" and set(body["errors"]) == {"agent"}
+    assert body["detail"].startswith("Invalid digest: agent: ")
 
 
 def test_create_with_malformed_json_or_not_an_object__400(staff_api):
@@ -315,8 +334,26 @@ def test_deliveries_are_paginated_newest_first_and_the_list_shows_the_last_one(a
     assert [d["id"] for d in page["results"]] == [made[2].pk, made[1].pk]
     rest = api.get(f"/api/v1/digests/{digest.pk}/deliveries?limit=2&offset=2").json()
     assert [d["id"] for d in rest["results"]] == [made[0].pk]
-    last = api.get("/api/v1/digests").json()[0]["last_delivery"]
+    last = api.get("/api/v1/digests").json()["results"][0]["last_delivery"]
     assert last["id"] == made[2].pk and last["status"] == "sent" and last["runs"] == 2
+
+
+def test_digest_list_is_paginated_by_name(api):
+    for name in ("Charlie", "Alpha", "Bravo"):
+        make_digest(name)
+
+    page = api.get("/api/v1/digests?limit=2").json()
+    rest = api.get("/api/v1/digests?limit=2&offset=2").json()
+
+    assert page["count"] == 3 and page["next"] and page["previous"] is None
+    assert [d["name"] for d in page["results"] + rest["results"]] == ["Alpha", "Bravo", "Charlie"]
+    assert rest["next"] is None
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=abc", "offset=-1"])
+def test_digest_list_with_a_bad_limit_or_offset__400_naming_it(api, query):
+    body = error_shape(api.get(f"/api/v1/digests?{query}"), 400)
+    assert set(body["errors"]) == {query.split("=")[0]}
 
 
 def test_preview_shows_the_ranked_runs_of_the_period_so_far_and_records_nothing(staff_api, claim_flow):

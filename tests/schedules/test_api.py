@@ -112,6 +112,17 @@ def test_unknown_schedule_is_404(api, staff_api):
     error_shape(staff_api.delete("/api/v1/schedules/999"), 404)
 
 
+def test_a_method_a_url_does_not_answer__405_naming_those_it_does(staff_api):
+    schedule = agent_schedule()
+
+    for response, allowed in (
+        (staff_api.put(f"/api/v1/schedules/{schedule.pk}", GOOD, format="json"), "DELETE, GET, PATCH"),
+        (staff_api.delete("/api/v1/schedules"), "GET, POST"),
+    ):
+        assert error_shape(response, 405)["code"] == "method_not_allowed"
+        assert response["Allow"] == allowed
+
+
 # --- fire times -----------------------------------------------------------------
 
 
@@ -219,6 +230,13 @@ def test_create__every_problem_at_once(staff_api):
     errors = error_shape(staff_api.post("/api/v1/schedules", payload, format="json"), 400)["errors"]
     assert set(errors) == {"timezone", "agent"}
     assert "Mars/Olympus" in errors["timezone"][0]
+
+
+def test_create__the_services_problems_use_the_apis_field_names(staff_api):
+    body = error_shape(staff_api.post("/api/v1/schedules", {**GOOD, "agent": "no-such-agent"}, format="json"), 400)
+
+    assert body["code"] == "invalid" and set(body["errors"]) == {"agent"}
+    assert body["detail"].startswith("Invalid schedule: agent: ")
 
 
 def test_create__duplicate_name_is_400_on_name(staff_api):

@@ -1,19 +1,23 @@
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, connection, connections, transaction
 from django_q.models import Schedule as QSchedule
 
+from agentrunner.db import save_unique_name
 from runs.models import Run, RunStatus
 from schedules import services
 from schedules.exceptions import ScheduleInvalid
-from schedules.models import FireStatus, ScheduleFire
+from schedules.models import FireStatus, Schedule, ScheduleFire
+from tests.conftest import wait_for
 from tests.flows.factories import flow
 from tests.schedules.factories import schedule
 
 pytestmark = pytest.mark.django_db
 
 SLOT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+LOCK_WAIT_SECONDS = 10
 
 
 def fire(s, *, late=1.0, intended=SLOT):
@@ -56,6 +60,73 @@ def test_schedule_create__reports_every_problem():
     with pytest.raises(ScheduleInvalid) as caught:
         services.schedule_create(name="bad", agent_type="pass", kind="cron", cron="* * * * *", timezone="Nowhere/X")
     assert "timezone" in caught.value.errors
+
+
+def test_schedule_update__a_taken_name_is_invalid_on_name():
+    schedule(name="Nightly")
+    other = schedule(name="Hourly")
+
+    with pytest.raises(ScheduleInvalid) as raised:
+        services.schedule_update(schedule=other, name="Nightly")
+
+    assert raised.value.errors == {"name": ["A schedule named 'Nightly' already exists."]}
+    other.refresh_from_db()
+    assert other.name == "Hourly"
+
+
+def nightly() -> Schedule:
+    return Schedule(name="Nightly", agent_type="pass", kind="interval", interval_seconds=600)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_save_unique_name__a_name_a_concurrent_request_takes_after_the_check_is_invalid_on_name():
+    if connection.vendor != "postgresql":
+        pytest.skip("two connections that wait for each other: PostgreSQL")
+    taken, release, outcome = threading.Event(), threading.Event(), {}
+
+    def rival():  # another request: saves the name, commits once ours waits for it
+        try:
+            with transaction.atomic():
+                nightly().save()
+                taken.set()
+                release.wait(timeout=LOCK_WAIT_SECONDS)
+        finally:
+            connections.close_all()
+
+    def ours():  # checks the name (free: the rival's row is not committed), then waits on the unique index
+        try:
+            save_unique_name(nightly(), invalid=ScheduleInvalid)
+        except ScheduleInvalid as exc:
+            outcome["errors"] = exc.errors
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=rival), threading.Thread(target=ours)]
+    threads[0].start()
+    assert taken.wait(timeout=LOCK_WAIT_SECONDS)
+    threads[1].start()
+    wait_for(waiting_on_a_lock, timeout=LOCK_WAIT_SECONDS, message="our insert to wait for the rival's row")
+    release.set()
+    for thread in threads:
+        thread.join(timeout=LOCK_WAIT_SECONDS)
+
+    assert outcome["errors"] == {"name": ["A schedule named 'Nightly' already exists."]}
+    assert Schedule.objects.filter(name="Nightly").count() == 1
+
+
+def waiting_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def test_save_unique_name__a_refusal_not_about_the_name_stays_an_integrity_error():
+    no_target = Schedule(name="Nothing to start", agent_type="", kind="interval", interval_seconds=600)
+
+    with pytest.raises(IntegrityError):
+        save_unique_name(no_target, invalid=ScheduleInvalid)
 
 
 def test_schedule_fire__starts_one_run_for_its_slot():

@@ -1,110 +1,30 @@
-"""Digests over HTTP: define them, read their deliveries, preview, send now, resend or mark sent.
-
-Django's model permissions decide who does what, as in the admin (ModelPermissions): a digest and its deliveries
-and preview are read with `digests.view_digestsubscription` (they show recipients and results), Send now is a
-change of the digest, and the decisions about a delivery need `digests.change_digestdelivery`.
-"""
+"""Digests: list, create, read, change and delete them (`/digests`, `/digests/{id}`), and preview the email
+of the period so far (`/digests/{id}/preview`)."""
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import (
-    NOT_FOUND,
-    UNAUTHORIZED,
-    LimitOffsetPagination,
-    ModelPermissions,
-    error_response,
-    permission_response,
-)
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, ModelPermissions, permission_response
 from digests import selectors, services
-from digests.exceptions import DigestInvalid
+from digests.api.examples import (
+    CANNOT_CHANGE,
+    EXAMPLE_DIGEST,
+    EXAMPLE_PREVIEW,
+    EXAMPLE_REQUEST,
+    HIDDEN,
+    INVALID,
+)
+from digests.exceptions import DigestNotFound
 from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription, RankOrder, Weekday
 from flows.models import Flow
 from schedules.models import Schedule
 
 MAX_LIMIT = 100
-# API field names for the service's error keys (the model says agent_type, the API says agent).
-API_FIELD = {"agent_type": "agent"}
 WEEKDAY_NAMES = {day.label.lower(): day.value for day in Weekday}
-EXAMPLE_DELIVERY = {
-    "id": 41,
-    "digest": 7,
-    "period_key": "manual:2026-11-21T10:12:03.512000+00:00",
-    "period_start": "2026-11-21T07:00:00Z",
-    "period_end": "2026-11-21T10:12:03.512000Z",
-    "manual": True,
-    "run": None,
-    "run_ids": ["6f1c2b7e-3f0a-4d1e-9d2a-0c5e8b7a1f42"],
-    "status": "pending",
-    "needs_decision": False,
-    "message_id": "<digest-7-3a1f0c9e2b7d4e6f8a1b2c3d@example.com>",
-    "recipients": ["claims-team@example.com"],
-    "subject": "Claim intake — top claims: top 1 of 2026-11-21 08:00–11:12 Europe/Paris",
-    "attempts": 0,
-    "next_attempt_at": "2026-11-21T10:14:03Z",
-    "error": "",
-    "history": [],
-    "sending_started_at": None,
-    "sent_at": None,
-    "created_at": "2026-11-21T10:12:03Z",
-}
-EXAMPLE_REQUEST = {
-    "name": "Claim intake — top claims",
-    "recipients": ["claims-team@example.com", "lead@example.com"],
-    "flow": "claim-intake",
-    "period": "daily",
-    "send_at": "08:00",
-    "timezone": "Europe/Paris",
-    "rank_by": "score",
-    "rank_order": "desc",
-    "limit": 5,
-}
-EXAMPLE_DIGEST = {
-    "id": 7,
-    **EXAMPLE_REQUEST,
-    "enabled": True,
-    "agent": None,
-    "schedule": None,
-    "source_label": "flow claim-intake",
-    "period_description": "daily at 08:00 Europe/Paris",
-    "weekday": "monday",
-    "items_path": "",
-    "include_failures": True,
-    "skip_empty": False,
-    "next_send_at": "2026-11-22T07:00:00Z",
-    "last_delivery": {
-        "id": 40,
-        "status": "sent",
-        "period_start": "2026-11-20T07:00:00Z",
-        "period_end": "2026-11-21T07:00:00Z",
-        "runs": 12,
-        "sent_at": "2026-11-21T07:00:04Z",
-        "created_at": "2026-11-21T07:00:01Z",
-    },
-    "created_by": "staff",
-    "created_at": "2026-11-01T09:30:00Z",
-    "updated_at": "2026-11-01T09:30:00Z",
-}
-
-HIDDEN = "Needs `digests.view_digestsubscription`; without it the answer is the 404 of a digest that does not exist."
-CANNOT_CHANGE = permission_response(DigestSubscription, "change")
-CANNOT_DECIDE = permission_response(DigestDelivery, "change")
-INVALID = error_response(
-    "Bad input; every problem is listed by field.",
-    "Invalid request: recipients.1: Enter a valid email address.",
-    "invalid",
-    {"recipients.1": ["Enter a valid email address."], "flow": ["Object with slug=claims does not exist."]},
-)
-WRONG_STATE = error_response(
-    "The delivery is not in a state that allows this.",
-    "Only a delivery that is sending or failed can be marked sent (it is Sent).",
-    "delivery_state",
-)
 
 
 class DigestPermissions:
@@ -112,16 +32,7 @@ class DigestPermissions:
 
     permission_classes = [ModelPermissions]
     permission_model = DigestSubscription
-
-
-def digest_get(digest_id: int) -> DigestSubscription:
-    return get_object_or_404(selectors.digest_list(), pk=digest_id)
-
-
-def invalid(exc: DigestInvalid) -> serializers.ValidationError:
-    # The shared exception handler answers RunError subclasses with `extra` only, so DigestInvalid's
-    # per-field errors would be lost: re-raise them as a validation error (same 400 shape and code).
-    return serializers.ValidationError({API_FIELD.get(k, k): v for k, v in exc.errors.items()})
+    not_found = DigestNotFound
 
 
 # --- serializers ----------------------------------------------------------------
@@ -321,55 +232,6 @@ class DigestOutputSerializer(serializers.ModelSerializer):
         return DeliverySummarySerializer(delivery).data if delivery else None
 
 
-class DeliveryOutputSerializer(serializers.ModelSerializer):
-    digest = serializers.PrimaryKeyRelatedField(source="subscription", read_only=True)
-    run = serializers.PrimaryKeyRelatedField(
-        read_only=True, allow_null=True, help_text="For a per-run digest: the run it reports."
-    )
-    run_ids = serializers.ListField(child=serializers.UUIDField(), help_text="The runs the digest covers.")
-    needs_decision = serializers.SerializerMethodField(
-        help_text="Failed, or stuck in `sending` (its worker died mid-send): nothing retries it; resend it or "
-        "mark it sent."
-    )
-    recipients = serializers.SerializerMethodField()
-    history = serializers.ListField(
-        child=serializers.DictField(), help_text="Every send attempt and decision: at, attempt, outcome, error, by."
-    )
-
-    class Meta:
-        model = DigestDelivery
-        ref_name = "DigestDelivery"
-        fields = [
-            "id",
-            "digest",
-            "period_key",
-            "period_start",
-            "period_end",
-            "manual",
-            "run",
-            "run_ids",
-            "status",
-            "needs_decision",
-            "message_id",
-            "recipients",
-            "subject",
-            "attempts",
-            "next_attempt_at",
-            "error",
-            "history",
-            "sending_started_at",
-            "sent_at",
-            "created_at",
-        ]
-        read_only_fields = fields
-
-    def get_needs_decision(self, delivery) -> bool:
-        return selectors.delivery_needs_decision(delivery)
-
-    def get_recipients(self, delivery) -> list[str]:
-        return selectors.delivery_recipients(delivery)
-
-
 class DigestPreviewSerializer(serializers.Serializer):
     period_start = serializers.DateTimeField(help_text="Where the period so far starts: the last delivery's end.")
     period_end = serializers.DateTimeField(help_text="Now.")
@@ -383,26 +245,40 @@ class DigestPreviewSerializer(serializers.Serializer):
         ref_name = "DigestPreview"
 
 
+def digest_answer(digest: DigestSubscription, status_code: int = status.HTTP_200_OK) -> Response:
+    """The digest as the list reads it (source, creator, last delivery), read again after a write."""
+    digest = selectors.digest_get(digest_id=digest.pk)
+    return Response(DigestOutputSerializer(digest).data, status=status_code)
+
+
 # --- views ----------------------------------------------------------------------
 
 
-class DigestListCreateApi(DigestPermissions, APIView):
+class DigestListApi(DigestPermissions, generics.ListAPIView):
+    serializer_class = DigestOutputSerializer
+    queryset = DigestSubscription.objects.none()  # for the schema generator; requests use get_queryset
+
+    def get_queryset(self):
+        return selectors.digest_list().order_by("name")
+
     @extend_schema(
         operation_id="digests_list",
         summary="List digests",
-        description="Every digest with its recipients. Needs `digests.view_digestsubscription` (superusers have "
-        "it; give it to others with a group).",
+        description="By name, every digest with its recipients. Needs `digests.view_digestsubscription` "
+        "(superusers have it; give it to others with a group).",
         responses={
             200: DigestOutputSerializer(many=True),
             401: UNAUTHORIZED,
             403: permission_response(DigestSubscription, "view"),
         },
-        examples=[OpenApiExample("one daily digest", value=[EXAMPLE_DIGEST], response_only=True)],
+        examples=[OpenApiExample("one daily digest", value=EXAMPLE_DIGEST, response_only=True)],
         tags=["digests"],
     )
-    def get(self, request):
-        return Response(DigestOutputSerializer(selectors.digest_list(), many=True).data)
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
+
+class DigestCreateApi(DigestPermissions, APIView):
     @extend_schema(
         operation_id="digests_create",
         summary="Create a digest",
@@ -425,11 +301,8 @@ class DigestListCreateApi(DigestPermissions, APIView):
     def post(self, request):
         data = DigestInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            digest = services.digest_create(created_by=request.user, **data.service_fields())
-        except DigestInvalid as exc:
-            raise invalid(exc) from None
-        return Response(DigestOutputSerializer(digest_get(digest.pk)).data, status=status.HTTP_201_CREATED)
+        digest = services.digest_create(created_by=request.user, **data.service_fields())
+        return digest_answer(digest, status.HTTP_201_CREATED)
 
 
 class DigestDetailApi(DigestPermissions, APIView):
@@ -442,8 +315,10 @@ class DigestDetailApi(DigestPermissions, APIView):
         tags=["digests"],
     )
     def get(self, request, digest_id):
-        return Response(DigestOutputSerializer(digest_get(digest_id)).data)
+        return Response(DigestOutputSerializer(selectors.digest_get(digest_id=digest_id)).data)
 
+
+class DigestUpdateApi(DigestPermissions, APIView):
     @extend_schema(
         operation_id="digests_partial_update",
         summary="Change some of a digest's fields",
@@ -465,15 +340,14 @@ class DigestDetailApi(DigestPermissions, APIView):
         tags=["digests"],
     )
     def patch(self, request, digest_id):
-        digest = digest_get(digest_id)
+        digest = selectors.digest_get(digest_id=digest_id)
         data = DigestInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        try:
-            services.digest_update(subscription=digest, **data.service_fields())
-        except DigestInvalid as exc:
-            raise invalid(exc) from None
-        return Response(DigestOutputSerializer(digest_get(digest.pk)).data)
+        digest = services.digest_update(subscription=digest, **data.service_fields())
+        return digest_answer(digest)
 
+
+class DigestDeleteApi(DigestPermissions, APIView):
     @extend_schema(
         operation_id="digests_destroy",
         summary="Delete a digest and its deliveries",
@@ -487,64 +361,8 @@ class DigestDetailApi(DigestPermissions, APIView):
         tags=["digests"],
     )
     def delete(self, request, digest_id):
-        services.digest_delete(subscription=digest_get(digest_id))
+        services.digest_delete(subscription=selectors.digest_get(digest_id=digest_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class DigestDeliveriesApi(DigestPermissions, generics.ListAPIView):
-    serializer_class = DeliveryOutputSerializer
-    pagination_class = LimitOffsetPagination
-    queryset = DigestDelivery.objects.none()  # for the schema generator; requests use get_queryset
-
-    def get_queryset(self):
-        digest = get_object_or_404(DigestSubscription, pk=self.kwargs["digest_id"])
-        return selectors.digest_deliveries(subscription=digest)
-
-    @extend_schema(
-        operation_id="digests_deliveries",
-        summary="A digest's deliveries, newest first",
-        description="One per period (or per run for `after_run` digests, or per Send now), with what happened "
-        "to its email. `needs_decision` marks failed ones and ones stuck in `sending`. " + HIDDEN,
-        responses={200: DeliveryOutputSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
-        tags=["digests"],
-    )
-    def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
-
-
-class DigestSendApi(DigestPermissions, APIView):
-    permission_actions = {"POST": "change"}  # as the admin's Send now
-
-    @extend_schema(
-        operation_id="digests_send",
-        summary="Send the period so far now",
-        description="Cuts the current period at now and queues its email: the runs since the last delivery. "
-        "The next scheduled digest starts from now. With `skip_empty` and nothing to report the delivery is "
-        "recorded as `empty` and nothing is mailed. Needs `digests.change_digestsubscription`.",
-        request=None,
-        responses={
-            202: DeliveryOutputSerializer,
-            401: UNAUTHORIZED,
-            403: CANNOT_CHANGE,
-            404: NOT_FOUND,
-            409: error_response(
-                "Another Send now of the same moment got there first.",
-                "Another send of this digest got there first.",
-                "delivery_state",
-            ),
-        },
-        examples=[OpenApiExample("queued", response_only=True, status_codes=["202"], value=EXAMPLE_DELIVERY)],
-        tags=["digests"],
-    )
-    def post(self, request, digest_id):
-        digest = digest_get(digest_id)
-        delivery = services.digest_period_close(subscription_id=digest.pk, manual=True)
-        if delivery is None:
-            return Response(
-                {"detail": "Another send of this digest got there first.", "code": "delivery_state", "errors": {}},
-                status=status.HTTP_409_CONFLICT,
-            )
-        return Response(DeliveryOutputSerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DigestPreviewApi(DigestPermissions, APIView):
@@ -555,24 +373,11 @@ class DigestPreviewApi(DigestPermissions, APIView):
         "previous period boundary): the results of every run of the source, whoever started it. Nothing is "
         "recorded or sent. " + HIDDEN,
         responses={200: DigestPreviewSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
-        examples=[
-            OpenApiExample(
-                "two claims",
-                value={
-                    "period_start": "2026-11-21T07:00:00Z",
-                    "period_end": "2026-11-21T10:12:03Z",
-                    "runs": 2,
-                    "empty": False,
-                    "subject": "Claim intake — top claims: top 2 of 2026-11-21 08:00–11:12 Europe/Paris",
-                    "text": "Claim intake — top claims\n…\n1. score = 0.93 · flow claim-intake · …",
-                    "html": "<!DOCTYPE html>…",
-                },
-            )
-        ],
+        examples=[OpenApiExample("two claims", value=EXAMPLE_PREVIEW)],
         tags=["digests"],
     )
     def get(self, request, digest_id):
-        preview = selectors.digest_preview(subscription=digest_get(digest_id))
+        preview = selectors.digest_preview(subscription=selectors.digest_get(digest_id=digest_id))
         body = {
             "period_start": preview.start,
             "period_end": preview.end,
@@ -583,63 +388,3 @@ class DigestPreviewApi(DigestPermissions, APIView):
             "html": preview.content.html,
         }
         return Response(DigestPreviewSerializer(body).data)
-
-
-class DeliveryActionApi(APIView):
-    """Resend or mark sent: a person's decision about a delivery, through the service."""
-
-    permission_classes = [ModelPermissions]
-    permission_model = DigestDelivery
-    permission_actions = {"POST": "change"}  # as the admin's decisions (DigestDeliveryAdmin.has_decide_permission)
-
-    def decide(self, request, delivery_id, service):
-        delivery = get_object_or_404(selectors.delivery_list(), pk=delivery_id)
-        delivery = service(delivery=delivery, by=request.user.get_username())
-        return Response(DeliveryOutputSerializer(delivery).data)
-
-
-class DeliveryResendApi(DeliveryActionApi):
-    @extend_schema(
-        operation_id="digests_deliveries_resend",
-        summary="Send a delivery again",
-        description="From `sending` (stuck), `failed` or `sent`. The email keeps its Message-ID, so mail "
-        "programs that already have it usually show one copy; some recipients may still see it twice. Needs "
-        "`digests.change_digestdelivery`.",
-        request=None,
-        responses={
-            200: DeliveryOutputSerializer,
-            401: UNAUTHORIZED,
-            403: CANNOT_DECIDE,
-            404: NOT_FOUND,
-            409: WRONG_STATE,
-        },
-        examples=[OpenApiExample("queued again", response_only=True, value=EXAMPLE_DELIVERY)],
-        tags=["digests"],
-    )
-    def post(self, request, delivery_id):
-        return self.decide(request, delivery_id, services.delivery_resend)
-
-
-class DeliveryMarkSentApi(DeliveryActionApi):
-    @extend_schema(
-        operation_id="digests_deliveries_mark_sent",
-        summary="Record that a delivery reached its recipients",
-        description="For a delivery stuck in `sending` or `failed` that you know was delivered (e.g. from the "
-        "mail server's log). Nothing is sent. Needs `digests.change_digestdelivery`.",
-        request=None,
-        responses={
-            200: DeliveryOutputSerializer,
-            401: UNAUTHORIZED,
-            403: CANNOT_DECIDE,
-            404: NOT_FOUND,
-            409: WRONG_STATE,
-        },
-        examples=[
-            OpenApiExample(
-                "marked sent", response_only=True, value={**EXAMPLE_DELIVERY, "status": "sent", "manual": False}
-            )
-        ],
-        tags=["digests"],
-    )
-    def post(self, request, delivery_id):
-        return self.decide(request, delivery_id, services.delivery_mark_sent)

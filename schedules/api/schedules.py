@@ -1,8 +1,5 @@
-"""Schedules over HTTP: list, create, change, pause and resume, delete, and each schedule's slot history.
-
-Django's model permissions on Schedule decide who reads (a schedule's input may hold what staff wrote into it)
-and who writes, as for flows (ModelPermissions). Every write goes through `schedules.services`.
-"""
+"""Schedules: list, create, read, change, delete, pause and resume them (`/schedules`, `/schedules/{id}`,
+`/schedules/{id}/pause`, `/schedules/{id}/resume`)."""
 
 from __future__ import annotations
 
@@ -13,84 +10,24 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import (
-    NOT_FOUND,
-    UNAUTHORIZED,
-    JSONObjectField,
-    LimitOffsetPagination,
-    ModelPermissions,
-    error_response,
-    permission_response,
-)
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField, ModelPermissions, permission_response
 from flows.models import Flow
-from runs.api.examples import EXAMPLE_RUN_ID
 from runs.models import RunStatus
 from schedules import selectors, services
-from schedules.exceptions import ScheduleInvalid, ScheduleNotFound
-from schedules.models import CatchUpPolicy, FireStatus, OverlapPolicy, Schedule, ScheduleKind
+from schedules.api.examples import (
+    CANNOT_CHANGE,
+    CLAIM_INTAKE_EVERY_10_MIN,
+    CLAIM_INTAKE_OUTPUT,
+    HIDDEN,
+    INVALID_SCHEDULE,
+    WEEKDAY_MORNINGS,
+)
+from schedules.exceptions import ScheduleNotFound
+from schedules.models import CatchUpPolicy, OverlapPolicy, Schedule, ScheduleKind
 from schedules.timing import Timing, TimingError
 
 # Longer gaps are what cron expressions are for ("0 6 1 1 *" = every 1 January).
 MAX_EVERY_SECONDS = 366 * 24 * 3600
-# The service's field names, as the API calls them.
-API_FIELD = {"agent_type": "agent", "interval_seconds": "every_seconds", "target": "flow", "kind": "cron"}
-
-EXAMPLE_SCHEDULE_ID = 7
-CLAIM_INTAKE_EVERY_10_MIN = {
-    "name": "Claim intake every 10 minutes",
-    "flow": "claim-intake",
-    "input": {"document": "Policy Number: PL-1\nNamed Insured: Acme GmbH", "check_date": "2026-11-21"},
-    "every_seconds": 600,
-    "timezone": "Europe/Paris",
-    "overlap": "skip",
-    "catch_up": "skip_missed",
-}
-WEEKDAY_MORNINGS = {
-    "name": "Exchange rates, weekday mornings",
-    "agent": "http-request",
-    "input": {"url": "https://api.example.com/rates", "method": "GET"},
-    "cron": "0 7 * * 1-5",
-    "timezone": "Europe/Paris",
-}
-CLAIM_INTAKE_OUTPUT = {
-    "id": EXAMPLE_SCHEDULE_ID,
-    "name": "Claim intake every 10 minutes",
-    "flow": "claim-intake",
-    "agent": None,
-    "input": CLAIM_INTAKE_EVERY_10_MIN["input"],
-    "cron": None,
-    "every_seconds": 600,
-    "timezone": "Europe/Paris",
-    "enabled": True,
-    "overlap": "skip",
-    "catch_up": "skip_missed",
-    "next_fire_times": [f"2026-11-21T12:{m}:00Z" for m in ("10", "20", "30", "40", "50")],
-    "last_run": {
-        "id": EXAMPLE_RUN_ID,
-        "status": "COMPLETED",
-        "scheduled_for": "2026-11-21T12:00:00Z",
-        "finished_at": "2026-11-21T12:00:04.318000Z",
-    },
-    "created_at": "2026-11-20T09:12:44.102000Z",
-    "updated_at": "2026-11-21T08:30:02.551000Z",
-}
-
-INVALID_SCHEDULE = error_response(
-    "A field is missing or wrong (unknown flow or agent, bad cron expression, time zone or interval, input not "
-    "matching the agent); every problem is listed by field.",
-    "Invalid request: cron: '0 25 * * *' is not a valid cron expression.",
-    "invalid",
-    {"cron": ["'0 25 * * *' is not a valid cron expression."], "timezone": ["Unknown time zone 'Paris'; ..."]},
-)
-HIDDEN = "Needs `schedules.view_schedule`; without it the answer is the 404 of a schedule that does not exist."
-CANNOT_CHANGE = permission_response(Schedule, "change")
-
-
-def schedule_get(schedule_id) -> Schedule:
-    schedule = selectors.schedule_get(schedule_id=schedule_id)
-    if schedule is None:
-        raise ScheduleNotFound()  # the same answer as for a schedule the user may not see
-    return schedule
 
 
 class SchedulePermissions:
@@ -101,17 +38,7 @@ class SchedulePermissions:
     not_found = ScheduleNotFound
 
 
-def _saved(write, **kwargs) -> Schedule:
-    """Call a service; its ScheduleInvalid becomes a 400 listing the problems under the API's field names."""
-    try:
-        schedule = write(**kwargs)
-    except ScheduleInvalid as exc:
-        raise serializers.ValidationError({API_FIELD.get(k, k): v for k, v in exc.errors.items()}) from None
-    # Read back as the list reads it (flow slug, newest run) for the response.
-    return schedule_get(schedule.pk)
-
-
-def _utc(value: datetime | None) -> str | None:
+def utc(value: datetime | None) -> str | None:
     return serializers.DateTimeField(default_timezone=UTC).to_representation(value) if value else None
 
 
@@ -249,7 +176,7 @@ class ScheduleOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.DateTimeField()))
     def get_next_fire_times(self, schedule):
-        return [_utc(moment) for moment in selectors.schedule_next_fire_times(schedule)]
+        return [utc(moment) for moment in selectors.schedule_next_fire_times(schedule)]
 
     @extend_schema_field(LastRunSerializer)
     def get_last_run(self, schedule):
@@ -259,33 +186,22 @@ class ScheduleOutputSerializer(serializers.Serializer):
         return {
             "id": str(run.pk),
             "status": run.status,
-            "scheduled_for": _utc(run.scheduled_for),
-            "finished_at": _utc(run.finished_at),
+            "scheduled_for": utc(run.scheduled_for),
+            "finished_at": utc(run.finished_at),
         }
 
 
-class ScheduleFireOutputSerializer(serializers.Serializer):
-    intended_at = serializers.DateTimeField(help_text="The fire time this slot stands for.")
-    status = serializers.ChoiceField(
-        choices=FireStatus.choices,
-        help_text="What the slot became: "
-        + "; ".join(f"`{value}` = {label}" for value, label in FireStatus.choices)
-        + ".",
-    )
-    detail = serializers.CharField(help_text="Why it was skipped, queued or could not start; empty otherwise.")
-    run_id = serializers.UUIDField(allow_null=True, help_text="The run the slot started, if any.")
-    fired_at = serializers.DateTimeField(source="created_at", help_text="When the slot was decided.")
-
-    class Meta:
-        ref_name = "ScheduleFire"
+def schedule_answer(schedule: Schedule, status_code: int = status.HTTP_200_OK) -> Response:
+    """The schedule as the list reads it (flow slug, newest run), read again after a write."""
+    schedule = selectors.schedule_get(schedule_id=schedule.pk)
+    return Response(ScheduleOutputSerializer(schedule).data, status=status_code)
 
 
 # --- views ----------------------------------------------------------------------
 
 
-class ScheduleListCreateApi(SchedulePermissions, generics.ListAPIView):
+class ScheduleListApi(SchedulePermissions, generics.ListAPIView):
     serializer_class = ScheduleOutputSerializer
-    pagination_class = LimitOffsetPagination
     queryset = Schedule.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):
@@ -306,6 +222,8 @@ class ScheduleListCreateApi(SchedulePermissions, generics.ListAPIView):
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
+
+class ScheduleCreateApi(SchedulePermissions, APIView):
     @extend_schema(
         operation_id="schedules_create",
         summary="Create a schedule",
@@ -329,8 +247,8 @@ class ScheduleListCreateApi(SchedulePermissions, generics.ListAPIView):
     def post(self, request):
         data = ScheduleInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        schedule = _saved(services.schedule_create, created_by=request.user, **data.service_fields())
-        return Response(ScheduleOutputSerializer(schedule).data, status=status.HTTP_201_CREATED)
+        schedule = services.schedule_create(created_by=request.user, **data.service_fields())
+        return schedule_answer(schedule, status.HTTP_201_CREATED)
 
 
 class ScheduleDetailApi(SchedulePermissions, APIView):
@@ -343,8 +261,10 @@ class ScheduleDetailApi(SchedulePermissions, APIView):
         tags=["schedules"],
     )
     def get(self, request, schedule_id):
-        return Response(ScheduleOutputSerializer(schedule_get(schedule_id)).data)
+        return Response(ScheduleOutputSerializer(selectors.schedule_get(schedule_id=schedule_id)).data)
 
+
+class ScheduleUpdateApi(SchedulePermissions, APIView):
     @extend_schema(
         operation_id="schedules_partial_update",
         summary="Change some of a schedule's fields",
@@ -369,12 +289,13 @@ class ScheduleDetailApi(SchedulePermissions, APIView):
         tags=["schedules"],
     )
     def patch(self, request, schedule_id):
-        schedule = schedule_get(schedule_id)
+        schedule = selectors.schedule_get(schedule_id=schedule_id)
         data = ScheduleInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        schedule = _saved(services.schedule_update, schedule=schedule, **data.service_fields())
-        return Response(ScheduleOutputSerializer(schedule).data)
+        return schedule_answer(services.schedule_update(schedule=schedule, **data.service_fields()))
 
+
+class ScheduleDeleteApi(SchedulePermissions, APIView):
     @extend_schema(
         operation_id="schedules_destroy",
         summary="Delete a schedule",
@@ -384,13 +305,23 @@ class ScheduleDetailApi(SchedulePermissions, APIView):
         tags=["schedules"],
     )
     def delete(self, request, schedule_id):
-        services.schedule_delete(schedule=schedule_get(schedule_id))
+        services.schedule_delete(schedule=selectors.schedule_get(schedule_id=schedule_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class SchedulePauseApi(SchedulePermissions, APIView):
-    enabled = False
+class ScheduleSwitchApi(SchedulePermissions, APIView):
+    """Pause or resume: a change of the schedule's `enabled`, as the admin's actions."""
+
+    enabled: bool
     permission_actions = {"POST": "change"}  # as in the admin's pause and resume actions
+
+    def switch(self, schedule_id) -> Response:
+        schedule = selectors.schedule_get(schedule_id=schedule_id)
+        return schedule_answer(services.schedule_update(schedule=schedule, enabled=self.enabled))
+
+
+class SchedulePauseApi(ScheduleSwitchApi):
+    enabled = False
 
     @extend_schema(
         operation_id="schedules_pause",
@@ -409,14 +340,10 @@ class SchedulePauseApi(SchedulePermissions, APIView):
         tags=["schedules"],
     )
     def post(self, request, schedule_id):
-        return self._switch(request, schedule_id)
-
-    def _switch(self, request, schedule_id):
-        schedule = _saved(services.schedule_update, schedule=schedule_get(schedule_id), enabled=self.enabled)
-        return Response(ScheduleOutputSerializer(schedule).data)
+        return self.switch(schedule_id)
 
 
-class ScheduleResumeApi(SchedulePauseApi):
+class ScheduleResumeApi(ScheduleSwitchApi):
     enabled = True
 
     @extend_schema(
@@ -437,51 +364,4 @@ class ScheduleResumeApi(SchedulePauseApi):
         tags=["schedules"],
     )
     def post(self, request, schedule_id):
-        return self._switch(request, schedule_id)
-
-
-class ScheduleFireListApi(SchedulePermissions, generics.ListAPIView):
-    serializer_class = ScheduleFireOutputSerializer
-    pagination_class = LimitOffsetPagination
-    queryset = Schedule.objects.none()  # for the schema generator; requests use get_queryset
-
-    def get_queryset(self):
-        return selectors.schedule_fire_list(schedule=schedule_get(self.kwargs["schedule_id"]))
-
-    @extend_schema(
-        operation_id="schedules_fires",
-        summary="A schedule's slot history, newest first",
-        description="One entry per fire time the scheduler reached: the run it started, or why it was skipped, "
-        "queued or could not start. " + HIDDEN,
-        responses={200: ScheduleFireOutputSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
-        examples=[
-            OpenApiExample(
-                "started and skipped",
-                response_only=True,
-                value={
-                    "count": 2,
-                    "next": None,
-                    "previous": None,
-                    "results": [
-                        {
-                            "intended_at": "2026-11-21T12:10:00Z",
-                            "status": "skipped_overlap",
-                            "detail": f"Run {EXAMPLE_RUN_ID} was still running.",
-                            "run_id": None,
-                            "fired_at": "2026-11-21T12:10:00.412000Z",
-                        },
-                        {
-                            "intended_at": "2026-11-21T12:00:00Z",
-                            "status": "started",
-                            "detail": "",
-                            "run_id": EXAMPLE_RUN_ID,
-                            "fired_at": "2026-11-21T12:00:00.388000Z",
-                        },
-                    ],
-                },
-            )
-        ],
-        tags=["schedules"],
-    )
-    def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
+        return self.switch(schedule_id)
