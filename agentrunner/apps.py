@@ -1,9 +1,16 @@
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
+
+
+class AgentRunnerAdminConfig(AdminConfig):
+    """django.contrib.admin with Agent Runner's site (app order, django-q2 for superusers only)."""
+
+    default_site = "agentrunner.admin_site.AgentRunnerAdminSite"
 
 
 class AgentRunnerConfig(AppConfig):
     name = "agentrunner"
-    verbose_name = "Agent Runner"
+    verbose_name = "LLM"  # its models in the admin: LLM calls, monthly budgets, provider breakers
 
     def ready(self):
         import importlib

@@ -5,10 +5,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from agentrunner import views
 from agentrunner.health import HealthApi
 
-admin.site.site_header = "Agent Runner"
-admin.site.site_title = "Agent Runner"
-admin.site.index_title = "Runs, flows, schedules and digests"
-
 urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),

@@ -6,6 +6,7 @@ import django_q.admin  # registers django-q2's ScheduleAdmin, which is replaced 
 from django.contrib import admin
 from django_q.models import Schedule as QSchedule
 
+from agentrunner.admin_site import superuser_only
 from agentrunner.adminkit import ReadOnlyAdminMixin
 
 Q_HELP = (
@@ -31,3 +32,9 @@ class ManagedQScheduleAdmin(ReadOnlyAdminMixin, django_q.admin.ScheduleAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "subtitle": Q_HELP})
+
+
+# All of django-q2's tables (tasks, failures, the queue, these rows) are its internals: superusers only.
+for _model, _model_admin in admin.site._registry.items():
+    if _model._meta.app_label == "django_q":
+        superuser_only(_model_admin)
