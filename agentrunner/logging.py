@@ -40,8 +40,6 @@ def build_logging(*, level: str, fmt: str) -> dict:
         "root": {"handlers": ["stdout"], "level": level},
         "loggers": {
             "django.db.backends": {"level": "INFO"},
-            # django-q2 logs as "django-q": at INFO, a line per enqueued message and per task.
-            "django-q": {"level": "WARNING" if level != "DEBUG" else "DEBUG", "propagate": True},
             # Their DEBUG lines carry full URLs and response headers (cookies): never below INFO.
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
