@@ -71,16 +71,16 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
+from bench.common import CLOCK_TICKS, ms, proc_stat, process_cpu_seconds, recreate_database, server_params  # noqa: E402
+
 BENCH_DB = "agentrunner_apibench"
 # Own cluster name = own queue key and own cluster heartbeat: never mixed with another cluster's.
 CLUSTER_NAME = "agentrunner-apibench"
-DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"
 SECRET_KEY = "apibench-only-insecure-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
 HOST = "127.0.0.1"
 POST_BODY = {"agent_type": "pass", "input": {"x": 1}}
@@ -100,36 +100,9 @@ REQUESTS = [
 # --- set-up before Django is imported --------------------------------------------
 
 
-def server_params() -> tuple[dict, str]:
-    """Connection parameters of the PostgreSQL server named by DATABASE_URL (never its database)."""
-    url = os.environ.get("DATABASE_URL", "") or DEFAULT_SERVER
-    parsed = urlparse(url)
-    note = ""
-    if parsed.scheme not in {"postgres", "postgresql", "pgsql", "psql"}:
-        note = f"DATABASE_URL is not PostgreSQL ({parsed.scheme or url!r}); using {DEFAULT_SERVER}'s server"
-        parsed = urlparse(DEFAULT_SERVER)
-    params = {
-        "host": parsed.hostname or "127.0.0.1",
-        "port": parsed.port or 5432,
-        "user": unquote(parsed.username or "postgres"),
-    }
-    if parsed.password:
-        params["password"] = unquote(parsed.password)
-    return params, note
-
-
 def bench_url(params: dict, application_name: str) -> str:
     auth = params["user"] + (f":{params['password']}" if "password" in params else "")
     return f"postgres://{auth}@{params['host']}:{params['port']}/{BENCH_DB}?application_name={application_name}"
-
-
-def recreate_database(params: dict, *, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(**params, dbname="postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
 
 
 def production_environment(server: dict, application_name: str, log_level: str) -> dict:
@@ -151,23 +124,6 @@ def production_environment(server: dict, application_name: str, log_level: str) 
 
 
 # --- CPU accounting (Linux /proc) ---------------------------------------------------
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (index 0 = state), or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def process_cpu_seconds(pid: int) -> float:
-    stat = proc_stat(pid)
-    return sum(int(x) for x in stat[11:13]) / CLOCK_TICKS if stat else 0.0
 
 
 def session_cpu_seconds(sid: int) -> float:
@@ -723,10 +679,6 @@ def _aware(epoch: float):
 # --- report ---------------------------------------------------------------------------
 
 
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -972,7 +924,7 @@ def main() -> int:
     started = time.perf_counter()
     server, note = server_params()
     print(f"API bench: database {BENCH_DB} on {server['host']}:{server['port']}; preparing ...", flush=True)
-    recreate_database(server)
+    recreate_database(server, name=BENCH_DB)
     os.environ.update(production_environment(server, "apibench-main", args.log_level))
 
     import django
@@ -1058,7 +1010,7 @@ def main() -> int:
         log_file.close()
         connection.close()
         if not args.keep_db:
-            recreate_database(server, drop_only=True)
+            recreate_database(server, name=BENCH_DB, drop_only=True)
     print()
     if http:
         print_http_report(http, data, args)

@@ -104,7 +104,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{server.server_address[1]}"
 
     params, note = eb.server_params()
-    eb.recreate_database(params)
+    eb.recreate_database(params, name=eb.BENCH_DB)
     eb.configure_environment(eb.bench_url(params), "redis://127.0.0.1:6379/14" if args.redis else "")
     os.environ.update(
         {
@@ -181,7 +181,7 @@ def main() -> int:
         cluster.stop()
         server.shutdown()
         connection.close()
-        eb.recreate_database(params, drop_only=True)
+        eb.recreate_database(params, name=eb.BENCH_DB, drop_only=True)
     print(f"{'case':<52} {'first POST→last done':>21} {'peak RSS':>10} {'PG conns':>9} {'not completed':>14}")
     for name, elapsed, rss, conns, failed in rows:
         rss_text = f"{rss:.0f} MB" if rss is not None else ""

@@ -44,16 +44,16 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
+from bench.common import CLOCK_TICKS, ms, proc_stat, process_cpu_seconds, recreate_database, server_params  # noqa: E402
+
 BENCH_DB = "agentrunner_bench"
 # Own cluster name = own queue key: never take (or leave) messages of another cluster on a shared broker.
 CLUSTER_NAME = "agentrunner-bench"
-DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 BARE_TASK = "bench.noop.signal_done"
 JOB_TABLE = "bench_job"
@@ -70,36 +70,9 @@ TARGET_QUEUE_LAG_MS = 50.0
 # --- set-up before Django is imported --------------------------------------------
 
 
-def server_params() -> tuple[dict, str]:
-    """Connection parameters of the PostgreSQL server named by DATABASE_URL (never its database)."""
-    url = os.environ.get("DATABASE_URL", "") or DEFAULT_SERVER
-    parsed = urlparse(url)
-    note = ""
-    if parsed.scheme not in {"postgres", "postgresql", "pgsql", "psql"}:
-        note = f"DATABASE_URL is not PostgreSQL ({parsed.scheme or url!r}); using {DEFAULT_SERVER}'s server"
-        parsed = urlparse(DEFAULT_SERVER)
-    params = {
-        "host": parsed.hostname or "127.0.0.1",
-        "port": parsed.port or 5432,
-        "user": unquote(parsed.username or "postgres"),
-    }
-    if parsed.password:
-        params["password"] = unquote(parsed.password)
-    return params, note
-
-
 def bench_url(params: dict) -> str:
     auth = params["user"] + (f":{params['password']}" if "password" in params else "")
     return f"postgres://{auth}@{params['host']}:{params['port']}/{BENCH_DB}"
-
-
-def recreate_database(params: dict, *, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(**params, dbname="postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
 
 
 def configure_environment(db_url: str, redis_url: str) -> None:
@@ -121,23 +94,6 @@ def configure_environment(db_url: str, redis_url: str) -> None:
 
 
 # --- CPU accounting (Linux /proc) ---------------------------------------------------
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (index 0 = state), or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def process_cpu_seconds(pid: int) -> float:
-    stat = proc_stat(pid)
-    return sum(int(x) for x in stat[11:13]) / CLOCK_TICKS if stat else 0.0
 
 
 # --- the worker cluster ------------------------------------------------------------
@@ -201,10 +157,6 @@ def pct(values: list[float], p: float) -> float:
     if p == 50:
         return statistics.median(values)
     return statistics.quantiles(values, n=100, method="inclusive")[round(p) - 1]
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
 
 
 def wait_for(predicate, *, timeout: float, interval: float, what: str, cluster: Cluster | None = None):
@@ -696,7 +648,7 @@ def main() -> int:
     server, note = server_params()
     redis_url = DEFAULT_REDIS if args.redis else ""
     print(f"Engine bench: database {BENCH_DB} on {server['host']}:{server['port']}; preparing ...", flush=True)
-    recreate_database(server)
+    recreate_database(server, name=BENCH_DB)
     configure_environment(bench_url(server), redis_url)
 
     import django
@@ -748,7 +700,7 @@ def main() -> int:
             print(f"  (could not purge the queue: {exc})")
         connection.close()
         if not args.keep_db:
-            recreate_database(server, drop_only=True)
+            recreate_database(server, name=BENCH_DB, drop_only=True)
     print()
     print_report(bench.results, time.perf_counter() - started, verbose=args.verbose)
     if bench.stop_seconds:

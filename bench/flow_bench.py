@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--redis", action="store_true", help="use the Redis broker")
     args = parser.parse_args()
     server, note = eb.server_params()
-    eb.recreate_database(server)
+    eb.recreate_database(server, name=eb.BENCH_DB)
     eb.configure_environment(eb.bench_url(server), "redis://127.0.0.1:6379/14" if args.redis else "")
     import django
 
@@ -80,7 +80,7 @@ def main() -> int:
         from django.db import connection
 
         connection.close()
-        eb.recreate_database(server, drop_only=True)
+        eb.recreate_database(server, name=eb.BENCH_DB, drop_only=True)
     broker = "Redis" if args.redis else "ORM (poll 0.05 s)"
     print(f"10-step flow of `pass` steps, {args.runs} sequential runs, 2 workers, broker {broker}. {note}")
     p50, p95 = eb.ms(eb.pct(spans, 50)), eb.ms(eb.pct(spans, 95))

@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--redis", action="store_true", help="use the Redis broker")
     args = parser.parse_args()
     server, note = eb.server_params()
-    eb.recreate_database(server)
+    eb.recreate_database(server, name=eb.BENCH_DB)
     eb.configure_environment(eb.bench_url(server), "redis://127.0.0.1:6379/14" if args.redis else "")
     import django
 
@@ -68,7 +68,7 @@ def main() -> int:
         from django.db import connection
 
         connection.close()
-        eb.recreate_database(server, drop_only=True)
+        eb.recreate_database(server, name=eb.BENCH_DB, drop_only=True)
     broker = "Redis" if args.redis else "ORM (poll 0.05 s)"
     print(
         f"{args.schedules} schedules every {args.every} s for {args.seconds} s, 1 cluster × 2 workers, "
