@@ -39,6 +39,11 @@ def build_logging(*, level: str, fmt: str) -> dict:
         "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["stdout"], "level": level},
         "loggers": {
+            # One line per request: django-structlog's `request_finished` (status, request, user, IP, request
+            # id). Django's own copy of each 4xx ("Bad Request: /path") says less, and in DEBUG it printed
+            # twice (its console handler, then ours): no handler of its own, and 5xx only (with traceback).
+            "django": {"handlers": [], "level": "INFO", "propagate": True},
+            "django.request": {"level": "ERROR"},
             "django.db.backends": {"level": "INFO"},
             # Their DEBUG lines carry full URLs and response headers (cookies): never below INFO.
             "httpx": {"level": "WARNING"},

@@ -216,8 +216,14 @@ def outcome(execution: Execution, output, raised: BaseException | None, started:
         except (TypeError, ValueError) as exc:
             output, error = None, error_info(exc, code="output_not_json", retryable=False)
     elapsed_ms = round((time.monotonic() - started) * 1000)
-    if error:
-        execution.log.warning("agent_error", error=error["message"], code=error["code"], duration_ms=elapsed_ms)
+    if error and error["code"] == CANCELLED:
+        execution.log.info("agent_cancelled", duration_ms=elapsed_ms)
+    elif error:
+        # A crash (an exception that is not an AgentError) is a bug in the agent: its traceback goes with it.
+        crashed = raised if error["code"] == "agent_crashed" else None
+        execution.log.warning(
+            "agent_error", error=error["message"], code=error["code"], duration_ms=elapsed_ms, exc_info=crashed
+        )
     else:
         execution.log.info("agent_complete", duration_ms=elapsed_ms)
     return output, error

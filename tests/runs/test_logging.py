@@ -1,6 +1,7 @@
 """Structured run events: names and context fields, from the API process and from real workers."""
 
 import json
+import logging
 
 import pytest
 
@@ -48,3 +49,56 @@ def test_worker_logs_json_events_with_run_context(clusters):
     errors = [e for e in by_event["agent_error"] if e["run_id"] == str(bad.id)]
     assert [e["attempt"] for e in errors] == [1, 2, 3]
     assert all("failed on purpose" in e["error"] for e in errors)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_crash_is_logged_with_its_traceback(monkeypatch, caplog):
+    from runs import engine
+
+    def broken(self, ctx):
+        raise KeyError("document")
+
+    monkeypatch.setattr("agentrunner.agents.builtin.passthrough.PassAgent.run", broken)
+    caplog.set_level("INFO")
+    run, _ = services.run_create(agent_type="pass", input={})
+    engine.step_execute(step_id=run.steps.get().pk)
+    (record,) = [r for r in caplog.records if isinstance(r.msg, dict) and r.msg["event"] == "agent_error"]
+    assert record.msg["code"] == "agent_crashed"
+    rendered = logging.Formatter().formatException(_exc_info(record.msg["exc_info"]))
+    assert "Traceback" in rendered and "broken" in rendered and "KeyError: 'document'" in rendered
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancelled_run_logs_agent_cancelled_not_complete(monkeypatch, caplog):
+    from runs import engine
+
+    def cancelled_while_running(self, ctx):
+        services.run_cancel(run_id=ctx.run_id)
+        ctx.sleep(10)  # wakes as soon as the engine sees the cancel request
+        return {"late": True}
+
+    monkeypatch.setattr("agentrunner.agents.builtin.passthrough.PassAgent.run", cancelled_while_running)
+    caplog.set_level("INFO")
+    run, _ = services.run_create(agent_type="pass", input={})
+    engine.step_execute(step_id=run.steps.get().pk)
+    run.refresh_from_db()
+    assert run.status == "CANCELLED"
+    names = [e["event"] for e in events(caplog)]
+    assert "agent_cancelled" in names
+    assert "agent_complete" not in names and "agent_error" not in names
+
+
+def _exc_info(value):
+    return (type(value), value, value.__traceback__)
+
+
+@pytest.mark.django_db
+def test_a_refused_request_is_one_log_line(api, caplog):
+    caplog.set_level("INFO")
+    api.post("/api/v1/runs", {"agent": "nope"}, format="json")
+    api.get("/api/v1/runs/00000000-0000-0000-0000-000000000000")
+    lines = [(r.name, r.msg["event"] if isinstance(r.msg, dict) else r.getMessage()) for r in caplog.records]
+    assert [line for line in lines if line[0].startswith(("django.request", "django_structlog"))] == [
+        ("django_structlog.middlewares.request", "request_finished"),
+        ("django_structlog.middlewares.request", "request_finished"),
+    ], lines

@@ -31,9 +31,7 @@ class Command(BaseCommand):
                 addrport,
                 "--graceful-timeout",
                 str(WEB_STOP_SECONDS),
-                "--access-logfile",
-                "-",
-            ],
+            ],  # no access log: django-structlog's `request_finished` is the one line per request
             cwd=settings.BASE_DIR,
         )
         cluster = processes.start([*manage, "worker"])
