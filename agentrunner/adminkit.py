@@ -86,18 +86,35 @@ def human_duration(delta: timedelta | None) -> str:
     return f"{days} d {hours} h"
 
 
+# The one way the admin writes a date and time (Django's own formats agree: agentrunner/formats), always in
+# the viewer's time zone (agentrunner.timezones): `2026-12-01 21:30`; to the second in tooltips.
+DATETIME_FORMAT = "%Y-%m-%d %H:%M"
+PRECISE_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
+
+
 def when(value: datetime | None) -> str:
+    """`2026-12-01 21:30` in the viewer's time zone; an em dash for no time."""
     if value is None:
         return EMPTY
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+    return timezone.localtime(value).strftime(DATETIME_FORMAT)
+
+
+def when_html(value: datetime | None, *, also=None) -> SafeString | str:
+    """`when(value)`, to the second (and in the zone `also`, e.g. a schedule's own) in its tooltip."""
+    if value is None:
+        return EMPTY
+    title = timezone.localtime(value).strftime(PRECISE_FORMAT)
+    if also is not None and also != timezone.get_current_timezone():
+        title += f" · {value.astimezone(also).strftime(DATETIME_FORMAT)} in {also}"
+    return format_html('<span title="{}">{}</span>', title, when(value))
 
 
 def clock(value: datetime | None) -> SafeString | str:
-    """The time of day, with the full date and time as a tooltip."""
+    """The time of day to the second (for timelines), with the date and zone in its tooltip."""
     if value is None:
         return EMPTY
     local = timezone.localtime(value)
-    return format_html('<span title="{}">{}</span>', when(value), local.strftime("%H:%M:%S"))
+    return format_html('<span title="{}">{}</span>', local.strftime(PRECISE_FORMAT), local.strftime("%H:%M:%S"))
 
 
 def pretty_json(value) -> SafeString | str:

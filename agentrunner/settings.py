@@ -74,6 +74,7 @@ MIDDLEWARE = [
     # Serves admin and API-docs assets under gunicorn, no web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "agentrunner.timezones.ViewerTimeZoneMiddleware",  # pages show times in the browser's time zone
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -151,6 +152,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# One way to write dates (2026-12-01 21:30), in the admin and wherever Django formats one.
+FORMAT_MODULE_PATH = ["agentrunner.formats"]
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True

@@ -10,10 +10,9 @@ import re
 from datetime import UTC, datetime
 
 from django.template.loader import render_to_string
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from agentrunner.adminkit import AMBER, EMPTY, GREEN, GREY, ORANGE, RED, badge
+from agentrunner.adminkit import AMBER, EMPTY, GREEN, GREY, ORANGE, RED, badge, when_html
 from schedules.models import FireStatus, OverlapPolicy, Schedule, ScheduleKind
 from schedules.timing import TimingError, zone
 
@@ -90,16 +89,13 @@ def timing_display(schedule: Schedule) -> SafeString | str:
     return render_to_string("admin/schedules/includes/timing.html", {"words": words, "rule": timing_words(schedule)})
 
 
-def local_time(moment: datetime | None, schedule: Schedule, fmt: str = "%a %Y-%m-%d %H:%M %Z") -> SafeString | str:
-    """The time in the schedule's zone, with UTC in the tooltip."""
-    if moment is None:
-        return EMPTY
+def local_time(moment: datetime | None, schedule: Schedule) -> SafeString | str:
+    """The time in the viewer's zone, as every admin time (in the schedule's own zone in its tooltip)."""
     try:
         tz = zone(schedule.timezone)
     except TimingError:
         tz = UTC
-    utc = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return format_html('<span title="{}">{}</span>', utc, moment.astimezone(tz).strftime(fmt))
+    return when_html(moment, also=tz)
 
 
 def fire_badge(status: str) -> SafeString:

@@ -27,7 +27,7 @@ class ScheduleFireAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="fire time", ordering="intended_at")
     def intended(self, obj: ScheduleFire):
-        return nowrap(local_time(obj.intended_at, obj.schedule, "%Y-%m-%d %H:%M %Z"))
+        return nowrap(local_time(obj.intended_at, obj.schedule))
 
     @admin.display(description="schedule", ordering="schedule__name")
     def schedule_link(self, obj: ScheduleFire):
@@ -48,4 +48,4 @@ class ScheduleFireAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="decided at", ordering="created_at")
     def fired_at(self, obj: ScheduleFire):
-        return nowrap(local_time(obj.created_at, obj.schedule, "%H:%M:%S"))
+        return nowrap(local_time(obj.created_at, obj.schedule))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -25,7 +25,10 @@ WHEN_HELP = (
     "or by a cron expression read in the time zone: minute, hour, day of the month, month, day of the week "
     "(0 7 * * 1-5 = Monday to Friday at 07:00). Only the field of the chosen kind is used."
 )
-STATUS_HELP = "Computed from the timing above; times are in the schedule's time zone, with UTC alongside."
+STATUS_HELP = (
+    "Worked out from the timing set under “When” below. Times are in your time zone; "
+    "point at one to see it in the schedule's own."
+)
 SLOTS_HELP = (
     "The last 20 fire times and what each became: a run, or why none started (the previous run was still "
     "active, the workers were down, or the run could not start)."
@@ -144,7 +147,7 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
         return nowrap(
             format_html(
                 "{}{}",
-                local_time(upcoming[0], obj, "%a %d %b %H:%M %Z") if upcoming else EMPTY,
+                local_time(upcoming[0], obj) if upcoming else EMPTY,
                 format_html(" {}", badge("overdue", RED)) if overdue else "",
             )
         )
@@ -172,7 +175,7 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
         if not times:
             return EMPTY
         context = {
-            "times": [{"local": local_time(t, obj), "utc": t.astimezone(UTC).strftime("%H:%M UTC")} for t in times],
+            "times": [local_time(t, obj) for t in times],
             "no_worker_row": obj.q_schedule_id is None,
             "overdue_since": local_time(due, obj) if (due := self._overdue(obj)) else None,
             "red": RED,
@@ -199,7 +202,7 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
             return "No fire time reached yet."
         rows = [
             {
-                "fire_time": local_time(fire.intended_at, obj, "%a %d %b %H:%M %Z"),
+                "fire_time": local_time(fire.intended_at, obj),
                 "badge": fire_badge(fire.status),
                 "run_link": run_link(fire.run_id) if fire.run_id else None,
                 "run_badge": run_badge(fire.run) if fire.run_id else None,
