@@ -24,11 +24,7 @@ install-dev: $(VENV)/.dev-installed
 run: export DEBUG ?= 1
 run: export LOG_FORMAT ?= console
 run: install .env
-	$(BIN)/python manage.py migrate --noinput -v0
-	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py ensure_dev_superuser
-	$(BIN)/python manage.py ensure_demo_content
-	$(BIN)/python manage.py serve 127.0.0.1:8000
+	$(BIN)/python manage.py serve --prepare 127.0.0.1:8000
 
 # The checkout's own settings, written once (never overwritten): `manage.py` commands typed by hand use the
 # same development settings as `make run` (DEBUG on, SQLite in var/).

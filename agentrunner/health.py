@@ -110,6 +110,11 @@ class HealthApi(APIView):
         return Response(body, status=200 if body["status"] == "ok" else 503)
 
 
+def checks() -> dict:
+    """Database, broker and workers, checked now (uncached)."""
+    return {"database": _check(_database), "broker": _check(_broker), "workers": _check(_workers)}
+
+
 _cached: tuple[float, dict] | None = None
 _lock = threading.Lock()
 
@@ -122,15 +127,15 @@ def _report() -> dict:
         if _cached is not None and time.monotonic() - _cached[0] < ttl:
             return _cached[1]
         started = time.monotonic()
-        checks = {"database": _check(_database), "broker": _check(_broker), "workers": _check(_workers)}
+        checked = checks()
         try:
             providers = breaker_states()
         except Exception:  # the database check above reports why
             providers = []
         body = {
-            "status": "ok" if all(c["ok"] for c in checks.values()) else "unavailable",
+            "status": "ok" if all(c["ok"] for c in checked.values()) else "unavailable",
             "checked_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "checks": checks,
+            "checks": checked,
             "llm_providers": providers,
         }
         _cached = (started, body)

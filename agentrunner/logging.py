@@ -36,6 +36,9 @@ def build_logging(*, level: str, fmt: str) -> dict:
                 "foreign_pre_chain": shared,
             }
         },
+        # A 5xx answered on purpose (a health report's 503) is in `request_finished` already; an exception's
+        # traceback is the one thing Django's own line adds.
+        "filters": {"raised": {"()": "django.utils.log.CallbackFilter", "callback": _raised}},
         "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["stdout"], "level": level},
         "loggers": {
@@ -43,10 +46,14 @@ def build_logging(*, level: str, fmt: str) -> dict:
             # id). Django's own copy of each 4xx ("Bad Request: /path") says less, and in DEBUG it printed
             # twice (its console handler, then ours): no handler of its own, and 5xx only (with traceback).
             "django": {"handlers": [], "level": "INFO", "propagate": True},
-            "django.request": {"level": "ERROR"},
+            "django.request": {"level": "ERROR", "filters": ["raised"]},
             "django.db.backends": {"level": "INFO"},
             # Their DEBUG lines carry full URLs and response headers (cookies): never below INFO.
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
         },
     }
+
+
+def _raised(record) -> bool:
+    return bool(record.exc_info)

@@ -1,5 +1,6 @@
 """`manage.py worker` and `manage.py serve` stop cleanly on SIGTERM to their whole process group, and
-`serve` (make run's server) takes 100 concurrent POSTs with no error, on PostgreSQL too."""
+`serve --prepare` (make run's server) is healthy once it says "Ready" and takes 100 concurrent POSTs with
+no error, on PostgreSQL too."""
 
 import concurrent.futures
 import contextlib
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from rest_framework.authtoken.models import Token
 
-from tests.conftest import BASE_DIR, answers, free_port, test_database_url, wait_for
+from tests.conftest import BASE_DIR, free_port, test_database_url, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -116,8 +117,11 @@ def test_worker_stops_cleanly_when_sigterm_reaches_its_whole_process_group(start
 def test_serve_takes_100_concurrent_posts_then_stops_on_a_group_sigterm(start, django_user_model):
     token = Token.objects.create(user=django_user_model.objects.create_user("client")).key
     port = free_port()
-    serve, log = start(["serve", f"127.0.0.1:{port}"], "serve", DEBUG="1")
-    wait_for(lambda: answers(port), timeout=60, message="make run's server to answer")
+    serve, log = start(["serve", "--prepare", f"127.0.0.1:{port}"], "serve", DEBUG="1")  # as make run does
+    wait_for(lambda: "Ready: " in log.read_text(), timeout=90, message="make run's server to say it is ready")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=5) as health:
+        assert health.status == 200  # never a 503 once "Ready" is printed
+    assert "Created the demo flow claim-intake." in log.read_text()
 
     def post(i: int) -> int:
         request = urllib.request.Request(
