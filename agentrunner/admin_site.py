@@ -1,4 +1,8 @@
-"""The admin site: Agent Runner's apps first, in order of use, and django-q2's internals for superusers only."""
+"""The admin site: Agent Runner's apps first, in order of use, and django-q2's internals for superusers only.
+
+The site in use subclasses it with the dashboard as its home page (dashboard/site.py): the dashboard reads every
+app, and nothing here may import one.
+"""
 
 from django.contrib import admin
 

@@ -1,11 +1,4 @@
 from django.apps import AppConfig
-from django.contrib.admin.apps import AdminConfig
-
-
-class AgentRunnerAdminConfig(AdminConfig):
-    """django.contrib.admin with Agent Runner's site (app order, django-q2 for superusers only)."""
-
-    default_site = "agentrunner.admin_site.AgentRunnerAdminSite"
 
 
 class AgentRunnerConfig(AppConfig):

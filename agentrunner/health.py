@@ -75,8 +75,13 @@ def _broker() -> str:
     return f"{broker.__class__.__name__}, {broker.queue_size()} queued"
 
 
+def running_clusters() -> list[Stat]:
+    """The worker clusters django-q2 reports as running now (not stopping or stopped)."""
+    return [stat for stat in Stat.get_all() if stat.status not in ("Stopped", "Stopping")]
+
+
 def _workers() -> str:
-    clusters = [s for s in Stat.get_all() if s.status not in ("Stopped", "Stopping")]
+    clusters = running_clusters()
     if not clusters:
         raise RuntimeError("no worker cluster is running (start: python manage.py worker)")
     workers = sum(len(s.workers) for s in clusters)

@@ -49,7 +49,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "agentrunner.apps.AgentRunnerAdminConfig",  # django.contrib.admin with our site (agentrunner/admin_site.py)
+    "dashboard.apps.DashboardAdminConfig",  # django.contrib.admin with our site, the dashboard its home (dashboard/)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "flows.apps.FlowsConfig",
     "schedules.apps.SchedulesConfig",
     "digests.apps.DigestsConfig",
+    "dashboard.apps.DashboardConfig",
 ]
 
 MIDDLEWARE = [

@@ -86,7 +86,8 @@ def digest_period_so_far(subscription: DigestSubscription, *, now: datetime | No
 
 
 def digest_preview(*, subscription: DigestSubscription, now: datetime | None = None) -> Preview:
-    """What "Send now" would mail now: the runs since the last delivery (or period boundary); writes nothing."""
+    """What "Send now" would mail now: the runs since the last delivery (or period boundary), or for a per-run
+    digest the runs not mailed yet; writes nothing."""
     start, end = digest_period_so_far(subscription, now=now)
     runs = list(
         digest_runs(subscription=subscription, start=start, end=end).select_related("flow_version__flow")[

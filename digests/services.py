@@ -176,9 +176,15 @@ def digest_delete(*, subscription: DigestSubscription) -> None:
 # --- periods -----------------------------------------------------------------------
 
 
-def digest_runs(*, subscription: DigestSubscription, start: datetime, end: datetime):
-    """The finished runs of the digest's source in [start, end) that it reports."""
-    runs = Run.objects.filter(finished_at__gte=start, finished_at__lt=end)
+def digest_runs(*, subscription: DigestSubscription, start: datetime, end: datetime | None):
+    """The finished runs of the digest's source in [start, end) that it reports, newest first.
+
+    A per-run digest mails each run once, in its own email: a run that already has its email is left out, so
+    "Send now" and the preview of such a digest are about the runs not mailed yet.
+    """
+    runs = Run.objects.filter(finished_at__gte=start)
+    if end is not None:
+        runs = runs.filter(finished_at__lt=end)
     if subscription.flow_id:
         runs = runs.filter(flow_version__flow_id=subscription.flow_id)
     elif subscription.schedule_id:
@@ -188,11 +194,18 @@ def digest_runs(*, subscription: DigestSubscription, start: datetime, end: datet
     statuses = list(RUN_FINISHED) if subscription.include_failures else [RunStatus.COMPLETED]
     # A cancelled run is someone's decision, not a result or a failure to report.
     statuses = [s for s in statuses if s != RunStatus.CANCELLED]
+    if subscription.period == DigestPeriod.AFTER_RUN:
+        mailed = DigestDelivery.objects.filter(subscription_id=subscription.pk, run_id=OuterRef("pk"))
+        runs = runs.exclude(Exists(mailed))
     return runs.filter(status__in=statuses).order_by("-finished_at")
 
 
-def digest_period_start(subscription: DigestSubscription, timing: Timing, end: datetime) -> datetime:
-    """Where the period ending at `end` starts: the end of the previous delivery, else the previous boundary."""
+def digest_period_start(subscription: DigestSubscription, timing: Timing | None, end: datetime) -> datetime:
+    """Where the period ending at `end` starts: the end of the previous delivery, else the previous boundary.
+
+    For a per-run digest: the end of its last delivery that covered a period (a "Send now", or one from before it
+    was per-run), else its creation; its per-run emails are left out run by run (digest_runs).
+    """
     # A period starts where the previous one ended, so downtime never drops runs:
     # the first period after an outage covers the whole outage.
     previous = (
@@ -201,6 +214,8 @@ def digest_period_start(subscription: DigestSubscription, timing: Timing, end: d
         .values_list("period_end", flat=True)
         .first()
     )
+    if subscription.period == DigestPeriod.AFTER_RUN:
+        return max(previous, subscription.created_at) if previous else subscription.created_at
     return previous or timing.latest_at_or_before(end - timedelta(microseconds=1))
 
 
@@ -234,18 +249,12 @@ def digest_period_close(
 def digest_after_run_claims(*, limit: int = 100) -> int:
     """Claim a delivery for every finished run of a schedule that has a per-run digest."""
     claimed = 0
+    now = timezone.now()
     for subscription in DigestSubscription.objects.filter(enabled=True, period=DigestPeriod.AFTER_RUN):
-        already = DigestDelivery.objects.filter(subscription=subscription, run_id=OuterRef("pk"))
-        statuses = [RunStatus.COMPLETED] + ([s for s in RUN_FINISHED] if subscription.include_failures else [])
-        finished = (
-            Run.objects.filter(
-                schedule_id=subscription.schedule_id,
-                status__in=[s for s in statuses if s != RunStatus.CANCELLED],
-                finished_at__gte=subscription.created_at,
-            )
-            .exclude(Exists(already))
-            .order_by("finished_at")[:limit]
-        )
+        # The runs not mailed yet, as "Send now" and the preview select them (end None: a run whose worker's
+        # clock is a little ahead is not left behind).
+        start = digest_period_start(subscription, None, now)
+        finished = digest_runs(subscription=subscription, start=start, end=None).order_by("finished_at")[:limit]
         for run in finished:
             with transaction.atomic():
                 claimed += bool(

@@ -37,6 +37,12 @@ HISTORY_ROWS = 20
 UPCOMING_SENDS = 3
 MAX_LIMIT = 100
 TIME_ZONES_LIST_ID = "digest-time-zones"
+# The periods each of these fields applies to. For the others the field is hidden (the change form's script
+# reads the `data-digest-periods` of its input) and what is posted in it is ignored: the saved value stays.
+PERIOD_FIELDS = {
+    "send_at": (DigestPeriod.DAILY, DigestPeriod.WEEKLY),
+    "weekday": (DigestPeriod.WEEKLY,),
+}
 
 
 class TimeZoneInput(forms.TextInput):
@@ -87,7 +93,8 @@ class DigestForm(forms.ModelForm):
             "recipients": "Email addresses, one per line (or separated by commas).",
             "flow": "A flow: its runs, whatever the version.",
             "schedule": "… or a schedule: only the runs it started. Needed for “after each scheduled run”.",
-            "period": "When an email goes out. Each email covers the runs that finished since the previous one.",
+            "period": "When an email goes out: after each run of the schedule (one email per run), or on the hour, "
+            "day or week, covering the runs that finished since the previous email.",
             "weekday": "For weekly digests.",
             "timezone": "The recipients' time zone, e.g. Europe/Paris: send times and periods are read in it.",
             "rank_order": "For “rank by”: highest first for scores, lowest first for e.g. prices.",
@@ -103,6 +110,26 @@ class DigestForm(forms.ModelForm):
         if self.instance.pk and not self.is_bound:
             # Stored comma-separated by the service; one per line reads and edits better.
             self.initial["recipients"] = "\n".join(self.instance.recipient_list)
+        self.fields["period"].widget.attrs["data-digest-period"] = ""
+        for name, periods in PERIOD_FIELDS.items():
+            self.fields[name].required = False  # required only where it applies: see clean()
+            self.fields[name].widget.attrs["data-digest-periods"] = " ".join(periods)
+
+    def clean(self):
+        cleaned = super().clean()
+        period = cleaned.get("period")
+        if not period:
+            return cleaned
+        for name, periods in PERIOD_FIELDS.items():
+            if period in periods:
+                if cleaned.get(name) in (None, "") and name not in self._errors:
+                    self.add_error(name, forms.ValidationError(self.fields[name].error_messages["required"]))
+                continue
+            # Hidden for this period: whatever was posted (even something invalid) is ignored, and the digest
+            # keeps its saved value (a new one, the default), ready if the period changes back.
+            self._errors.pop(name, None)
+            cleaned[name] = DigestSubscription._meta.get_field(name).to_python(getattr(self.instance, name))
+        return cleaned
 
     def _get_validation_exclusions(self):
         # digest_check (below) says what the model's source and period constraints say, naming the field
@@ -327,6 +354,8 @@ class DigestAdmin(ServiceSaveMixin, admin.ModelAdmin):
             "period_end": in_zone(preview.end, obj.timezone),
             "recipients": obj.recipient_list,
             "not_mailed": preview.content.empty and obj.skip_empty,
+            "after_run": obj.period == DigestPeriod.AFTER_RUN,
+            "schedule_name": obj.schedule.name if obj.schedule_id else EMPTY,
             "can_send": self.has_change_permission(request, obj),
             "send_confirm": send_confirm_text(obj, start=preview.start),
         }
@@ -377,6 +406,11 @@ def send_confirm_text(obj: DigestSubscription, *, start=None) -> str:
     if start is None:
         start, _ = selectors.digest_period_so_far(obj)
     recipients = len(obj.recipient_list)
+    if obj.period == DigestPeriod.AFTER_RUN:
+        return (
+            f"Send the runs not mailed yet (finished since {in_zone(start, obj.timezone)}) in one email to "
+            f"{recipients} recipient(s) now?\n\nRuns mailed this way do not get an email of their own later."
+        )
     return (
         f"Send the digest of the runs since {in_zone(start, obj.timezone)} to {recipients} recipient(s) now?\n\n"
         "The next scheduled email will then only cover what happens after now."

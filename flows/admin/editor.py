@@ -1,4 +1,10 @@
-"""The flow form: the definition as pretty-printed JSON, with every problem listed at its JSON path."""
+"""The flow form: the definition as pretty-printed JSON in a code editor, every problem listed at its JSON
+path and marked at its line.
+
+The editor is CodeMirror 5 (vendored under flows/static/flows/vendor/codemirror, served locally) laid over the
+text area by flows/static/flows/definition_editor.js; without it the text area works as it is, and the form
+always posts the text area.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,12 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from agentrunner.adminkit import EDITOR_STYLE, PrettyJSONField
+from flows.admin.json_lines import JSONPlaces
 from flows.definition import ERROR, WARNING, Problem, validate_definition
 from flows.models import Flow
+
+CODEMIRROR_VERSION = "5.65.21"  # flows/static/flows/vendor/codemirror/README.md
+_CODEMIRROR = "flows/vendor/codemirror/"
 
 # What a new flow's editor starts with: the smallest valid flow, to edit rather than to write from nothing.
 STARTER_DEFINITION = {
@@ -27,7 +37,19 @@ def pretty(definition) -> str:
 
 
 class DefinitionEditor(forms.Textarea):
-    """The text area, then every problem of the definition at its JSON path, then a "Check" button (a template)."""
+    """The text area (a code editor once its script runs), then every problem of the definition at its JSON path
+    and line, then a "Check" button (a template)."""
+
+    class Media:
+        css = {"all": [_CODEMIRROR + "codemirror.css", _CODEMIRROR + "lint.css", "flows/definition_editor.css"]}
+        js = [
+            _CODEMIRROR + "codemirror.js",
+            _CODEMIRROR + "javascript.js",
+            _CODEMIRROR + "lint.js",
+            _CODEMIRROR + "matchbrackets.js",
+            _CODEMIRROR + "closebrackets.js",
+            "flows/definition_editor.js",
+        ]
 
     def __init__(self):
         super().__init__(attrs={"rows": 30, "spellcheck": "false", "style": EDITOR_STYLE, "class": "flow-definition"})
@@ -35,12 +57,18 @@ class DefinitionEditor(forms.Textarea):
         self.definition = None  # the definition the problems are about, to name the tasks they are in
 
     def render(self, name, value, attrs=None, renderer=None):
+        text = value if isinstance(value, str) else ""
+        problems = problem_dicts(self.problems, self.definition, JSONPlaces(text))
+        syntax = syntax_problem(text)  # the form's own error says it in words; the editor marks its line
         return render_to_string(
             "admin/flows/includes/definition_editor.html",
             {
                 "editor": super().render(name, value, attrs, renderer),
-                "problem_groups": problem_groups(self.problems, self.definition),
-                "validate_url": reverse("flows-validate"),
+                "problem_groups": problem_groups(problems),
+                # The editor marks these at their lines until the text changes (then it asks check_url).
+                "problems": [syntax] if syntax else problems,
+                "problems_id": f"{(attrs or {}).get('id') or name}-problems",
+                "check_url": reverse("admin:flows_flow_check"),
             },
         )
 
@@ -67,18 +95,55 @@ PROBLEM_GROUPS = (
 )
 
 
-def problem_groups(problems: list[Problem], definition=None) -> list[dict]:
-    """What admin/flows/includes/problems.html lists: each severity that has problems, with the item of each."""
+def problem_dicts(problems: list[Problem], definition, places: JSONPlaces) -> list[dict]:
+    """Each problem with the item it is in and its line and column in the text (None where it has none)."""
+    found = []
+    for problem in problems:
+        place = places.locate(problem.path)
+        found.append(
+            {
+                **problem.as_dict(),
+                "item": item_name(problem.path, definition),
+                "line": place.line if place else None,
+                "column": place.column if place else None,
+            }
+        )
+    return found
+
+
+def problem_groups(problems: list[dict]) -> list[dict]:
+    """What admin/flows/includes/problems.html lists: each severity that has problems (problem_dicts)."""
     groups = []
     for severity, title, colour in PROBLEM_GROUPS:
-        found = [
-            {"path": p.path, "item": item_name(p.path, definition), "message": p.message}
-            for p in problems
-            if p.severity == severity
-        ]
+        found = [p for p in problems if p["severity"] == severity]
         if found:
             groups.append({"severity": severity, "title": title, "colour": colour, "problems": found})
     return groups
+
+
+def syntax_problem(text: str) -> dict | None:
+    """The text's JSON syntax error as a problem at its line (None if the text is JSON)."""
+    problem = {"path": "", "item": "", "severity": ERROR, "line": None, "column": None}
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return {**problem, "message": f"This is not valid JSON: {exc.msg}.", "line": exc.lineno, "column": exc.colno}
+    except RecursionError:
+        return {**problem, "message": "This JSON is nested too deeply to read."}
+    return None
+
+
+def definition_text_check(text: str, *, max_steps_limit: int) -> dict:
+    """What the editor's check answers for its text: every problem, with its item, line and column."""
+    syntax = syntax_problem(text)
+    if syntax:
+        return {"valid": False, "problems": [syntax]}
+    definition = json.loads(text)
+    problems = validate_definition(definition, max_steps_limit=max_steps_limit)
+    return {
+        "valid": not any(p.severity == ERROR for p in problems),
+        "problems": problem_dicts(problems, definition, JSONPlaces(text)),
+    }
 
 
 class FlowForm(forms.ModelForm):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.http import HttpResponseNotAllowed, JsonResponse
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.safestring import SafeString
@@ -15,7 +18,7 @@ from django.utils.safestring import SafeString
 from agentrunner.adminkit import EMPTY, PRE_STYLE, when
 from agentrunner.agents import all_agents
 from flows import services
-from flows.admin.editor import FlowForm, pretty
+from flows.admin.editor import FlowForm, definition_text_check, pretty
 from flows.admin.run_now import RUN_PERMISSION, flow_run_view
 from flows.definition import WARNING
 from flows.exceptions import FlowInUse
@@ -174,9 +177,30 @@ class FlowAdmin(admin.ModelAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
+            # Before the default URLs: their "<path:object_id>/" would match these too.
+            path("check/", self.admin_site.admin_view(self.check_view), name=f"{info[0]}_{info[1]}_check"),
             path("<path:object_id>/run/", self.admin_site.admin_view(self.run_view), name=f"{info[0]}_{info[1]}_run"),
             *super().get_urls(),
         ]
+
+    def check_view(self, request):
+        """The editor's check: the problems of the text it posts, each with its line (nothing is saved).
+
+        Admin-only, unlike the API's /flows/validate, because the answer is about the editor's text (lines and
+        columns in it), not about a definition.
+        """
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not (self.has_add_permission(request) or self.has_change_permission(request)):
+            raise PermissionDenied
+        try:
+            text = json.loads(request.body).get("text")
+        except (ValueError, AttributeError):
+            text = None
+        if not isinstance(text, str):
+            return JsonResponse({"detail": "the request must carry the definition's text"}, status=400)
+        limit = services.max_steps_allowed(user=request.user)
+        return JsonResponse(definition_text_check(text, max_steps_limit=limit))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), "can_run": self.has_run_permission(request)}

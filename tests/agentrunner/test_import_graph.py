@@ -1,5 +1,5 @@
 """The apps depend one way (.importlinter): agentrunner <- flows' definitions <- runs <- flows' web layer,
-schedules, digests. import-linter reads the real import graph, imports inside functions included."""
+schedules, digests, then the dashboard. import-linter reads the real import graph, imports inside functions included."""
 
 import subprocess
 import sys
@@ -23,7 +23,7 @@ def test_import_contracts_are_kept():
 
 def test_a_broken_contract_is_reported(tmp_path):
     """The check can fail: the same contracts against a copy of the apps where agentrunner imports runs."""
-    for package in ("agentrunner", "runs", "flows", "schedules", "digests"):
+    for package in ("agentrunner", "runs", "flows", "schedules", "digests", "dashboard"):
         for source in (ROOT / package).rglob("*.py"):
             target = tmp_path / source.relative_to(ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ import urllib.error
 import urllib.request
 
 from django.core.management.base import BaseCommand, CommandError
-from django_q.status import Stat
+
+from agentrunner import health
 
 HTTP_TIMEOUT_SECONDS = 4
 
@@ -30,6 +31,6 @@ class Command(BaseCommand):
                 raise CommandError(f"health endpoint answered {status}")
         else:
             host = socket.gethostname()
-            if not any(s.host == host and s.status not in ("Stopped", "Stopping") for s in Stat.get_all()):
+            if not any(s.host == host for s in health.running_clusters()):
                 raise CommandError(f"no running worker cluster on {host}")
         self.stdout.write("healthy")
