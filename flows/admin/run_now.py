@@ -1,4 +1,7 @@
-"""The admin's "Run now" page for a flow: its input (JSON, or a document), then the run starts."""
+"""The admin's "Run now" page for a flow: its input (JSON, or a document), then the run starts.
+
+The form is filled in from the flow's latest run, or from the run `?from=<run id>` names ("Re-run with changes"
+on a run page); that run's documents stay out of the text area (runs.admin.documents)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from flows.models import FlowVersion
 from flows.references import INPUT, Reference, ReferenceSyntaxError, iter_templates, parse_template, references_in
 from runs import services as run_services
 from runs.admin.display import flow_graph, run_link
+from runs.admin.documents import KeptDocumentsForm, visible_run
+from runs.admin.values import pointer
 from runs.models import Run
 
 DOCUMENT_AGENT = "document-extractor"
@@ -36,9 +41,12 @@ def flow_run_view(model_admin: ModelAdmin, request, object_id):
         raise PermissionDenied
     version = flow.current_version
     document_field = document_input_field(version.definition) if version else None
-    latest = selectors.flow_run_latest(flow=flow)
-    initial = {"input": latest.input if latest else input_skeleton(version.definition if version else {})}
-    form = FlowRunForm(request.POST or None, request.FILES or None, initial=initial, document_field=document_field)
+    latest = _source_run(request, flow)
+    skeleton = input_skeleton(version.definition if version else {})
+    initial = {"input": KeptDocumentsForm.initial_input(latest) if latest else skeleton}
+    form = FlowRunForm(
+        request.POST or None, request.FILES or None, initial=initial, document_field=document_field, source=latest
+    )
     if request.method == "POST" and form.is_valid():
         run_input = form.run_input()
         if form.is_valid():
@@ -63,8 +71,23 @@ def flow_run_view(model_admin: ModelAdmin, request, object_id):
         "graph": flow_graph(version.definition) if version else None,
         "input_fields": input_fields(version.definition) if version else [],
         "prefilled_from": latest,
+        "prefilled_chosen": latest is not None and str(latest.pk) == request.GET.get("from"),
     }
     return TemplateResponse(request, "admin/flows/flow/run.html", context)
+
+
+def _source_run(request, flow) -> Run | None:
+    """The run the form is filled in from: the one named (`from` in the address, then `from_run` in the form) if
+    it is a run of this flow, else on a first visit the flow's latest run."""
+    run_id = request.POST.get("from_run") if request.method == "POST" else request.GET.get("from")
+    if run_id:
+        source = visible_run(request, run_id)
+        of_this_flow = FlowVersion.objects.filter(pk=getattr(source, "flow_version_id", None), flow=flow)
+        if source is not None and source.flow_version_id and of_this_flow.exists():
+            return source
+    if request.method == "POST":
+        return None
+    return selectors.flow_run_latest(flow=flow)
 
 
 def _start(request, form: FlowRunForm, version: FlowVersion | None, run_input: dict) -> Run | None:
@@ -126,7 +149,7 @@ def document_input_field(definition) -> str | None:
     return None
 
 
-class FlowRunForm(forms.Form):
+class FlowRunForm(KeptDocumentsForm):
     input = JSONObjectFormField(
         label="Input (JSON)",
         rows=12,
@@ -137,6 +160,8 @@ class FlowRunForm(forms.Form):
     user_id = forms.UUIDField(
         label="User id", required=False, help_text="Optional: the end user this run is for (a UUID)."
     )
+
+    field_order = ["input", "keep", "document", "user_id", "from_run"]
 
     def __init__(self, *args, document_field: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -158,8 +183,9 @@ class FlowRunForm(forms.Form):
         return upload
 
     def run_input(self) -> dict:
-        data = dict(self.cleaned_data["input"])
         upload = self.cleaned_data.get("document")
+        replaced = pointer([self.document_field]) if upload is not None and self.document_field else None
+        data = self.input_with_documents(dict(self.cleaned_data["input"]), replaced_at=replaced)
         if upload is not None and self.document_field:
             try:
                 data[self.document_field] = input_from_upload(filename=upload.name, content=upload.read())

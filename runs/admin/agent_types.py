@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.utils.html import format_html
 
 from agentrunner.adminkit import EMPTY, nowrap, pretty_json
 from agentrunner.agents import ConcurrencyPolicy, all_agents
 from runs import selectors, services
 from runs.admin.display import BUSY_SHORT
 from runs.models import AgentPolicy, OnBusyChoice
+
+# The list shows this much of an agent's description, the whole text on hover.
+LIST_DESCRIPTION_CHARS = 110
 
 
 class AgentPolicyForm(forms.ModelForm):
@@ -51,7 +55,7 @@ class AgentPolicyAdmin(admin.ModelAdmin):
     list_display_links = ["agent_type_display"]
     list_display = [
         "agent_type_display",
-        "description",
+        "description_short",
         "effective_limit",
         "when_busy",
         "overridden",
@@ -125,29 +129,42 @@ class AgentPolicyAdmin(admin.ModelAdmin):
             return "— (this agent is no longer installed)"
         return agent.description or EMPTY
 
-    @admin.display(description="limit in effect")
+    @admin.display(description="what it does")
+    def description_short(self, obj: AgentPolicy):
+        # The list shows the beginning; the whole text is on hover and on the agent's page.
+        agent = self._agent(obj)
+        if agent is None:
+            return "— (this agent is no longer installed)"
+        text = agent.description or EMPTY
+        short = text if len(text) <= LIST_DESCRIPTION_CHARS else text[:LIST_DESCRIPTION_CHARS].rsplit(" ", 1)[0] + "…"
+        return format_html('<span title="{}">{}</span>', text, short)
+
+    @admin.display(description="limit")
     def effective_limit(self, obj: AgentPolicy):
         policy = selectors.agent_policy_of(obj)
         if policy is None:
             return EMPTY
         return f"{policy.limit} at once" if policy.limit else "unlimited"
 
-    @admin.display(description="when all slots are taken")
+    @admin.display(description="when all are busy")
     def when_busy(self, obj: AgentPolicy):
         policy = selectors.agent_policy_of(obj)
         if policy is None or not policy.limit:
             return EMPTY  # no limit: never busy
         return BUSY_SHORT.get(str(policy.on_busy), str(policy.on_busy))
 
-    @admin.display(description="overridden?", boolean=True, ordering="override")
+    @admin.display(description="policy from", ordering="override")
     def overridden(self, obj: AgentPolicy):
-        return obj.override
+        # Words, not a tick or a cross: a red cross for "uses its default" read as an error.
+        if obj.override:
+            return format_html("<strong>{}</strong>", "your override")
+        return format_html('<span style="color:var(--body-quiet-color)">{}</span>', "built-in default")
 
     @admin.display(description="running now", ordering="running_count")
     def running_now(self, obj: AgentPolicy):
         return obj.running_count
 
-    @admin.display(description="waiting for a slot", ordering="waiting_count")
+    @admin.display(description="waiting", ordering="waiting_count")
     def waiting(self, obj: AgentPolicy):
         return obj.waiting_count
 

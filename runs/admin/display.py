@@ -76,10 +76,18 @@ TIMELINE_HELP = (
     "position and length show when the attempt ran and how long it took (hover over it for the times). "
     "A step is tried again after a temporary failure or when its worker was lost."
 )
+STEPS_HELP = (
+    "What each step was given and what it returned, in the order the steps ran. Documents show as their kind "
+    "and size, with a link to download them."
+)
 BUSY_SHORT = {OnBusyChoice.REJECT: "reject new runs", OnBusyChoice.QUEUE: "queue new runs"}
 
-# Width of the shared time axis in the run timeline.
-TIMELINE_BAR_PX = 320
+# The shared time axis of the run timeline takes the width the other columns leave, but at least this.
+TIMELINE_MIN_BAR_PX = 160
+# Cells that may wrap (step names, workers): long words break rather than widen the table.
+WRAP_CELL_STYLE = "padding:4px 8px;vertical-align:top;overflow-wrap:anywhere;"
+# A worker id is host:pid:thread; the timeline shows host (cut to this many characters) and pid.
+WORKER_HOST_CHARS = 12
 # Grid lines at every quarter of the time axis, behind the bars.
 TIMELINE_GRID = (
     "repeating-linear-gradient(to right,#ced4da 0,#ced4da 1px,#f1f3f5 1px,#f1f3f5 25%),"
@@ -107,6 +115,27 @@ def step_waits_for(step: Step) -> SafeString | str:
             return format_html("tries again at {}", clock(step.next_attempt_at))
         return "tries again soon"
     return "waits for a worker"
+
+
+def attempt_words(number: int, max_attempts: int) -> str:
+    """ "attempt 1 of at most 3": how many tries the step may still get, not how many it will get."""
+    if max_attempts <= 1 and number == 1:
+        return "attempt 1 (no retries)"
+    if number <= max_attempts:
+        return f"attempt {number} of at most {max_attempts}"
+    return f"attempt {number}"  # a step handed back by a stopping worker gets an extra attempt
+
+
+def worker_short(worker_id: str) -> SafeString | str:
+    """A worker id as the timeline shows it: host (cut) and process, the full id on hover."""
+    if not worker_id:
+        return EMPTY
+    host, _, rest = worker_id.partition(":")
+    pid = rest.split(":", 1)[0]
+    if len(host) > WORKER_HOST_CHARS:
+        host = host[: WORKER_HOST_CHARS - 1] + "…"
+    short = f"{host}:{pid}" if pid else host
+    return format_html('<span title="worker {}">{}</span>', worker_id, short)
 
 
 def run_link(run_id, label: str | None = None) -> SafeString:
@@ -160,13 +189,13 @@ def timeline_context(steps: list[Step], *, now: datetime) -> dict | None:
             rows.append(
                 {
                     "step": step.name,
-                    "attempt": f"{attempt.number} of {step.max_attempts}",
+                    "attempt": attempt_words(attempt.number, step.max_attempts),
                     "status": attempt_badge(attempt.status),
                     "bar": bar(step, attempt),
                     "started": clock(attempt.started_at),
                     "finished": clock(attempt.finished_at) if attempt.finished_at else "still running",
                     "duration": human_duration(attempt.duration),
-                    "worker": attempt.worker_id or EMPTY,
+                    "worker": worker_short(attempt.worker_id),
                     "error_code": attempt.error_code,
                     "error": attempt.error,
                 }
@@ -176,7 +205,7 @@ def timeline_context(steps: list[Step], *, now: datetime) -> dict | None:
             rows.append(
                 {
                     "step": step.name,
-                    "attempt": "next" if step_attempts else "not started",
+                    "attempt": "next attempt" if step_attempts else "not started yet",
                     "status": badge(choice_label(StepStatus, step.status), STEP_COLOURS.get(step.status, GREY)),
                     "waits_for": step_waits_for(step),
                     "started": EMPTY,
@@ -193,7 +222,8 @@ def timeline_context(steps: list[Step], *, now: datetime) -> dict | None:
         "rows": rows,
         "scale": scale,
         "cell_style": CELL_STYLE,
-        "bar_px": TIMELINE_BAR_PX,
+        "wrap_style": WRAP_CELL_STYLE,
+        "min_bar_px": TIMELINE_MIN_BAR_PX,
         "grid": TIMELINE_GRID,
     }
 

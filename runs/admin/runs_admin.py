@@ -15,12 +15,14 @@ from django.utils.html import format_html
 
 from agentrunner.adminkit import (
     EMPTY,
+    GREY,
     SHORT_ID,
+    badge,
+    choice_label,
     human_duration,
     id_search,
     nowrap,
     pre_text,
-    pretty_json,
     when,
 )
 from agentrunner.agents import InvalidAgentInput, UnknownAgentType
@@ -28,6 +30,8 @@ from agentrunner.errors import ServiceError
 from runs import selectors, services
 from runs.admin.display import (
     FLOW_GRAPH_HELP,
+    STEP_COLOURS,
+    STEPS_HELP,
     TIMELINE_HELP,
     WAITING_LABEL,
     WAITS_HELP,
@@ -39,7 +43,10 @@ from runs.admin.display import (
     run_links,
     timeline_context,
 )
+from runs.admin.downloads import run_value_view
+from runs.admin.live import LIVE_INTERVAL_MS, run_live_view
 from runs.admin.start import run_start_view
+from runs.admin.values import json_tree
 from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
 from runs.models import (
     RUN_FINISHED,
@@ -96,8 +103,7 @@ class RunAdmin(admin.ModelAdmin):
         "agent_or_flow",
         "status_badge",
         "user_id_display",
-        "created_by",
-        "created",
+        "created_with_author",
         "duration_display",
     ]
     list_display_links = ["short_id"]
@@ -134,6 +140,7 @@ class RunAdmin(admin.ModelAdmin):
         "timeline",
         "flow_display",
         "flow_graph_display",
+        "step_values",
     ]
 
     # -- permissions: nothing is edited in a form; "change" permission allows cancel and re-run
@@ -207,7 +214,14 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Run):
-        return nowrap(when(obj.created_at))
+        return when(obj.created_at)
+
+    @admin.display(description="created", ordering="created_at")
+    def created_with_author(self, obj: Run):
+        # One column for when and by whom, so that the list fits 1280 px beside the menu and the filters; the
+        # time wraps between its words only ("2026-12-03" / "14:57"), never at a hyphen.
+        context = {"parts": when(obj.created_at).split(" "), "by": obj.created_by}
+        return render_to_string("admin/runs/includes/created_by.html", context)
 
     @admin.display(description="started")
     def started(self, obj: Run):
@@ -219,7 +233,9 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="duration")
     def duration_display(self, obj: Run):
-        return nowrap(human_duration(obj.duration))
+        # May wrap between "1 min" and "4 s", never inside one: the list fits 1280 px.
+        words = human_duration(obj.duration).split(" ")
+        return " ".join("\u00a0".join(words[i : i + 2]) for i in range(0, len(words), 2))
 
     @admin.display(description="user id", ordering="user_id")
     def user_id_display(self, obj: Run):
@@ -268,6 +284,8 @@ class RunAdmin(admin.ModelAdmin):
         fieldsets.append(("Result", {"fields": ["result_pretty"]}))
         if obj is not None and (obj.error or obj.error_code):
             fieldsets.append(("Error", {"fields": ["error_pretty"]}))
+        if obj is not None and obj.flow_version_id:
+            fieldsets.append(("Each step's input and output", {"fields": ["step_values"], "description": STEPS_HELP}))
         fieldsets.append(
             (
                 "Timeline",
@@ -317,15 +335,34 @@ class RunAdmin(admin.ModelAdmin):
         }
         return render_to_string("admin/runs/includes/waits_for.html", context)
 
+    def _value_url(self, obj: Run) -> str:
+        return reverse("admin:runs_run_value", args=[obj.pk])
+
     @admin.display(description="input the run started with")
     def input_pretty(self, obj: Run):
-        return pretty_json(obj.input)
+        return json_tree(obj.input, url=self._value_url(obj), of="input")
 
     @admin.display(description="result")
     def result_pretty(self, obj: Run):
         if obj.result is None:
             return "No result yet." if not obj.is_finished else "No result."
-        return pretty_json(obj.result)
+        return json_tree(obj.result, url=self._value_url(obj), of="result")
+
+    @admin.display(description="steps")
+    def step_values(self, obj: Run):
+        url = self._value_url(obj)
+        steps = [
+            {
+                "step": step,
+                "status": badge(choice_label(StepStatus, step.status), STEP_COLOURS.get(step.status, GREY)),
+                "input": json_tree(step.input, url=url, of=f"step-{step.pk}-input"),
+                "output": None if step.output is None else json_tree(step.output, url=url, of=f"step-{step.pk}-output"),
+            }
+            for step in sorted(self._steps(obj), key=lambda s: s.sequence)
+        ]
+        if not steps:
+            return "No steps yet."
+        return render_to_string("admin/runs/includes/step_values.html", {"steps": steps})
 
     @admin.display(description="error message")
     def error_pretty(self, obj: Run):
@@ -455,11 +492,19 @@ class RunAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.resume_view),
                 name=f"{prefix}_resume",
             ),
+            path("<path:object_id>/value/", self.admin_site.admin_view(self.value_view), name=f"{prefix}_value"),
+            path("<path:object_id>/live/", self.admin_site.admin_view(self.live_view), name=f"{prefix}_live"),
             *super().get_urls(),
         ]
 
     def start_view(self, request):
         return run_start_view(self, request)
+
+    def value_view(self, request, object_id):
+        return run_value_view(self, request, object_id)
+
+    def live_view(self, request, object_id):
+        return run_live_view(self, request, object_id)
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
@@ -512,5 +557,9 @@ class RunAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:runs_run_change", args=[run.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
+        extra_context = {
+            **(extra_context or {}),
+            "can_operate": self.has_operate_permission(request),
+            "live_interval_ms": LIVE_INTERVAL_MS,
+        }
         return super().change_view(request, object_id, form_url, extra_context)

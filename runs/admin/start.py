@@ -1,4 +1,7 @@
-"""The admin's "Start a run" page: pick an agent, give its input (JSON or a document), start."""
+"""The admin's "Start a run" page: pick an agent, give its input (JSON or a document), start.
+
+`?from=<run id>` fills the form in from an earlier run of an agent ("Re-run with changes" on a run page); its
+documents stay out of the text area (runs.admin.documents)."""
 
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.errors import ServiceError
 from runs import services
 from runs.admin.display import run_link
+from runs.admin.documents import KeptDocumentsForm, visible_run
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 
-class RunStartForm(forms.Form):
+class RunStartForm(KeptDocumentsForm):
     agent_type = forms.ChoiceField(label="Agent", help_text="What should run.")
     input = JSONObjectFormField(
         label="Input (JSON)",
@@ -40,6 +44,8 @@ class RunStartForm(forms.Form):
         label="User id", required=False, help_text="Optional: the end user this run is for (a UUID)."
     )
 
+    field_order = ["agent_type", "input", "keep", "document", "user_id", "from_run"]
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["agent_type"].choices = [(name, name) for name in all_agents()]
@@ -51,8 +57,9 @@ class RunStartForm(forms.Form):
         return upload
 
     def agent_input(self) -> dict:
-        data = dict(self.cleaned_data["input"])
         upload = self.cleaned_data.get("document")
+        # A chosen file replaces the earlier run's documents: the extractor takes one document.
+        data = self.input_with_documents(dict(self.cleaned_data["input"]), replaced_at="" if upload else None)
         if upload is not None:
             try:
                 data.update(input_from_upload(filename=upload.name, content=upload.read()))
@@ -65,7 +72,15 @@ def run_start_view(model_admin: ModelAdmin, request):
     """Show the form; on POST start the run through the service and go to its page."""
     if not model_admin.has_operate_permission(request):
         raise PermissionDenied
-    form = RunStartForm(request.POST or None, request.FILES or None, initial=request.GET.dict())
+    source = visible_run(request, request.POST.get("from_run") if request.method == "POST" else request.GET.get("from"))
+    if source is not None and source.flow_version_id:
+        source = None  # a flow run starts again from its flow's Run now page
+    initial = {key: value for key, value in request.GET.items() if key != "from"}
+    if source is not None:
+        initial.update(
+            agent_type=source.agent_type, input=KeptDocumentsForm.initial_input(source), user_id=source.user_id
+        )
+    form = RunStartForm(request.POST or None, request.FILES or None, initial=initial, source=source)
     if request.method == "POST" and form.is_valid():
         data = form.agent_input()
         if form.is_valid():
@@ -91,6 +106,7 @@ def run_start_view(model_admin: ModelAdmin, request):
         "opts": model_admin.opts,
         "title": "Start a run",
         "form": form,
+        "source": source,
         "schemas": schemas,
         "descriptions": {name: cls.description for name, cls in all_agents().items()},
     }

@@ -61,7 +61,7 @@ def test_run_list__shows_every_status_as_a_badge(admin_client):
     labels = ["Pending", "Running", "Completed", "Failed", "Cancelled", "Budget exceeded", "Waiting for slot"]
     for label in labels:
         assert f">{label}</span>" in content
-    assert "5.0 s" in content  # duration of a finished run
+    assert "5.0\xa0s" in content  # duration of a finished run (a number and its unit never part)
 
 
 def test_run_list__queries_do_not_grow_with_the_number_of_runs(admin_client, django_assert_max_num_queries):
@@ -150,7 +150,7 @@ def test_human_duration(seconds, text):
 # --- run page ----------------------------------------------------------------------------------
 
 
-def test_run_page__shows_pretty_escaped_json_and_result(admin_client):
+def test_run_page__shows_input_and_result_as_escaped_trees(admin_client):
     run = make_run(
         RunStatus.COMPLETED,
         agent_type="pass",
@@ -162,9 +162,10 @@ def test_run_page__shows_pretty_escaped_json_and_result(admin_client):
 
     content = response.content.decode()
     assert response.status_code == 200
-    text = "&quot;text&quot;: &quot;&lt;b&gt;bold&lt;/b&gt; café&quot;"
-    assert "{\n  &quot;note&quot;: {\n    " + text + "\n  }\n}" in content
-    assert "&quot;answer&quot;: 42" in content
+    note = '<span class="jt-key">note</span> <span class="jt-meta">1 field</span></summary>'
+    assert note in content
+    assert '<span class="jt-key">text</span> <span class="jt-str">&lt;b&gt;bold&lt;/b&gt; café</span>' in content
+    assert '<span class="jt-key">answer</span> <span class="jt-num">42</span>' in content
     assert "<b>bold</b>" not in content
 
 
@@ -198,7 +199,7 @@ def test_run_page__timeline_has_one_row_per_attempt(admin_client):
     response = admin_client.get(change_url(run))
 
     content = response.content.decode()
-    assert "1 of 2" in content and "2 of 2" in content
+    assert "attempt 1 of at most 2" in content and "attempt 2 of at most 2" in content
     assert "worker-a" in content and "worker-b" in content
     assert content.count("position:absolute") == 2  # one bar per attempt
     assert "Boom again" in content
@@ -369,7 +370,7 @@ def test_agent_types__list_has_a_row_per_registered_agent(admin_client):
     listed = {p.agent_type for p in response.context["cl"].result_list}
     assert {"wait", "pass"} <= listed
     content = response.content.decode()
-    assert "Wait for the given number of seconds" in content  # the registry's description
+    assert "Waits the given number of seconds" in content  # the registry's description
     assert "unlimited" in content
 
 

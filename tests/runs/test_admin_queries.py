@@ -142,6 +142,11 @@ def test_get__no_runs_admin_page_writes(admin_client):
         change_url(waiting),
         change_url(flow_run),
         reverse("admin:runs_run_start"),
+        f"{reverse('admin:runs_run_start')}?from={holder.pk}",
+        reverse("admin:runs_run_live", args=[holder.pk]),
+        reverse("admin:runs_run_live", args=[waiting.pk]),
+        reverse("admin:runs_run_live", args=[flow_run.pk]),
+        reverse("admin:runs_run_value", args=[holder.pk]) + "?of=input&at=/seconds",
         reverse("admin:runs_slot_change", args=[Slot.objects.first().pk]),
         reverse("admin:runs_agentpolicy_change", args=[policy.pk]),
     ]

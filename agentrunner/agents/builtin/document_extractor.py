@@ -434,10 +434,11 @@ def pdf_text(pdf: bytes) -> tuple[str, int]:
 class DocumentExtractorAgent(Agent):
     name = "document-extractor"
     description = (
-        "Extract insurance policy fields (policy number, insured, dates, premium, coverage limit, currency) "
-        "from `text` or from `pdf_base64` (exactly one of them), with a confidence per field. `mode`: "
-        '"rules" (default), "llm" (a language model via the LLM gateway, falling back to the rules when no '
-        'model answers) or "auto" (llm when a provider is configured).'
+        "Reads the fields of an insurance policy (policy number, insured, start and end dates, premium, "
+        'coverage limit, currency) from a document: its text in "text" or a PDF in "pdf_base64", one of the '
+        'two. Every field comes back with how sure the reading is. "mode" chooses how it reads: "rules" '
+        '(the default: labelled lines), "llm" (a language model, falling back to the rules when none answers) '
+        'or "auto" (a language model when one is set up).'
     )
     input_schema = {
         "type": "object",

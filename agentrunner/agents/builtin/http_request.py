@@ -115,12 +115,13 @@ def _tls_context() -> ssl.SSLContext:
 class HttpRequestAgent(Agent):
     name = "http-request"
     description = (
-        "Send one HTTP(S) request and return status, headers (lowercase keys), the body as `json` (JSON "
-        "responses) or `text`, the final URL and elapsed_ms. Destinations are checked by the outbound policy "
-        "(ALLOW_EXTERNAL_REQUESTS, HTTP_AGENT_ALLOWLIST; private, loopback and metadata addresses are refused). "
-        "Redirects are followed (up to HTTP_AGENT_MAX_REDIRECTS, each hop checked) unless their status is in "
-        "`expected_status`; input headers are dropped when a redirect leaves the origin. 429/5xx, timeouts and "
-        "connection errors are retryable; other unexpected statuses are not."
+        'Sends one web request (HTTP or HTTPS) and returns the status, the headers, the body (as "json" when '
+        'the answer is JSON, else as "text"), the final address and how long it took. Only addresses the '
+        "server's outbound rules allow can be reached; private and internal addresses are always refused. "
+        "Redirects are followed a limited number of times, each one checked the same way, unless their status "
+        'is listed in "expected_status"; the headers you give are dropped when a redirect leaves the first site. '
+        "Busy or failing servers, time-outs and broken connections are tried again; other unexpected statuses "
+        "are not."
     )
     input_schema = {
         "type": "object",
@@ -137,11 +138,11 @@ class HttpRequestAgent(Agent):
                     ]
                 },
             },
-            "json": {"description": "A JSON body (any JSON value). Not with `form`."},
+            "json": {"description": 'A JSON body (any JSON value). Not together with "form".'},
             "form": {
                 "type": "object",
                 "additionalProperties": {"type": "string"},
-                "description": "A form-encoded body. Not with `json`.",
+                "description": 'A body of form fields. Not together with "json".',
             },
             "expected_status": {
                 "type": "array",
@@ -152,7 +153,7 @@ class HttpRequestAgent(Agent):
             "timeout_seconds": {
                 "type": "number",
                 "exclusiveMinimum": 0,
-                "description": "Connect and read timeout; capped by HTTP_AGENT_CONNECT/READ_TIMEOUT_SECONDS.",
+                "description": "How long to wait to connect and for the answer; the server sets an upper limit.",
             },
         },
         "required": ["url"],

@@ -61,10 +61,11 @@ def render_prompt(template: str, variables: dict[str, Any]) -> str:
 class LLMAgent(Agent):
     name = "llm"
     description = (
-        "Ask a large language model: `prompt` (with `{name}` placeholders filled from `variables`), optional "
-        "`system`, `model`, `max_tokens`, `temperature`, and `json_schema` to demand a JSON answer valid "
-        "against it. Providers fail over (OpenAI, Anthropic, a local server); the run's and its owner's "
-        "token budgets apply."
+        'Asks a large language model the question in "prompt", whose {name} placeholders are filled in from '
+        '"variables". Optional: "system" instructions, a "model", "max_tokens", "temperature", and a '
+        '"json_schema" the answer must match (it then comes back as JSON). When one provider does not answer, '
+        "the next one is asked (OpenAI, Anthropic, a local server). The token budgets of the run and of the "
+        "person it runs for apply."
     )
     input_schema = {
         "type": "object",

@@ -7,7 +7,10 @@ from agentrunner.agents.registry import register
 @register
 class PassAgent(Agent):
     name = "pass"
-    description = "Return the input, merged with the optional object `result` (its keys win)."
+    description = (
+        'Returns its input, with the fields of the optional object "result" added (they replace input fields '
+        "of the same name)."
+    )
     input_schema = {
         "type": "object",
         "properties": {"result": {"type": "object"}},

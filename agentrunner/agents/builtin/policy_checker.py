@@ -148,10 +148,10 @@ def parse_iso_date(value: str) -> date | None:
 class PolicyCheckerAgent(Agent):
     name = "policy-checker"
     description = (
-        "Approve or reject a claim against a policy's fields (the document-extractor's `fields`): required "
-        "fields present, policy active on `check_date` (default today, UTC), `claim_amount` within the "
-        "coverage limit, `claim_currency` the policy's. The policy dates are always required. Returns the "
-        "decision, its reasons and every check."
+        'Approves or rejects a claim against a policy\'s fields (the "fields" the document extractor returns): '
+        'the required fields are there, the policy is in force on "check_date" (today if not given), '
+        '"claim_amount" is within the coverage limit and "claim_currency" is the policy\'s currency. The '
+        "policy's start and end dates are always required. Returns the decision, the reasons and every check."
     )
     input_schema = {
         "type": "object",

@@ -9,7 +9,7 @@ from agentrunner.agents.registry import register
 @register
 class WaitAgent(Agent):
     name = "wait"
-    description = "Wait for the given number of seconds (0 to 3600); a cancel stops it at once."
+    description = "Waits the given number of seconds (0 to 3600); cancelling the run stops it at once."
     input_schema = {
         "type": "object",
         "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 3600}},
