@@ -33,10 +33,11 @@ run: install .env
 		'DEBUG=1' 'LOG_FORMAT=console' > $@
 
 ## test: lint, OpenAPI validation and the whole pytest suite (DATABASE_URL picks the database).
-## Tests that start real processes (marker `cluster`) run one at a time, after the rest ran on 2 workers.
+## The tests that start no process run on 2 workers (one test database each); then those that start real
+## processes (marker `cluster`: they mostly wait on them), 2 at a time, by themselves.
 test: install-dev lint
-	$(BIN)/python -m pytest -n 2 -m "not cluster"
-	$(BIN)/python -m pytest -m cluster
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not cluster"
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m cluster
 
 lint: install-dev
 	$(BIN)/ruff check .
