@@ -34,10 +34,11 @@ run: install .env
 
 ## test: lint, OpenAPI validation and the whole pytest suite (DATABASE_URL picks the database).
 ## The tests that start no process run on 2 workers (one test database each); then those that start real
-## processes (marker `cluster`: they mostly wait on them), 2 at a time, by themselves.
+## processes (marker `cluster`: they mostly wait on them), 2 at a time, by themselves (a module that shares one
+## server, like the browser tests, stays on one worker: xdist_group + loadgroup).
 test: install-dev lint
 	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not cluster"
-	$(BIN)/python -m pytest -n 2 --dist worksteal -m cluster
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m cluster
 
 lint: install-dev
 	$(BIN)/ruff check .

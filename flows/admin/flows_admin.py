@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpResponseNotAllowed, JsonResponse
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.safestring import SafeString
@@ -125,6 +125,10 @@ class FlowAdmin(admin.ModelAdmin):
     def save_form(self, request, form, change):
         # Not form.save(): the services write (a changed definition becomes a new version).
         return form.instance
+
+    def response_post_save_add(self, request, obj):
+        # A new flow's own page (its graph, Run now) is where one goes next, not the list of flows.
+        return HttpResponseRedirect(reverse("admin:flows_flow_change", args=[obj.pk]))
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data

@@ -137,7 +137,7 @@ def test_add_flow__creates_version_1_through_the_service(admin_client, admin_use
     response = admin_client.post(FLOW_ADD, form_data(DEFINITION, description="Claims under 1000 pass"))
 
     flow = Flow.objects.get()
-    assert response.status_code == 302 and response.url == FLOW_LIST
+    assert response.status_code == 302 and response.url == reverse("admin:flows_flow_change", args=[flow.pk])
     assert (flow.slug, flow.name, flow.description, flow.enabled, flow.owner) == (
         "review",
         "Review claims",
