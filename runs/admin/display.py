@@ -198,6 +198,8 @@ def timeline_context(steps: list[Step], *, now: datetime) -> dict | None:
                     "worker": worker_short(attempt.worker_id),
                     "error_code": attempt.error_code,
                     "error": attempt.error,
+                    # A cancel or a hand-back is someone's decision or the worker's, not a failure: said quietly.
+                    "stopped": attempt.status == AttemptStatus.CANCELLED,
                 }
             )
         if step.status in STEP_NOT_STARTED:

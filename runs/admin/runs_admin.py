@@ -257,7 +257,9 @@ class RunAdmin(admin.ModelAdmin):
             summary[summary.index("agent_type")] = "flow_display"
         if obj is not None:
             # Rows that are mostly empty appear only when they say something.
-            if obj.error_code:
+            # A cancelled run did not fail: its "cancel requested" row says what happened, not an error.
+            failed = obj.status != RunStatus.CANCELLED
+            if obj.error_code and failed:
                 summary.append("error_code_display")
             if obj.cancel_requested_at:
                 summary.append("cancel_requested")
@@ -282,7 +284,7 @@ class RunAdmin(admin.ModelAdmin):
             fieldsets.append(("Flow", {"fields": ["flow_graph_display"], "description": FLOW_GRAPH_HELP}))
         fieldsets.append(("Input", {"fields": ["input_pretty"]}))
         fieldsets.append(("Result", {"fields": ["result_pretty"]}))
-        if obj is not None and (obj.error or obj.error_code):
+        if obj is not None and (obj.error or obj.error_code) and obj.status != RunStatus.CANCELLED:
             fieldsets.append(("Error", {"fields": ["error_pretty"]}))
         if obj is not None and obj.flow_version_id:
             fieldsets.append(("Each step's input and output", {"fields": ["step_values"], "description": STEPS_HELP}))

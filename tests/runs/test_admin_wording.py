@@ -88,3 +88,23 @@ def test_start_page__agent_descriptions_are_the_plain_ones(admin_client):
 
     assert "Waits the given number of seconds" in content
     assert "`" not in json.dumps([all_agents()[name].description for name in BUILT_IN])
+
+
+def test_a_cancelled_run_is_not_shown_as_an_error(admin_client):
+    from django.utils import timezone
+
+    from runs.models import AttemptStatus, StepAttempt
+
+    run = make_run(RunStatus.CANCELLED, error="Cancelled.", error_code="cancelled", cancel_requested_at=timezone.now())
+    StepAttempt.objects.filter(step__run=run).update(
+        status=AttemptStatus.CANCELLED, error="Stopped (cancelled).", error_code="cancelled"
+    )
+    page = admin_client.get(reverse("admin:runs_run_change", args=[run.pk])).content.decode()
+    assert "Cancel requested" in page or "cancel requested" in page
+    assert ">Error<" not in page and "error message" not in page.lower()
+    assert "<code>cancelled</code>" not in page and 'color:#a41515">' not in page
+    assert "Stopped (cancelled)." in page
+
+    failed = make_run(RunStatus.FAILED, error="boom", error_code="agent_crashed")
+    page = admin_client.get(reverse("admin:runs_run_change", args=[failed.pk])).content.decode()
+    assert ">Error<" in page and "boom" in page
