@@ -10,7 +10,7 @@ import django_filters
 from django import forms
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, pagination, permissions, serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
@@ -303,6 +303,15 @@ def exception_handler(exc, context):
         return Response(error_body(str(exc), "invalid_input", errors), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ServiceError):  # every app's errors: their own status, code and body
         return Response(exc.body(), status=exc.status_code)
+    if isinstance(exc, exceptions.Throttled):  # a rate limit (agentrunner.ratelimit): when to try again
+        wait = exc.wait
+        if wait is None:
+            return Response(error_body("Too many requests.", "rate_limited"), status=status.HTTP_429_TOO_MANY_REQUESTS)
+        return Response(
+            error_body(f"Too many requests: try again in {wait} second{'s' if wait != 1 else ''}.", "rate_limited"),
+            status=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(wait)},
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -352,6 +361,20 @@ UNAUTHORIZED = error_response(
     "Missing or bad credentials.", "Authentication credentials were not provided.", "not_authenticated"
 )
 NOT_FOUND = error_response("No such object.", "Not found.", "not_found")
+RATE_LIMITED = error_response(
+    "Over the run-start limit (RUN_STARTS_PER_USER_PER_MINUTE in any 60 s, staff included); the `Retry-After` "
+    "header says in how many seconds a start is accepted again. Nothing was started.",
+    "Too many requests: try again in 17 seconds.",
+    "rate_limited",
+)
+# The header of a 429: an operation documenting RATE_LIMITED lists it in its `parameters`.
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    int,
+    OpenApiParameter.HEADER,
+    description="Seconds until the limit accepts a start again (whole seconds, rounded up).",
+    response=[429],
+)
 
 
 def permission_response(model, action: str) -> OpenApiResponse:

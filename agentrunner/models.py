@@ -1,4 +1,5 @@
-"""The LLM gateway's records: provider calls, tokens held by requests in progress, circuit breakers, monthly budgets."""
+"""The LLM gateway's records (provider calls, tokens held by requests in progress, circuit breakers, monthly
+budgets) and the rate limiter's windows."""
 
 from django.conf import settings
 from django.db import models
@@ -180,3 +181,32 @@ class LLMReservation(models.Model):
 
     def __str__(self):
         return f"{self.tokens} tokens for request {self.request_id}"
+
+
+class RateLimitKey(models.Model):
+    """One rate-limited key's sliding-window log in the database (agentrunner.ratelimit, when REDIS_URL is unset).
+
+    The row is also the key's lock: a start locks it, reads the log, and appends to it only if allowed.
+    """
+
+    key = models.CharField(max_length=200, unique=True, help_text="What is limited, e.g. `run-starts:user:7`.")
+    hits = models.JSONField(
+        "accepted starts",
+        default=list,
+        help_text="When each start the key accepted within the last window happened (seconds since the epoch), "
+        "oldest first; at most the limit.",
+    )
+    expires_at = models.DateTimeField(
+        "last start leaves the window at", help_text="From then on the row holds nothing and may be deleted."
+    )
+
+    class Meta:
+        verbose_name = "rate-limit window"
+        verbose_name_plural = "rate-limit windows"
+        indexes = [
+            # The clean-up: expires_at <= now, oldest first, a batch at a time (agentrunner.ratelimit.prune).
+            models.Index(fields=["expires_at"], name="ratelimitkey_expires"),
+        ]
+
+    def __str__(self):
+        return self.key

@@ -228,6 +228,14 @@ REST_FRAMEWORK = {
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
 }
 
+# --- Rate limits (agentrunner/ratelimit.py) --------------------------------------
+# Run starts (POST /runs, /agents/run, /flows/{slug}/runs, /flow/execute) one user may make in any 60 s,
+# staff included; over it the API answers 429 with Retry-After. 0 = no limit. Counted in Redis when REDIS_URL
+# is set, else in the database, so the limit holds across every web process and machine.
+RUN_STARTS_PER_USER_PER_MINUTE = env_number("RUN_STARTS_PER_USER_PER_MINUTE", 20, int)
+if RUN_STARTS_PER_USER_PER_MINUTE < 0:
+    raise ImproperlyConfigured("RUN_STARTS_PER_USER_PER_MINUTE must be 0 (no limit) or more.")
+
 # GET /api/v1/health reuses its report this long in each web process (0: checks on every request).
 HEALTH_CACHE_SECONDS = env_number("HEALTH_CACHE_SECONDS", 2.0)
 

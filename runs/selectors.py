@@ -120,6 +120,11 @@ def run_list(*, user=None) -> QuerySet[Run]:
     return qs
 
 
+def run_idempotency_key_used(*, user, key: str) -> bool:
+    """Whether `user` already started a run with this idempotency key (the unique index answers it)."""
+    return Run.objects.filter(created_by=user, idempotency_key=key).exists()
+
+
 def run_steps(*, run: Run) -> QuerySet[Step]:
     return run.steps.prefetch_related(Prefetch("attempt_set", queryset=StepAttempt.objects.order_by("number")))
 

@@ -6,7 +6,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import UNAUTHORIZED, JSONObjectField
+from agentrunner.api import RATE_LIMITED, RETRY_AFTER, UNAUTHORIZED, JSONObjectField
+from agentrunner.ratelimit import RunStartThrottle
 from flows import selectors, services
 from flows.api.examples import CLAIM_INTAKE_EXAMPLE, INVALID_DEFINITION
 from runs import services as run_services
@@ -46,20 +47,25 @@ MESSAGES = {"COMPLETED": "Flow executed successfully", "CANCELLED": "Flow was ca
 
 
 class FlowExecuteApi(APIView):
+    throttle_classes = [RunStartThrottle]
+
     @extend_schema(
         operation_id="flow_execute",
         summary="Run an inline flow definition (flow-manager compatible)",
         description="Open to every signed-in user, without a permission: the definition is the caller's. "
         "With `wait`, answers 200 with the execution history when the run ends within that many "
         "seconds; otherwise (or with no wait) 202 with the run id to poll. A non-staff user's flow may ask for at "
-        "most `FLOW_MAX_STEPS_NON_STAFF` steps (`max_steps`, a setting; 100 unless the operator changed it).",
+        "most `FLOW_MAX_STEPS_NON_STAFF` steps (`max_steps`, a setting; 100 unless the operator changed it). "
+        "Counts against the run-start limit (429 over it).",
         request=FlowExecuteInputSerializer,
+        parameters=[RETRY_AFTER],
         responses={
             200: FlowExecuteOutputSerializer,
             202: RunAcceptedSerializer,
             400: INVALID_DEFINITION,
             401: UNAUTHORIZED,
             409: BUSY,
+            429: RATE_LIMITED,
         },
         examples=[
             OpenApiExample("claim intake", request_only=True, value={"flow": CLAIM_INTAKE_EXAMPLE, "wait": 10}),

@@ -5,14 +5,15 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField
+from agentrunner.api import NOT_FOUND, RATE_LIMITED, RETRY_AFTER, UNAUTHORIZED, JSONObjectField
+from agentrunner.ratelimit import RunStartThrottle
 from agentrunner.validators import INT32_MAX
 from flows import selectors
 from flows.api.examples import BAD_FLOW_INPUT
 from flows.api.flows import FlowPermissions
 from runs import services as run_services
 from runs.api.examples import BUSY
-from runs.api.runs import RunOutputSerializer
+from runs.api.runs import RunOutputSerializer, is_idempotent_replay
 
 
 class FlowRunInputSerializer(serializers.Serializer):
@@ -34,6 +35,10 @@ class FlowRunInputSerializer(serializers.Serializer):
 class FlowRunStartApi(FlowPermissions, APIView):
     # A run's steps show the tasks' inputs as the definition gives them: running a flow needs seeing it.
     permission_actions = {"POST": "view"}
+    throttle_classes = [RunStartThrottle]
+
+    def is_replay(self, request) -> bool:
+        return is_idempotent_replay(request)
 
     @extend_schema(
         operation_id="flows_run",
@@ -41,8 +46,10 @@ class FlowRunStartApi(FlowPermissions, APIView):
         description="202 with the new run, as `POST /api/v1/runs` answers; with an `idempotency_key` already used "
         "by you, 200 with that run. Needs `flows.view_flow`, as reading the flow does (a run's steps show the "
         "inputs its definition gives the tasks); without it the answer is the 404 of a flow that does not exist. "
-        "An inline definition (`POST /api/v1/flow/execute`) needs no permission.",
+        "An inline definition (`POST /api/v1/flow/execute`) needs no permission. Counts against the run-start "
+        "limit (429 over it), except a reused `idempotency_key`.",
         request=FlowRunInputSerializer,
+        parameters=[RETRY_AFTER],
         responses={
             202: RunOutputSerializer,
             200: OpenApiResponse(RunOutputSerializer, description="Existing run for this idempotency key."),
@@ -50,6 +57,7 @@ class FlowRunStartApi(FlowPermissions, APIView):
             401: UNAUTHORIZED,
             404: NOT_FOUND,
             409: BUSY,
+            429: RATE_LIMITED,
         },
         examples=[OpenApiExample("a claim", request_only=True, value={"input": {"document": "Policy Number: PL-1"}})],
         tags=["flows"],

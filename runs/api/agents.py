@@ -15,7 +15,17 @@ from rest_framework.views import APIView
 
 from agentrunner.agents import all_agents
 from agentrunner.agents.builtin.document_extractor import input_from_upload
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, IsStaff, JSONObjectField, SafeJSONParser, error_response
+from agentrunner.api import (
+    NOT_FOUND,
+    RATE_LIMITED,
+    RETRY_AFTER,
+    UNAUTHORIZED,
+    IsStaff,
+    JSONObjectField,
+    SafeJSONParser,
+    error_response,
+)
+from agentrunner.ratelimit import RunStartThrottle
 from agentrunner.validators import INT32_MAX, validate_storable_json
 from runs import selectors, services
 from runs.api.examples import BAD_RUN_REQUEST, BUSY, EXAMPLE_RUN_ID, EXAMPLE_USER_ID
@@ -117,15 +127,23 @@ class AgentUpdateInputSerializer(serializers.Serializer):
 
 class AgentRunApi(APIView):
     parser_classes = [SafeJSONParser, MultiPartParser, FormParser]
+    throttle_classes = [RunStartThrottle]
 
     @extend_schema(
         operation_id="agents_run",
         summary="Start an agent run",
         description="Validates the input against the agent's schema and queues the run. With the `reject` "
         "policy a busy agent answers 409 at once. `document-extractor` also accepts a multipart upload "
-        "(`file`).",
+        "(`file`). Counts against the run-start limit (429 over it).",
         request={"application/json": AgentRunInputSerializer, "multipart/form-data": AgentRunInputSerializer},
-        responses={202: RunAcceptedSerializer, 400: BAD_RUN_REQUEST, 401: UNAUTHORIZED, 409: BUSY},
+        parameters=[RETRY_AFTER],
+        responses={
+            202: RunAcceptedSerializer,
+            400: BAD_RUN_REQUEST,
+            401: UNAUTHORIZED,
+            409: BUSY,
+            429: RATE_LIMITED,
+        },
         examples=[
             OpenApiExample(
                 "extract from text",

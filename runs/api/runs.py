@@ -15,6 +15,8 @@ from rest_framework.views import APIView
 
 from agentrunner.api import (
     NOT_FOUND,
+    RATE_LIMITED,
+    RETRY_AFTER,
     UNAUTHORIZED,
     CachedFieldsMixin,
     IdFilter,
@@ -22,6 +24,7 @@ from agentrunner.api import (
     JSONObjectField,
     error_response,
 )
+from agentrunner.ratelimit import RunStartThrottle
 from agentrunner.validators import INT32_MAX
 from runs import selectors, services
 from runs.api.examples import BAD_RUN_REQUEST, BUSY, RUN_FINISHED_ERR
@@ -184,14 +187,34 @@ class RunListApi(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
+def is_idempotent_replay(request) -> bool:
+    """Whether the request's `idempotency_key` names a run its user already started: answering it starts nothing.
+
+    RunStartThrottle neither counts nor refuses such a request (the unique (created_by, idempotency_key) index
+    answers this).
+    """
+    data = request.data
+    key = data.get("idempotency_key") if hasattr(data, "get") else None
+    if not isinstance(key, str) or not key:
+        return False
+    return selectors.run_idempotency_key_used(user=request.user, key=key)
+
+
 class RunStartApi(APIView):
+    throttle_classes = [RunStartThrottle]
+
+    def is_replay(self, request) -> bool:
+        return is_idempotent_replay(request)
+
     @extend_schema(
         operation_id="runs_create",
         summary="Start a run",
         description="202 with the new run. With an `idempotency_key` already used by you, 200 with that run "
         "(409 if the agent or input differ). Starting a stored `flow` needs `flows.view_flow`, as reading it "
-        "does; without it the answer is the 404 of a flow that does not exist.",
+        "does; without it the answer is the 404 of a flow that does not exist. Counts against the run-start "
+        "limit (429 over it), except a reused `idempotency_key`.",
         request=RunCreateInputSerializer,
+        parameters=[RETRY_AFTER],
         responses={
             202: RunOutputSerializer,
             200: OpenApiResponse(RunOutputSerializer, description="Existing run for this idempotency key."),
@@ -201,6 +224,7 @@ class RunStartApi(APIView):
                 "No flow with that slug, or one you may not see.", "No flow 'claim-intake'.", "not_found"
             ),
             409: BUSY,
+            429: RATE_LIMITED,
         },
         examples=[
             OpenApiExample(
