@@ -117,7 +117,7 @@ class RunAdmin(admin.ModelAdmin):
 
     summary_fields = [
         "status_badge",
-        "agent_type",
+        "agent_display",
         "run_id",
         "user_id",
         "created_by",
@@ -254,7 +254,7 @@ class RunAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         summary = list(self.summary_fields)
         if obj is not None and obj.flow_version_id:
-            summary[summary.index("agent_type")] = "flow_display"
+            summary[summary.index("agent_display")] = "flow_display"
         if obj is not None:
             # Rows that are mostly empty appear only when they say something.
             # A cancelled run did not fail: its "cancel requested" row says what happened, not an error.
@@ -375,6 +375,11 @@ class RunAdmin(admin.ModelAdmin):
         if not hasattr(obj, "_admin_steps"):
             obj._admin_steps = list(selectors.run_steps(run=obj))
         return obj._admin_steps
+
+    @admin.display(description="agent")
+    def agent_display(self, obj: Run):
+        # The field's own help ("empty for a flow run") would be beside an agent run's agent: not said here.
+        return obj.agent_type or EMPTY
 
     @admin.display(description="flow")
     def flow_display(self, obj: Run):

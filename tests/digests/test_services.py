@@ -203,3 +203,13 @@ def test_digests_repair__recreates_a_row_deleted_by_hand():
     assert services.digests_repair() == 1
     d.refresh_from_db()
     assert QSchedule.objects.get(pk=d.q_schedule_id).cron == "30 9 * * 1"
+
+
+def test_delivery_send__an_unranked_digest_says_latest_results_not_top(mail_to_smtp):
+    d = digest(name="Claims today", period="daily", send_at="08:00", rank_by="")
+    finished_run(result={"claim": "C-1"})
+    assert services.delivery_send(delivery_id=close(d).pk) == DeliveryStatus.SENT
+    [message] = mail_to_smtp.messages
+    assert message["Subject"] == "Claims today: 1 latest result, 2026-11-20 08:00 to 2026-11-21 08:00 UTC"
+    assert "The latest 1 result:" in message.get_body(("plain",)).get_content()
+    assert "The latest 1 result</h2>" in message.get_body(("html",)).get_content()
