@@ -108,3 +108,13 @@ def test_a_cancelled_run_is_not_shown_as_an_error(admin_client):
     failed = make_run(RunStatus.FAILED, error="boom", error_code="agent_crashed")
     page = admin_client.get(reverse("admin:runs_run_change", args=[failed.pk])).content.decode()
     assert ">Error<" in page and "boom" in page
+
+
+@pytest.mark.parametrize(
+    "url,heading",
+    [("admin:runs_run_changelist", "Runs"), (AGENT_LIST, "Agent types"), ("admin:flows_flow_changelist", "Flows")],
+)
+def test_list_pages_are_headed_by_what_they_list(admin_client, url, heading):
+    page = admin_client.get(url if url.startswith("/") else reverse(url)).content.decode()
+    assert f"<h1>{heading}</h1>" in page and "Select " not in page
+    assert f"<title>{heading} | Agent Runner</title>" in page
