@@ -71,6 +71,12 @@ def test_an_idle_worker_killed_while_holding_the_queue__the_cluster_recovers_and
     )
     assert time.monotonic() - started < BOUND_SECONDS
     assert "task_queue_unjammed" in cluster.output()
-    health = APIClient().get("/api/v1/health").json()
-    assert health["checks"]["workers"]["ok"], health
-    assert "stuck behind a killed worker" in health["checks"]["workers"]["detail"]
+
+    def workers_check() -> dict | None:
+        check = APIClient().get("/api/v1/health").json()["checks"]["workers"]
+        return check if check["ok"] else None
+
+    # django-q2 keeps a cluster's status for 3 s, renewed by its sentinel, which was busy replacing the killed
+    # worker: on a loaded machine the status may have lapsed for a moment. Health must see the cluster again.
+    check = wait_for(workers_check, timeout=15, interval=0.2, message="the health report to see the cluster again")
+    assert "stuck behind a killed worker" in check["detail"]
