@@ -75,20 +75,52 @@ def _broker() -> str:
     return f"{broker.__class__.__name__}, {broker.queue_size()} queued"
 
 
-def running_clusters() -> list[Stat]:
+STOPPED = ("Stopped", "Stopping")
+# django-q2 keeps a cluster's status for 3 s, renewed by its sentinel every half second; a sentinel busy for
+# longer (replacing a killed worker on a loaded machine) lets it lapse although the workers run. A cluster this
+# process saw running is still counted for this long after its status lapsed; one that said it stops is not.
+STATUS_LAPSE_SECONDS = 6.0
+_last_seen_running: dict[str, float] = {}  # cluster id -> _clock() when it was last seen running
+_clock = time.monotonic
+
+
+def running_clusters(stats: list[Stat] | None = None) -> list[Stat]:
     """The worker clusters django-q2 reports as running now (not stopping or stopped)."""
-    return [stat for stat in Stat.get_all() if stat.status not in ("Stopped", "Stopping")]
+    return [stat for stat in (Stat.get_all() if stats is None else stats) if stat.status not in STOPPED]
+
+
+def _lapsed_clusters(stats: list[Stat]) -> list[str]:
+    """Remember the running clusters in `stats`; return those seen running lately whose status has lapsed."""
+    now = _clock()
+    reported = set()
+    for stat in stats:
+        reported.add(str(stat.cluster_id))
+        if stat.status in STOPPED:
+            _last_seen_running.pop(str(stat.cluster_id), None)
+        else:
+            _last_seen_running[str(stat.cluster_id)] = now
+    for cluster_id, seen in list(_last_seen_running.items()):
+        if now - seen > STATUS_LAPSE_SECONDS:
+            _last_seen_running.pop(cluster_id, None)
+    return [cluster_id for cluster_id in _last_seen_running if cluster_id not in reported]
 
 
 def _workers() -> str:
-    clusters = running_clusters()
-    if not clusters:
+    stats = Stat.get_all()
+    clusters = running_clusters(stats)
+    lapsed = _lapsed_clusters(stats)
+    if clusters:
+        workers = sum(len(s.workers) for s in clusters)
+        detail = f"{len(clusters)} cluster(s) running, {workers} worker(s)"
+        short = [
+            f"{s.cluster_id}: {len(s.workers)} of {Conf.WORKERS}" for s in clusters if len(s.workers) < Conf.WORKERS
+        ]
+        if short:
+            detail += f"; fewer workers than configured ({', '.join(short)})"
+    elif lapsed:
+        detail = f"{len(lapsed)} cluster(s) running a few seconds ago, whose status has lapsed (a busy sentinel)"
+    else:
         raise RuntimeError("no worker cluster is running (start: python manage.py worker)")
-    workers = sum(len(s.workers) for s in clusters)
-    detail = f"{len(clusters)} cluster(s) running, {workers} worker(s)"
-    short = [f"{s.cluster_id}: {len(s.workers)} of {Conf.WORKERS}" for s in clusters if len(s.workers) < Conf.WORKERS]
-    if short:
-        detail += f"; fewer workers than configured ({', '.join(short)})"
     # A cluster stuck behind a killed idle worker (django-q2 issue #23) is freed by its workers (runs/engine/unjam.py).
     unjammed = cache.get(TASK_QUEUE_UNJAMMED)
     if unjammed:
