@@ -8,12 +8,11 @@ import json
 import re
 
 from django.contrib.admin import ModelAdmin
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpResponse
 from django.utils.http import content_disposition_header
 
 from runs.admin.values import as_document, parent_at, value_at
+from runs.admin.viewing import run_for_viewer
 from runs.models import Run, Step
 
 STEP_VALUE = re.compile(r"step-(?P<step>\d+)-(?P<part>input|output)")
@@ -52,15 +51,9 @@ def _file_name(source, at: str, *, run: Run, of: str, extension: str, document: 
 
 def run_value_view(model_admin: ModelAdmin, request, object_id):
     """The value at `at` in the run's `of` (query parameters) as a file to save."""
-    if request.method != "GET":
-        return HttpResponseNotAllowed(["GET"])
-    if not model_admin.has_view_permission(request):
-        raise PermissionDenied
-    run = model_admin.get_object(request, unquote(object_id))
+    run = run_for_viewer(model_admin, request, object_id)
     if run is None:
         raise Http404("No such run.")
-    if not model_admin.has_view_permission(request, run):
-        raise PermissionDenied
     of, at = request.GET.get("of", "input"), request.GET.get("at", "")
     source = value_of(run, of)
     try:

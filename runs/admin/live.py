@@ -6,11 +6,11 @@ of a finished run). Read-only, and as many queries however many steps the run ha
 from __future__ import annotations
 
 from django.contrib.admin import ModelAdmin
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed, JsonResponse
+from django.http import JsonResponse
 from django.template.defaultfilters import linebreaksbr
 from django.utils.html import conditional_escape
+
+from runs.admin.viewing import run_for_viewer
 
 # The run page's read-only fields that change while a run goes on (RunAdmin's display methods).
 LIVE_FIELDS = (
@@ -39,15 +39,9 @@ def field_html(model_admin: ModelAdmin, name: str, run) -> str:
 
 def run_live_view(model_admin: ModelAdmin, request, object_id):
     """The parts of the run page that change, as HTML per field, and whether the run has finished."""
-    if request.method != "GET":
-        return HttpResponseNotAllowed(["GET"])
-    if not model_admin.has_view_permission(request):
-        raise PermissionDenied
-    run = model_admin.get_object(request, unquote(object_id))
+    run = run_for_viewer(model_admin, request, object_id)
     if run is None:
         return JsonResponse({"finished": True, "detail": "This run no longer exists."}, status=404)
-    if not model_admin.has_view_permission(request, run):
-        raise PermissionDenied
     flow_only = () if run.flow_version_id else ("flow_graph_display", "step_values")
     fields = {name: field_html(model_admin, name, run) for name in LIVE_FIELDS if name not in flow_only}
     # Never cached: admin_view marks every admin answer so.

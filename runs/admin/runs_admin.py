@@ -11,7 +11,9 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.http import require_GET
 
 from agentrunner.adminkit import (
     EMPTY,
@@ -507,9 +509,11 @@ class RunAdmin(admin.ModelAdmin):
     def start_view(self, request):
         return run_start_view(self, request)
 
+    @method_decorator(require_GET)
     def value_view(self, request, object_id):
         return run_value_view(self, request, object_id)
 
+    @method_decorator(require_GET)
     def live_view(self, request, object_id):
         return run_live_view(self, request, object_id)
 

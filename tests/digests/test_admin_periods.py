@@ -10,6 +10,7 @@ from digests import selectors, services
 from digests.models import DigestDelivery, DigestSubscription
 from runs.models import RunStatus
 from tests.digests.factories import digest, finished_run
+from tests.digests.test_admin import form_data
 from tests.schedules.factories import schedule
 
 pytestmark = pytest.mark.django_db
@@ -23,28 +24,6 @@ def change_url(subscription) -> str:
 
 def preview_url(subscription) -> str:
     return reverse("admin:digests_digestsubscription_preview", args=[subscription.pk])
-
-
-def form_data(**fields) -> dict:
-    data = {
-        "name": "Top claims",
-        "enabled": "on",
-        "recipients": "claims@example.com",
-        "flow": "",
-        "agent_type": "pass",
-        "schedule": "",
-        "period": "daily",
-        "send_at": "08:00",
-        "weekday": "1",
-        "timezone": "Europe/Paris",
-        "items_path": "",
-        "rank_by": "score",
-        "rank_order": "desc",
-        "limit": "5",
-        "include_failures": "on",
-    }
-    data.update(fields)
-    return data
 
 
 # --- fields by period ------------------------------------------------------------------------------------------
