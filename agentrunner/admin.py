@@ -1,6 +1,8 @@
-"""Admin of the LLM gateway: calls (read-only), monthly budgets per user, provider circuit breakers.
+"""Admin of the LLM gateway: calls (read-only), monthly budgets per user, provider circuit breakers; and teams.
 
-Model data is always escaped (`format_html`); changes go through `agentrunner.llm` services.
+A team's staff see its LLM calls only. Budgets per user and the providers' breakers are settings of the whole
+service: superusers only, like every page that does not scope by team (dashboard.apps). Teams and their members:
+agentrunner/teams/admin.py. Model data is always escaped (`format_html`); changes go through services.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
 
-from agentrunner.adminkit import ReadOnlyAdminMixin, id_search
+from agentrunner.adminkit import ReadOnlyAdminMixin, TeamScopedAdmin, id_search
 from agentrunner.llm import breaker_reset
 from agentrunner.llm.budgets import month_bounds
 from agentrunner.llm.selectors import money
 from agentrunner.models import BreakerState, LLMCall, LLMOutcome, OwnerBudget, ProviderBreaker
+from agentrunner.teams import admin as teams_admin  # noqa: F401  (registers the team pages)
 
 EMPTY = "—"
 GREY, GREEN, AMBER, RED, ORANGE = "#6c757d", "#198754", "#ffc107", "#dc3545", "#e8590c"
@@ -62,7 +65,8 @@ def usage_bar(used: int, limit: int):
 
 
 @admin.register(LLMCall)
-class LLMCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class LLMCallAdmin(ReadOnlyAdminMixin, TeamScopedAdmin, admin.ModelAdmin):
+    team_path = "team"  # the calls of the team's runs; a call of no team (none of today's) is a superuser's
     list_display = [
         "created_at",
         "provider_display",

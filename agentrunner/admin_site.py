@@ -1,4 +1,4 @@
-"""The admin site: Agent Runner's apps first, in order of use, and django-q2's internals for superusers only.
+"""The admin site: Agent Runner's apps first, in order of use; pages not scoped by team for superusers only.
 
 The site in use subclasses it with the dashboard as its home page (dashboard/site.py): the dashboard reads every
 app, and nothing here may import one.
@@ -7,7 +7,7 @@ app, and nothing here may import one.
 from django.contrib import admin
 
 # The index lists apps in this order; any other app comes after them, by name.
-APP_ORDER = ["runs", "flows", "schedules", "digests", "agentrunner", "auth", "authtoken", "axes"]
+APP_ORDER = ["runs", "flows", "schedules", "digests", "agentrunner", "teams", "auth", "authtoken", "axes"]
 # Within an app, its main model first; others after these, by name.
 MODEL_ORDER = {
     "runs": ["run", "agentpolicy", "slot"],
@@ -29,12 +29,29 @@ class AgentRunnerAdminSite(admin.AdminSite):
         if not request.user.is_superuser:
             apps = [app for app in apps if app["app_label"] not in SUPERUSER_ONLY_APPS]
         rank = {label: i for i, label in enumerate(APP_ORDER)}
+        if app_label is None:  # the index and the menu; an app's own page keeps its models together
+            apps = _teams_apart(apps)
         apps.sort(key=lambda app: (rank.get(app["app_label"], len(rank)), app["name"]))
         for app in apps:
             order = MODEL_ORDER.get(app["app_label"], [])
             place = {name: i for i, name in enumerate(order)}
             app["models"].sort(key=lambda m: (place.get(m["object_name"].lower(), len(order)), m["name"]))
         return apps
+
+
+def _teams_apart(apps: list[dict]) -> list[dict]:
+    """Teams get a heading of their own: the agentrunner app's name ("LLM") says nothing about them."""
+    result = []
+    for app in apps:
+        if app["app_label"] == "agentrunner":
+            teams = [m for m in app["models"] if m["object_name"] == "Team"]
+            if teams:
+                app = {**app, "models": [m for m in app["models"] if m["object_name"] != "Team"]}
+                result.append({**app, "name": "Teams", "app_label": "teams", "models": teams})
+                if not app["models"]:
+                    continue
+        result.append(app)
+    return result
 
 
 def superuser_only(model_admin) -> None:
@@ -55,3 +72,16 @@ def superuser_only(model_admin) -> None:
         "has_delete_permission",
     ):
         setattr(model_admin, name, only_superusers(getattr(model_admin, name)))
+
+
+def superuser_only_unless_team_aware(site: admin.AdminSite) -> None:
+    """Make every page of `site` that does not scope its objects by team (`team_aware`) superuser-only.
+
+    What is left are the settings of the whole service (agent policies, slots, LLM breakers and per-user
+    budgets, rate-limit windows), its accounts (users, groups, tokens, sign-in lockouts) and django-q2's tables:
+    they show or change every team's things, so a team's staff must not open them whatever their Django
+    permissions. A page added later is safe by default: superuser-only until it says it scopes by team.
+    """
+    for model_admin in site._registry.values():
+        if not getattr(model_admin, "team_aware", False):
+            superuser_only(model_admin)

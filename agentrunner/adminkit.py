@@ -1,5 +1,6 @@
-"""The admin kit every app's admin pages use: colours and badges, small display helpers, a read-only mixin,
-a search by id, the JSON form fields, and saving through services (a mixin and the form errors).
+"""The admin kit every app's admin pages use: colours and badges, small display helpers, a read-only mixin, the
+team scoping of every team-owned model's admin, a search by id, the JSON form fields, and saving through
+services (a mixin and the form errors).
 
 Model data is always escaped (`format_html`), never marked safe.
 """
@@ -12,14 +13,19 @@ import uuid
 from datetime import datetime, timedelta
 
 from django import forms
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Q
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from agentrunner.errors import ServiceError
+from agentrunner.models import Role, Team
+from agentrunner.teams.selectors import role_at_least, role_in, team_ids_of
+from agentrunner.teams.services import team_default
 from agentrunner.validators import validate_storable_json
 
 EMPTY = "—"
@@ -151,6 +157,255 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def team_ids_for(request, role: str = Role.VIEWER) -> list[int] | None:
+    """`team_ids_of(request.user, role=role)`, read once per request (the admin asks many times per page)."""
+    cache = request.__dict__.setdefault("_team_ids", {})
+    if role not in cache:
+        cache[role] = team_ids_of(request.user, role=role)
+    return cache[role]
+
+
+def role_for(request, team_id: int | None) -> str | None:
+    """`role_in(request.user, team_id)`, read once per request and team."""
+    cache = request.__dict__.setdefault("_team_roles", {})
+    if team_id not in cache:
+        cache[team_id] = role_in(request.user, team_id)
+    return cache[team_id]
+
+
+def visible_teams(request):
+    """The teams whose objects the user sees (every team for a superuser), by name."""
+    ids = team_ids_for(request)
+    return Team.objects.all() if ids is None else Team.objects.filter(pk__in=ids)
+
+
+def sees_several_teams(request) -> bool:
+    """Whether the user sees objects of more than one team: then lists show and filter by team."""
+    cache = request.__dict__
+    if "_sees_several_teams" not in cache:
+        ids = team_ids_for(request)
+        cache["_sees_several_teams"] = Team.objects.count() > 1 if ids is None else len(ids) > 1
+    return cache["_sees_several_teams"]
+
+
+class TeamListFilter(admin.SimpleListFilter):
+    """The teams the user sees (their own, every team for a superuser); shown only to who sees several."""
+
+    title = "team"
+    parameter_name = "team"
+
+    def lookups(self, request, model_admin):
+        return [(str(team.pk), team.name) for team in visible_teams(request).only("pk", "name")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        if not value.isdigit():
+            return queryset.none()
+        return queryset.filter(**{f"{getattr(self, 'team_path', 'team')}__id": int(value)})
+
+
+def teams_where(request, role: str):
+    """The teams where the user has at least `role`: every team for a superuser, who always has one to add to
+    (the default team, made if it was deleted or, in tests, never made)."""
+    ids = team_ids_for(request, role)
+    if ids is None:
+        team_default()
+        return Team.objects.all()
+    return Team.objects.filter(pk__in=ids)
+
+
+class TeamScopedAdmin:
+    """The admin of a team's objects: staff see their teams' objects only, and their role there decides the rest.
+
+    `team_path` is the lookup from the model to its team (`team`, `run__team`, `flow__team`, ...). Seeing needs
+    the viewer role in the object's team; adding, changing and deleting need `write_role` there (editor unless
+    the admin says otherwise). Foreign-key pickers offer only objects of the user's teams, and the `team` picker
+    only the teams where the user has `write_role`. Filters on a foreign key (named in `list_filter`) offer only
+    the values found in the user's teams' objects. Who sees several teams also gets a "team" filter and, when
+    the model has its own `team` field, a "team" column. Superusers see and change everything, as Django's admin
+    lets them. Put it after ReadOnlyAdminMixin and before admin.ModelAdmin: a read-only record stays read-only.
+    """
+
+    team_path = "team"
+    write_role = Role.EDITOR
+    # Pages of an admin that scopes by team stay open to staff; any other admin is for superusers only
+    # (dashboard.apps.DashboardAdminConfig).
+    team_aware = True
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        ids = team_ids_for(request)
+        return queryset if ids is None else queryset.filter(**{f"{self.team_path}__in": ids})
+
+    def team_id_of(self, obj) -> int | None:
+        """The id of the team `obj` belongs to, following `team_path`."""
+        *parents, last = self.team_path.split("__")
+        for name in parents:
+            obj = getattr(obj, name, None)
+            if obj is None:
+                return None
+        return getattr(obj, f"{last}_id", None)
+
+    def has_team_role(self, request, role: str, obj=None) -> bool:
+        """Whether the user has `role` in `obj`'s team, or (no object) in at least one team."""
+        user = request.user
+        if user.is_superuser:
+            return True
+        if not (user.is_active and user.is_staff):
+            return False
+        if obj is None:
+            return bool(team_ids_for(request, role))
+        return role_at_least(role_for(request, self.team_id_of(obj)), role)
+
+    def has_module_permission(self, request):
+        if request.user.is_superuser:
+            return super().has_module_permission(request)
+        return self.has_team_role(request, Role.VIEWER)
+
+    def has_view_permission(self, request, obj=None):
+        if request.user.is_superuser:
+            return super().has_view_permission(request, obj)
+        return self.has_team_role(request, Role.VIEWER, obj)
+
+    def has_add_permission(self, request, *args):
+        if request.user.is_superuser:
+            return super().has_add_permission(request, *args)
+        return self.has_team_role(request, self.write_role)
+
+    def has_change_permission(self, request, obj=None):
+        if request.user.is_superuser:
+            return super().has_change_permission(request, obj)
+        return self.has_team_role(request, self.write_role, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if request.user.is_superuser:
+            return super().has_delete_permission(request, obj)
+        return self.has_team_role(request, self.write_role, obj)
+
+    def writable_teams(self, request):
+        """The teams where the user may add this admin's objects (every team for a superuser)."""
+        return teams_where(request, self.write_role)
+
+    def writable(self, request, queryset):
+        """`queryset` narrowed to the objects the user may change (`write_role` in their team): for actions,
+        whose permission Django checks without an object."""
+        ids = team_ids_for(request, self.write_role)
+        return queryset if ids is None else queryset.filter(**{f"{self.team_path}__in": ids})
+
+    def team_object(self, request, object_id):
+        """The object `object_id` (quoted, as in admin URLs) names, through the team-scoped queryset: one of
+        another team is a 404, exactly like one that does not exist. For custom views."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404(f"No {self.opts.verbose_name} with this id.")
+        return obj
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        field = form.base_fields.get("team")
+        if field is not None and obj is None:
+            teams = list(field.queryset[:2])
+            if len(teams) == 1:
+                # One team to add it to: no choice to make, so no field to see; disabled, so what is posted in
+                # its place is ignored and the team is still checked (unique names within it).
+                field.initial, field.disabled, field.widget = teams[0].pk, True, forms.HiddenInput()
+            else:
+                field.empty_label = "— choose the team —"
+                # A team is chosen here, not viewed or edited: no links beside the picker.
+                for link in ("can_add_related", "can_change_related", "can_view_related", "can_delete_related"):
+                    if hasattr(field.widget, link):
+                        setattr(field.widget, link, False)
+        return form
+
+    def fit_team_picker(self, request, field: forms.ModelChoiceField, obj=None) -> None:
+        """Offer in `field` (a picker of team-owned objects, e.g. a schedule's flow) only what `obj` may point
+        at: its team's objects, or for a new object those of the teams where the user may add one, each named
+        with its team when they are of several. The services still refuse another team's object."""
+        team_path = TEAM_PATHS[field.queryset.model._meta.label]
+        if obj is not None:
+            field.queryset = field.queryset.filter(**{f"{team_path}__id": self.team_id_of(obj)})
+            return
+        ids = team_ids_for(request, self.write_role)
+        if ids is not None:
+            field.queryset = field.queryset.filter(**{f"{team_path}__in": ids})
+        if sees_several_teams(request):
+            field.queryset = field.queryset.select_related(team_path)
+            field.label_from_instance = lambda item: f"{item} ({_team_of(item, team_path).name})"
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        related = db_field.related_model
+        if related is Team:
+            kwargs.setdefault("queryset", self.writable_teams(request))
+        elif team_path := TEAM_PATHS.get(related._meta.label):
+            ids = team_ids_for(request)
+            if ids is not None:
+                base = kwargs.get("queryset", related._default_manager.all())
+                kwargs["queryset"] = base.filter(**{f"{team_path}__in": ids})
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_list_filter(self, request):
+        filters = list(super().get_list_filter(request))
+        if not request.user.is_superuser:
+            # Django's filter on a foreign key lists every row of the related table, other teams' too; this one
+            # lists only those the user's objects point to.
+            filters = [self._related_only(name) for name in filters]
+        if sees_several_teams(request) and not any(_names_team(entry) for entry in filters):
+            filters.insert(0, type("TeamFilter", (TeamListFilter,), {"team_path": self.team_path}))
+        return filters
+
+    def _related_only(self, entry):
+        if not isinstance(entry, str):
+            return entry
+        try:
+            field = self.model._meta.get_field(entry)
+        except FieldDoesNotExist:
+            return entry  # a lookup through a relation ("flow__owner"): name it with a filter class instead
+        return (entry, admin.RelatedOnlyFieldListFilter) if field.is_relation else entry
+
+    def get_list_display(self, request):
+        columns = list(super().get_list_display(request))
+        if self.team_path == "team" and "team" not in columns and sees_several_teams(request):
+            columns.insert(min(2, len(columns)), "team_column")
+        return columns
+
+    def get_list_select_related(self, request):
+        related = super().get_list_select_related(request)
+        if isinstance(related, (list, tuple)) and self.team_path == "team" and sees_several_teams(request):
+            return [*related, "team"]  # the team column, without a query per row
+        return related
+
+    @admin.display(description="team", ordering="team__name")
+    def team_column(self, obj):
+        return obj.team.name
+
+
+def _team_of(obj, team_path: str) -> Team:
+    for name in team_path.split("__"):
+        obj = getattr(obj, name)
+    return obj
+
+
+def _names_team(entry) -> bool:
+    name = entry[0] if isinstance(entry, (list, tuple)) else entry
+    return name == "team" or (isinstance(name, type) and issubclass(name, TeamListFilter))
+
+
+# How each team-owned model reaches its team: used to narrow foreign-key pickers to the user's teams.
+TEAM_PATHS = {
+    "runs.Run": "team",
+    "runs.Step": "run__team",
+    "flows.Flow": "team",
+    "flows.FlowVersion": "flow__team",
+    "schedules.Schedule": "team",
+    "schedules.ScheduleFire": "schedule__team",
+    "digests.DigestSubscription": "team",
+    "digests.DigestDelivery": "subscription__team",
+    "agentrunner.LLMCall": "team",
+}
 
 
 # A run's short id, as the lists show it: the first 8 hex digits of its UUID.

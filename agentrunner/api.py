@@ -18,7 +18,9 @@ from rest_framework.response import Response
 
 from agentrunner.agents import InvalidAgentInput
 from agentrunner.errors import ServiceError
-from agentrunner.permissions import may_see, model_permission
+from agentrunner.models import Role
+from agentrunner.teams.exceptions import RoleTooLow
+from agentrunner.teams.selectors import TEAM_HEADER, team_acting
 from agentrunner.validators import validate_storable_json
 
 
@@ -211,7 +213,7 @@ class IdFilter(django_filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
-# The permission each method needs, as DRF's DjangoModelPermissions maps them, plus `view` for reading.
+# The action each method is, as DRF's DjangoModelPermissions maps them, plus `view` for reading.
 ACTION_FOR_METHOD = {
     "GET": "view",
     "HEAD": "view",
@@ -221,28 +223,39 @@ ACTION_FOR_METHOD = {
     "PATCH": "change",
     "DELETE": "delete",
 }
-ACTION_GERUND = {"view": "Seeing", "add": "Adding", "change": "Changing", "delete": "Deleting"}
 
 
-def permission_denied_message(model, action: str) -> str:
-    """e.g. "Seeing flows needs the flows.view_flow permission."."""
-    things = model._meta.verbose_name_plural
-    return f"{ACTION_GERUND[action]} {things} needs the {model_permission(model, action)} permission."
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
-class ModelPermissions(permissions.BasePermission):
-    """Django's model permissions, the admin's, on the view's `permission_model`: one rule for the whole API.
+def role_denied_message(needed: str, team: str = "acme", role: str = "viewer") -> str:
+    """e.g. "This needs the editor role in team 'acme'; you are a viewer."."""
+    return f"This needs the {needed} role in team {team!r}; you are {_a(role)}."
 
-    Reading needs `view` (or `change`, as in the admin), POST `add`, PUT and PATCH `change`, DELETE `delete`; a
-    view gives another action for a method in `permission_actions` (e.g. {"POST": "change"} for pausing).
-    Superusers have every permission; other users get them from their groups or one by one. Refusals:
 
-    - `view` on a URL naming one object (reading it, or starting a run of a flow): the view's `not_found`
-      error, the same 404 as for an object that does not exist, so that existence does not leak;
-    - `view` on a list: 403 naming the permission;
-    - anything else: 403 naming the permission, decided before the object is looked up (so the answer does not
-      depend on whether it exists).
+class TeamPermissions(permissions.BasePermission):
+    """Who may do what, for the whole API: signed in, acting in a team, with the role the operation needs.
+
+    The team is the one the `X-Team` header names, else the user's only team (agentrunner.teams.selectors.
+    team_acting); it is set on the request as `request.acting` (team and role) for the view and its selectors,
+    which return only that team's objects: another team's object is a 404, as one that does not exist.
+
+    Reading needs the viewer role; a write (POST, PUT, PATCH, DELETE, or a method the view maps to "change" in
+    `permission_actions`) needs the view's `write_role`: editor by default, runner for operations on runs, admin
+    for team management. Superusers act as admins of every team. A missing role is a 403 naming it, decided
+    before any object is looked up, so the answer does not depend on whether it exists.
     """
+
+    # Whether the team comes from the X-Team header (the OpenAPI document then lists it: agentrunner.openapi).
+    reads_team_header = True
+
+    def team_slug(self, request, view) -> str | None:
+        return request.headers.get(TEAM_HEADER) or None
+
+    def needed_role(self, request, view) -> str:
+        action = getattr(view, "permission_actions", {}).get(request.method, ACTION_FOR_METHOD[request.method])
+        return Role.VIEWER if action == "view" else getattr(view, "write_role", Role.EDITOR)
 
     def has_permission(self, request, view) -> bool:
         user = request.user
@@ -250,26 +263,20 @@ class ModelPermissions(permissions.BasePermission):
             return False  # DRF answers 401
         if request.method not in ACTION_FOR_METHOD:
             raise exceptions.MethodNotAllowed(request.method)
-        model = view.permission_model
-        action = getattr(view, "permission_actions", {}).get(request.method, ACTION_FOR_METHOD[request.method])
-        if action == "view":
-            if may_see(user, model):
-                return True
-            if view.kwargs:
-                raise getattr(view, "not_found", exceptions.NotFound)()
-        elif user.has_perm(model_permission(model, action)):
+        request.acting = acting = team_acting(user=user, slug=self.team_slug(request, view))
+        needed = self.needed_role(request, view)
+        if acting.allows(needed):
             return True
-        self.message = permission_denied_message(model, action)  # DRF's 403 detail
-        return False
+        raise RoleTooLow(role_denied_message(needed, acting.team.slug, acting.role))
 
 
-class IsStaff(permissions.BasePermission):
-    """Staff users only (after authentication: an anonymous request is a 401, a non-staff user a 403)."""
+class IsSuperuser(permissions.BasePermission):
+    """Superusers only: for settings of the whole service, shared by every team (an anonymous request is a 401)."""
 
-    message = "Only staff may do this."
+    message = "Only a superuser may do this: it changes a setting shared by every team."
 
     def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+        return bool(request.user and request.user.is_authenticated and request.user.is_superuser)
 
 
 def _flatten(detail, prefix="") -> dict[str, list[str]]:
@@ -362,8 +369,8 @@ UNAUTHORIZED = error_response(
 )
 NOT_FOUND = error_response("No such object.", "Not found.", "not_found")
 RATE_LIMITED = error_response(
-    "Over the run-start limit (RUN_STARTS_PER_USER_PER_MINUTE in any 60 s, staff included); the `Retry-After` "
-    "header says in how many seconds a start is accepted again. Nothing was started.",
+    "Over a run-start limit: the team's (100 in any 60 s by default) or yours in the team (20), superusers "
+    "included; the `Retry-After` header says in how many seconds a start is accepted again. Nothing was started.",
     "Too many requests: try again in 17 seconds.",
     "rate_limited",
 )
@@ -377,9 +384,6 @@ RETRY_AFTER = OpenApiParameter(
 )
 
 
-def permission_response(model, action: str) -> OpenApiResponse:
-    """The documented 403 of an operation that needs `action` on `model` (ModelPermissions' own message)."""
-    permission = model_permission(model, action)
-    return error_response(
-        f"You do not have the `{permission}` permission.", permission_denied_message(model, action), "permission_denied"
-    )
+def role_response(needed: str) -> OpenApiResponse:
+    """The documented 403 of an operation that needs `needed` (a role) in the acting team."""
+    return error_response(f"Your role in the team is below {needed}.", role_denied_message(needed), "permission_denied")

@@ -1,10 +1,102 @@
-"""The LLM gateway's records (provider calls, tokens held by requests in progress, circuit breakers, monthly
-budgets) and the rate limiter's windows."""
+"""Teams (tenants) and their members; the LLM gateway's records (provider calls, tokens held by requests in
+progress, circuit breakers, monthly budgets) and the rate limiter's windows."""
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+
+class Role(models.TextChoices):
+    """What a member may do in a team; each role may do everything the roles before it may."""
+
+    VIEWER = "viewer", "Viewer: reads the team's runs, flows, schedules and digests"
+    RUNNER = "runner", "Runner: also starts, cancels and retries runs"
+    EDITOR = "editor", "Editor: also defines flows, schedules and digests"
+    ADMIN = "admin", "Admin: also manages the team's members and tokens"
+
+
+# Lowest first: a role includes the ones before it.
+ROLE_ORDER = (Role.VIEWER, Role.RUNNER, Role.EDITOR, Role.ADMIN)
+
+DEFAULT_TEAM_SLUG = "default"
+
+
+class Team(models.Model):
+    """A tenant: its runs, flows, schedules, digests and LLM calls are seen only by its members (and superusers)."""
+
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(
+        max_length=100, unique=True, help_text="Identifier used in the X-Team header and the API, e.g. claims-ops."
+    )
+    run_starts_per_minute = models.PositiveIntegerField(
+        "run starts per minute",
+        null=True,
+        blank=True,
+        help_text="Most runs the whole team may start in any 60 s. Empty = the default "
+        "(RUN_STARTS_PER_TEAM_PER_MINUTE setting); 0 = no limit.",
+    )
+    run_starts_per_user_per_minute = models.PositiveIntegerField(
+        "run starts per member per minute",
+        null=True,
+        blank=True,
+        help_text="Most runs one member may start in any 60 s. Empty = the default "
+        "(RUN_STARTS_PER_USER_PER_MINUTE setting); 0 = no limit.",
+    )
+    llm_requests_per_minute = models.PositiveIntegerField(
+        "LLM requests per minute",
+        null=True,
+        blank=True,
+        help_text="Most LLM requests the team's runs may send in any 60 s; a step over it waits and tries again. "
+        "Empty = the default (LLM_REQUESTS_PER_TEAM_PER_MINUTE setting); 0 = no limit.",
+    )
+    monthly_token_limit = models.PositiveBigIntegerField(
+        "monthly token limit",
+        null=True,
+        blank=True,
+        help_text="Most LLM tokens the team's runs may use per calendar month (UTC), next to each member's own "
+        "budget: the stricter applies. Empty = the default (TEAM_MONTHLY_TOKEN_BUDGET setting); 0 = unlimited.",
+    )
+    created_at = models.DateTimeField("created", default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "team"
+        verbose_name_plural = "teams"
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Membership(models.Model):
+    """A user's role in a team."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="memberships",
+        db_index=False,  # the unique (user, team) index below serves lookups by user
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    is_token = models.BooleanField(
+        "API token account",
+        default=False,
+        help_text="A user made by the team's token endpoint to hold one API token; it belongs to this team only.",
+    )
+    created_at = models.DateTimeField("member since", default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "team member"
+        verbose_name_plural = "team members"
+        ordering = ["team__name", "user__username"]
+        constraints = [
+            # The acting team of a request: user = ? AND team = ? (and the user's teams: user = ?).
+            models.UniqueConstraint(fields=["user", "team"], name="membership_user_team_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} in {self.team} ({self.role})"
 
 
 class LLMOutcome(models.TextChoices):
@@ -35,6 +127,15 @@ class LLMCall(models.Model):
         related_name="llm_calls",
         db_index=False,  # the ("owner", "created_at") index below serves lookups by owner
         help_text="The account whose monthly budget the call counts against (the run's creator).",
+    )
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="llm_calls",
+        db_index=False,  # the ("team", "created_at") index below serves lookups by team
+        help_text="The team of the run that made the call; its monthly budget counts the call.",
     )
     request_id = models.UUIDField(
         "gateway request",
@@ -75,6 +176,8 @@ class LLMCall(models.Model):
         indexes = [
             # Monthly usage of one owner: owner = ? AND created_at >= month start (budget check, admin).
             models.Index(fields=["owner", "created_at"], name="llmcall_owner_created"),
+            # Monthly usage of one team: team = ? AND created_at >= month start (budget check, admin).
+            models.Index(fields=["team", "created_at"], name="llmcall_team_created"),
             # Tokens used by a run (run budget check) and per-step totals (run_metrics).
             models.Index(fields=["run", "step"], name="llmcall_run_step"),
             # The admin's list, newest first.
@@ -159,13 +262,14 @@ class LLMReservation(models.Model):
     """
 
     # CASCADE: a reservation is no record of anything spent, only a hold that ends with its request.
-    # The foreign keys' own indexes serve the budget check: run = ? (or owner = ?) AND expires_at > now.
+    # The foreign keys' own indexes serve the budget check: run = ? (or owner = ?, team = ?) AND expires_at > now.
     run = models.ForeignKey(
         "runs.Run", null=True, blank=True, on_delete=models.CASCADE, related_name="llm_reservations"
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="llm_reservations"
     )
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="llm_reservations")
     request_id = models.UUIDField("gateway request", help_text="The LLM calls made for the request share it.")
     tokens = models.PositiveIntegerField(help_text="The request's estimate: prompt characters / 4 + max_tokens.")
     created_at = models.DateTimeField("reserved at", default=timezone.now, editable=False)

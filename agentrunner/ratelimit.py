@@ -10,7 +10,7 @@ else in the database (`RateLimitKey` rows, one per key, locked in a short transa
 (Redis' clock, PostgreSQL's), so web machines whose clocks disagree still share one window.
 
 `RunStartThrottle` applies the run-start limits to the API operations that start runs. Keys are plain strings
-(`run-starts:user:7`); a per-team limit is one more `(key, limit)` pair in `run_start_limits`. A database row
+(`run-starts:team:3:user:7`); `run_start_limits` gives a start's pairs: its team's and its member's. A database row
 rewrites its whole log on each accepted start: right for limits up to a few thousand per window; beyond that,
 use Redis.
 """
@@ -252,12 +252,24 @@ def prune(*, now: float | None = None, batch: int = PRUNE_BATCH) -> int:
 # --- Run starts ----------------------------------------------------------------------------------------------
 
 
-def run_start_limits(*, user) -> list[tuple[str, int]]:
-    """The (key, starts per minute) limits a run start by `user` counts against.
+def team_limit(value: int | None, default: int) -> int:
+    """A team's own limit, or the setting's default where the team has none (0 = no limit)."""
+    return default if value is None else value
 
-    Staff are limited too: the limit protects the service, whoever floods it. Teams add their own key here.
+
+def run_start_limits(*, user, team) -> list[tuple[str, int]]:
+    """The (key, starts per minute) limits a run start by `user` acting in `team` counts against.
+
+    The team's limit counts all its members' starts; the member's limit, that member's starts in this team.
+    Staff and superusers are limited too: the limits protect the service, whoever floods it.
     """
-    return [(f"run-starts:user:{user.pk}", settings.RUN_STARTS_PER_USER_PER_MINUTE)]
+    return [
+        (f"run-starts:team:{team.pk}", team_limit(team.run_starts_per_minute, settings.RUN_STARTS_PER_TEAM_PER_MINUTE)),
+        (
+            f"run-starts:team:{team.pk}:user:{user.pk}",
+            team_limit(team.run_starts_per_user_per_minute, settings.RUN_STARTS_PER_USER_PER_MINUTE),
+        ),
+    ]
 
 
 class RunStartThrottle(BaseThrottle):
@@ -272,7 +284,7 @@ class RunStartThrottle(BaseThrottle):
     decision = ALLOWED
 
     def allow_request(self, request, view) -> bool:
-        limits = [(key, limit) for key, limit in run_start_limits(user=request.user) if limit]
+        limits = [(key, limit) for key, limit in run_start_limits(user=request.user, team=request.acting.team) if limit]
         if not limits:
             return True
         is_replay = getattr(view, "is_replay", None)
@@ -283,6 +295,7 @@ class RunStartThrottle(BaseThrottle):
             log.warning(
                 "rate_limited",
                 user_id=request.user.pk,
+                team=request.acting.team.slug,
                 key=self.decision.key,
                 limit=self.decision.limit,
                 retry_after=self.decision.retry_after_seconds,

@@ -213,7 +213,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["agentrunner.api.TeamPermissions"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PARSER_CLASSES": [
@@ -232,9 +232,13 @@ REST_FRAMEWORK = {
 # Run starts (POST /runs, /agents/run, /flows/{slug}/runs, /flow/execute) one user may make in any 60 s,
 # staff included; over it the API answers 429 with Retry-After. 0 = no limit. Counted in Redis when REDIS_URL
 # is set, else in the database, so the limit holds across every web process and machine.
+# Each is the default of a team's own limit (set per team by a superuser in the admin or PATCH /teams/{slug}).
 RUN_STARTS_PER_USER_PER_MINUTE = env_number("RUN_STARTS_PER_USER_PER_MINUTE", 20, int)
-if RUN_STARTS_PER_USER_PER_MINUTE < 0:
-    raise ImproperlyConfigured("RUN_STARTS_PER_USER_PER_MINUTE must be 0 (no limit) or more.")
+# Run starts a whole team may make in any 60 s, all its members together.
+RUN_STARTS_PER_TEAM_PER_MINUTE = env_number("RUN_STARTS_PER_TEAM_PER_MINUTE", 100, int)
+for _name in ("RUN_STARTS_PER_USER_PER_MINUTE", "RUN_STARTS_PER_TEAM_PER_MINUTE"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 (no limit) or more.")
 
 # GET /api/v1/health reuses its report this long in each web process (0: checks on every request).
 HEALTH_CACHE_SECONDS = env_number("HEALTH_CACHE_SECONDS", 2.0)
@@ -244,9 +248,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Start runs of agents and of flows (agents chained with conditions), poll their state, read "
         "results and the timeline of every attempt; define flows, schedules that start runs by cron "
-        "or interval, and digests that mail the best results of each period. Flows, schedules and digests "
-        "need Django's model permissions (view, add, change, delete), as in the admin. Authenticate with "
-        "`Authorization: Token <key>` (or the admin session). Errors are always "
+        "or interval, and digests that mail the best results of each period. Everything belongs to a team: "
+        "a request acts in the team its `X-Team` header names (else the user's only team) and sees that "
+        "team's objects only; another team's object answers 404. Roles per team: viewer reads, runner "
+        "also starts and cancels runs, editor also defines flows, schedules and digests, admin also manages "
+        "members and tokens. Authenticate with `Authorization: Token <key>` (or the admin session). Errors are always "
         '`{"detail", "code", "errors"}` with a 4xx status.'
     ),
     "VERSION": "1.0.0",
@@ -257,6 +263,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Each method of a URL served by `agentrunner.api.operations` is documented by its own view.
     "PREPROCESSING_HOOKS": ["agentrunner.api.schema_operations_hook"],
+    # drf-spectacular's default, then the X-Team header and its errors on every operation that acts in a team.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "agentrunner.openapi.team_header_hook"],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "runs.models.RunStatus",
         "StepStatusEnum": "runs.models.StepStatus",
@@ -298,8 +306,9 @@ ASYNC_DRAIN_SECONDS = env_number("ASYNC_DRAIN_SECONDS", 20.0)
 WORKER_STOP_SECONDS = env_number("WORKER_STOP_SECONDS", ASYNC_DRAIN_SECONDS + 10)
 # The one-statement PostgreSQL variants of claim and finish (runs/engine/fastpath.py); off = ORM only.
 ENGINE_FASTPATH = env_bool("ENGINE_FASTPATH", True)
-# Most steps (`max_steps`) an inline flow (POST /api/v1/flow/execute) of a non-staff user may ask for;
-# staff keep the format's 10,000. Read by flows.services.max_steps_allowed.
+# Most steps (`max_steps`) an inline flow (POST /api/v1/flow/execute) may ask for when its user is a viewer or
+# runner of the acting team; editors, admins and superusers keep the format's 10,000 (the name predates teams:
+# "staff" meant those who define flows). Read by flows.services.max_steps_allowed.
 FLOW_MAX_STEPS_NON_STAFF = env_number("FLOW_MAX_STEPS_NON_STAFF", 100, int)
 if not 1 <= FLOW_MAX_STEPS_NON_STAFF <= 10_000:
     raise ImproperlyConfigured("FLOW_MAX_STEPS_NON_STAFF must be from 1 to 10000.")
@@ -337,6 +346,14 @@ LLM_BREAKER_FAILURES = env_number("LLM_BREAKER_FAILURES", 5, int)  # consecutive
 LLM_BREAKER_RESET_SECONDS = env_number("LLM_BREAKER_RESET_SECONDS", 30.0)  # open -> half-open probe
 # Monthly token budget per owner (the account that starts runs); 0 = unlimited. Per-user overrides in the admin.
 LLM_MONTHLY_TOKEN_BUDGET = env_number("LLM_MONTHLY_TOKEN_BUDGET", 0, int)
+# Monthly token budget per team, next to each owner's: the stricter applies; 0 = unlimited. Per team in the admin.
+TEAM_MONTHLY_TOKEN_BUDGET = env_number("TEAM_MONTHLY_TOKEN_BUDGET", 0, int)
+# LLM requests a team's runs may send in any 60 s (counted at dispatch, every provider try); a step over it
+# waits and tries again, it does not fail. 0 = no limit. Per team in the admin.
+LLM_REQUESTS_PER_TEAM_PER_MINUTE = env_number("LLM_REQUESTS_PER_TEAM_PER_MINUTE", 0, int)
+for _name in ("TEAM_MONTHLY_TOKEN_BUDGET", "LLM_REQUESTS_PER_TEAM_PER_MINUTE"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 (no limit) or more.")
 LLM_BUDGET_WARNING_RATIO = env_number("LLM_BUDGET_WARNING_RATIO", 0.8)
 # USD per million tokens: {"model": [prompt, completion]}; models not listed cost 0 (e.g. local ones).
 LLM_PRICES = env.json(

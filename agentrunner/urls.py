@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/v1/", include("flows.urls")),
     path("api/v1/", include("schedules.urls")),
     path("api/v1/", include("digests.urls")),
+    path("api/v1/", include("agentrunner.teams.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

@@ -120,6 +120,7 @@ def production_environment(server: dict, application_name: str, log_level: str) 
         # One client starts thousands of runs a minute here: with the run-start limit (20 a minute by default)
         # the POST figure would measure 429s. Its cost per start is a locked row and a count (agentrunner.ratelimit).
         "RUN_STARTS_PER_USER_PER_MINUTE": "0",
+        "RUN_STARTS_PER_TEAM_PER_MINUTE": "0",
         "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
         "WEB_THREADS": os.environ.get("WEB_THREADS", "8"),
         "PYTHONPATH": str(BASE_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""),

@@ -1,5 +1,8 @@
 """The dashboard's panels for one request: each only if the viewer may see what it shows, as the admin decides
-(the model admin's view permission), with the values its template shows (templates/admin/dashboard/)."""
+(the model admin's view permission), with the values its template shows (templates/admin/dashboard/).
+
+Every figure counts only the viewer's teams (every team for a superuser): the ids of `team_ids_for(request)`
+go to every selector."""
 
 from __future__ import annotations
 
@@ -16,9 +19,9 @@ from django.utils.html import format_html
 from django_q.conf import Conf
 
 from agentrunner.admin import BREAKER_COLOURS, BREAKER_SHORT, usage_bar
-from agentrunner.adminkit import GREEN, GREY, RED, badge, choice_label, clock, human_duration, when
+from agentrunner.adminkit import GREEN, GREY, RED, badge, choice_label, clock, human_duration, team_ids_for, when
 from agentrunner.llm.selectors import breaker_states
-from agentrunner.models import BreakerState, OwnerBudget, ProviderBreaker
+from agentrunner.models import BreakerState, LLMCall, OwnerBudget, ProviderBreaker
 from dashboard import selectors
 from flows.models import Flow
 from runs.admin.display import RUN_COLOURS, flow_version_link, run_link
@@ -57,18 +60,22 @@ def _changelist(model, **filters) -> str:
 
 def build(site: AdminSite, request) -> dict:
     """Every panel the viewer may see, by name; a panel they may not see is absent."""
-    may = {model: _may_view(site, request, model) for model in (Run, Slot, Schedule, ProviderBreaker, OwnerBudget)}
+    models = (Run, Slot, Schedule, ProviderBreaker, OwnerBudget, LLMCall)
+    may = {model: _may_view(site, request, model) for model in models}
+    teams = team_ids_for(request)
     panels: dict = {"actions": actions(site, request), "workers": workers()}
     if may[Run]:
-        panels["runs"] = runs_by_status(since=timezone.now() - timedelta(hours=selectors.RECENT_HOURS))
-        panels["agents"] = agents(slots_url=may[Slot])
-        panels["failures"] = failures()
+        since = timezone.now() - timedelta(hours=selectors.RECENT_HOURS)
+        panels["runs"] = runs_by_status(since=since, team_ids=teams)
+        panels["agents"] = agents(slots_url=may[Slot], team_ids=teams)
+        panels["failures"] = failures(team_ids=teams)
     if may[Schedule]:
-        panels["schedules"] = schedules(can_add=_model_admin(site, Schedule).has_add_permission(request))
+        can_add = _model_admin(site, Schedule).has_add_permission(request)
+        panels["schedules"] = schedules(can_add=can_add, team_ids=teams)
     if may[ProviderBreaker]:
         panels["providers"] = providers()
-    if may[OwnerBudget]:
-        panels["budgets"] = budgets()
+    if may[OwnerBudget] or may[LLMCall]:
+        panels["budgets"] = budgets(team_ids=teams, per_user_budgets=may[OwnerBudget])
     return panels
 
 
@@ -84,8 +91,8 @@ def actions(site: AdminSite, request) -> list[dict]:
     return buttons
 
 
-def runs_by_status(*, since: datetime) -> dict:
-    counts = selectors.run_counts_since(since)
+def runs_by_status(*, since: datetime, team_ids: selectors.TeamIds) -> dict:
+    counts = selectors.run_counts_since(since, team_ids=team_ids)
     total = sum(counts.values())
     created = {"created_at__gte": since.isoformat()}
     rows = [
@@ -115,9 +122,9 @@ def _holders(group: selectors.SlotGroup | None) -> list[dict]:
     ]
 
 
-def agents(*, slots_url: bool) -> dict:
-    activity = {a.agent_type: a for a in selectors.agent_activity()}
-    groups = {g.key: g for g in selectors.slot_groups()}
+def agents(*, slots_url: bool, team_ids: selectors.TeamIds) -> dict:
+    activity = {a.agent_type: a for a in selectors.agent_activity(team_ids=team_ids)}
+    groups = {g.key: g for g in selectors.slot_groups(team_ids=team_ids)}
     # An agent whose slots are held though none of its steps is unfinished (a slot the engine will free) shows too.
     for agent_type in _agents_holding(groups) - set(activity):
         activity[agent_type] = selectors.AgentActivity(agent_type, limit=groups[agent_key(agent_type)].limit)
@@ -157,8 +164,10 @@ def _agents_holding(groups: dict) -> set[str]:
 
 
 def _flow_group_name(key: str) -> str:
-    """ "claim-intake" for `flow:claim-intake`; "claim-intake, for customer-7" for a limit per input value."""
+    """ "claim-intake" for `flow:ops/claim-intake` (team ops); "claim-intake, for customer-7" for a limit per
+    input value."""
     _, slug, *value = key.split(":", 2)
+    slug = slug.split("/", 1)[-1]  # the team's slug: the flow's own is what people know
     return f"{slug}, for {value[0]}" if value else slug
 
 
@@ -169,7 +178,7 @@ def _what(run: Run):
     return run.agent_type
 
 
-def failures() -> dict:
+def failures(*, team_ids: selectors.TeamIds) -> dict:
     rows = [
         {
             "link": run_link(run.pk),
@@ -178,7 +187,7 @@ def failures() -> dict:
             "error": run.error,
             "at": when(run.finished_at or run.created_at),
         }
-        for run in selectors.recent_failures()
+        for run in selectors.recent_failures(team_ids=team_ids)
     ]
     return {"rows": rows, "url": _changelist(Run, status=RunStatus.FAILED.value)}
 
@@ -234,8 +243,21 @@ def dollars(amount: Decimal | None) -> str:
     return f"${amount.quantize(Decimal('0.01')):,}"
 
 
-def budgets() -> dict:
-    usage = selectors.month_usage(default_limit=int(settings.LLM_MONTHLY_TOKEN_BUDGET))
+def budgets(*, team_ids: selectors.TeamIds, per_user_budgets: bool) -> dict:
+    """This month's LLM use of the teams; a team's staff also see each team's use of its monthly limit."""
+    usage = selectors.month_usage(default_limit=int(settings.LLM_MONTHLY_TOKEN_BUDGET), team_ids=team_ids)
+    teams = []
+    if team_ids is not None:
+        default = int(settings.TEAM_MONTHLY_TOKEN_BUDGET)
+        teams = [
+            {
+                "name": use.team,
+                "tokens": f"{use.tokens:,}",
+                "limit": f"{use.limit:,}" if use.limit else None,
+                "bar": usage_bar(use.tokens, use.limit) if use.limit else None,
+            }
+            for use in selectors.team_month_usage(team_ids=team_ids, default_limit=default)
+        ]
     rows = [
         {
             "username": use.username,
@@ -251,11 +273,14 @@ def budgets() -> dict:
         "calls": usage.calls,
         "cost": dollars(usage.cost_usd),
         "rows": rows,
-        "url": _changelist(OwnerBudget),
+        "teams": teams,
+        # Per-user budgets are the service's settings (superusers); a team's staff go to its LLM calls.
+        "url": _changelist(OwnerBudget) if per_user_budgets else _changelist(LLMCall),
+        "link": "Monthly budgets" if per_user_budgets else "LLM calls",
     }
 
 
-def schedules(*, can_add: bool) -> dict:
+def schedules(*, can_add: bool, team_ids: selectors.TeamIds) -> dict:
     now = timezone.now()
     rows = [
         {
@@ -267,7 +292,7 @@ def schedules(*, can_add: bool) -> dict:
             "timing": (cron_words(schedule.cron) if schedule.kind == ScheduleKind.CRON else None)
             or timing_words(schedule),
         }
-        for moment, schedule in selectors.next_fires(now=now)
+        for moment, schedule in selectors.next_fires(now=now, team_ids=team_ids)
     ]
     return {
         "rows": rows,

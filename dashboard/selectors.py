@@ -1,7 +1,8 @@
 """Reads for the dashboard's panels: each a few queries whatever the number of rows, and no write.
 
-Every function returns plain data (dicts, lists, model instances with only the fields shown); what a viewer
-may see is decided by the caller (dashboard/panels.py), panel by panel. The LLM providers' breakers are
+Every function returns plain data (dicts, lists, model instances with only the fields shown) and counts only the
+teams `team_ids` names (None: every team, for a superuser); which panels a viewer sees is decided by the caller
+(dashboard/panels.py), panel by panel. The LLM providers' breakers are
 agentrunner.llm.selectors.breaker_states, as the health report gives them.
 """
 
@@ -12,13 +13,13 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, F, Sum, Window
+from django.db.models import Count, F, QuerySet, Sum, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from agentrunner.health import running_clusters
 from agentrunner.llm.budgets import month_bounds
-from agentrunner.models import LLMCall, OwnerBudget
+from agentrunner.models import LLMCall, OwnerBudget, Team
 from runs.models import STEP_ACTIVE, ConcurrencyKey, Run, RunStatus, Slot, Step, StepStatus
 from runs.selectors import agent_list
 from schedules.models import Schedule
@@ -34,21 +35,32 @@ FAILED = (RunStatus.FAILED, RunStatus.BUDGET_EXCEEDED)
 # django-q2's cluster states that mean "on its way out": the health report's workers check ignores them too.
 
 
+# The teams a viewer's panels count: their ids, or None for every team (a superuser).
+TeamIds = list[int] | None
+
+
+def _of_teams(queryset: QuerySet, team_ids: TeamIds, path: str = "team"):
+    """`queryset` narrowed to the teams `team_ids` (through the lookup `path`); all of it for None."""
+    return queryset if team_ids is None else queryset.filter(**{f"{path}__in": team_ids})
+
+
 # --- runs ----------------------------------------------------------------------------------------
 
 
-def run_counts_since(since: datetime) -> dict[str, int]:
-    """How many runs were created since `since`, by status (every status, zeros included)."""
-    rows = Run.objects.filter(created_at__gte=since).order_by().values("status").annotate(n=Count("pk"))
+def run_counts_since(since: datetime, *, team_ids: TeamIds) -> dict[str, int]:
+    """How many runs of the teams were created since `since`, by status (every status, zeros included)."""
+    runs = _of_teams(Run.objects.filter(created_at__gte=since), team_ids)
+    rows = runs.order_by().values("status").annotate(n=Count("pk"))
     counts = {status.value: 0 for status in RunStatus}
     counts.update({row["status"]: row["n"] for row in rows})
     return counts
 
 
-def recent_failures(limit: int = RECENT_FAILURES) -> list[Run]:
-    """The newest failed runs (failed or over budget), with what the run page's header shows, never the bodies."""
+def recent_failures(limit: int = RECENT_FAILURES, *, team_ids: TeamIds) -> list[Run]:
+    """The teams' newest failed runs (failed or over budget), with what the run page's header shows, never the
+    bodies."""
     return list(
-        Run.objects.filter(status__in=FAILED)
+        _of_teams(Run.objects.filter(status__in=FAILED), team_ids)
         .select_related("flow_version__flow")
         .only(
             "id",
@@ -98,16 +110,12 @@ class SlotGroup:
         return self.used - len(self.holders)
 
 
-def agent_activity() -> list[AgentActivity]:
-    """Every agent type with a step not finished, busiest first, with the limit in effect."""
+def agent_activity(*, team_ids: TeamIds) -> list[AgentActivity]:
+    """Every agent type with a step of the teams not finished, busiest first, with the limit in effect."""
     # Through the unfinished runs (the run_status_created index): every unfinished step belongs to one, and
     # the steps table, which holds every step ever run, has no index on status alone.
-    rows = (
-        Step.objects.filter(run__status__in=[RunStatus.PENDING, RunStatus.RUNNING], status__in=STEP_ACTIVE)
-        .order_by()
-        .values("agent_type", "status")
-        .annotate(n=Count("pk"))
-    )
+    steps = Step.objects.filter(run__status__in=[RunStatus.PENDING, RunStatus.RUNNING], status__in=STEP_ACTIVE)
+    rows = _of_teams(steps, team_ids, "run__team").order_by().values("agent_type", "status").annotate(n=Count("pk"))
     by_agent: dict[str, AgentActivity] = {}
     attribute = {
         StepStatus.RUNNING: "running",
@@ -128,16 +136,18 @@ def agent_activity() -> list[AgentActivity]:
     return sorted(by_agent.values(), key=lambda a: (-(a.running + a.waiting + a.queued + a.retrying), a.agent_type))
 
 
-def slot_groups(holders_shown: int = HOLDERS_SHOWN) -> list[SlotGroup]:
-    """Every concurrency group with a slot held: slots used, its limit, and its `holders_shown` oldest holders."""
-    used = dict(Slot.objects.order_by().values("key_id").annotate(n=Count("pk")).values_list("key_id", "n"))
+def slot_groups(holders_shown: int = HOLDERS_SHOWN, *, team_ids: TeamIds) -> list[SlotGroup]:
+    """Every concurrency group with a slot held by the teams' runs: those slots, the group's limit, and their
+    `holders_shown` oldest holders. An agent's group is shared by every team: other teams' slots are not counted."""
+    slots = _of_teams(Slot.objects.all(), team_ids, "run__team")
+    used = dict(slots.order_by().values("key_id").annotate(n=Count("pk")).values_list("key_id", "n"))
     if not used:
         return []
     limits = dict(ConcurrencyKey.objects.filter(key__in=used).values_list("key", "limit"))
     first = Window(RowNumber(), partition_by=[F("key_id")], order_by=[F("acquired_at").asc(), F("pk").asc()])
     holders: dict[str, list[Slot]] = {key: [] for key in used}
     for slot in (
-        Slot.objects.annotate(place=first)
+        slots.annotate(place=first)
         .filter(place__lte=holders_shown)
         .select_related("run")
         .only("id", "key_id", "number", "holder", "acquired_at", "run__id", "run__status", "run__agent_type")
@@ -186,10 +196,18 @@ class MonthUsage:
     top: list[BudgetUse]
 
 
-def month_usage(top: int = TOP_BUDGET_USERS, *, default_limit: int) -> MonthUsage:
-    """This month's (UTC) LLM tokens in all and the `top` users by tokens, each with their monthly limit."""
+@dataclass
+class TeamUse:
+    team: str
+    tokens: int
+    limit: int  # the team's own, else the default; 0: unlimited
+
+
+def month_usage(top: int = TOP_BUDGET_USERS, *, default_limit: int, team_ids: TeamIds) -> MonthUsage:
+    """This month's (UTC) LLM tokens of the teams in all and their `top` users by tokens, each with their
+    monthly limit."""
     start, end = month_bounds()
-    month = LLMCall.objects.filter(created_at__gte=start, created_at__lt=end)
+    month = _of_teams(LLMCall.objects.filter(created_at__gte=start, created_at__lt=end), team_ids)
     total = month.aggregate(tokens=Sum("total_tokens", default=0), cost=Sum("cost_usd"), calls=Count("pk"))
     users = list(
         month.filter(owner__isnull=False)
@@ -222,15 +240,38 @@ def month_usage(top: int = TOP_BUDGET_USERS, *, default_limit: int) -> MonthUsag
     )
 
 
+def team_month_usage(*, team_ids: list[int], default_limit: int) -> list[TeamUse]:
+    """This month's (UTC) LLM tokens of each of the teams `team_ids`, with its monthly limit, by team name."""
+    start, end = month_bounds()
+    used = dict(
+        LLMCall.objects.filter(team__in=team_ids, created_at__gte=start, created_at__lt=end)
+        .order_by()
+        .values("team_id")
+        .annotate(tokens=Sum("total_tokens", default=0))
+        .values_list("team_id", "tokens")
+    )
+    teams = Team.objects.filter(pk__in=team_ids).only("pk", "name", "monthly_token_limit").order_by("name")
+    return [
+        TeamUse(
+            team=team.name,
+            tokens=used.get(team.pk, 0),
+            limit=int(team.monthly_token_limit if team.monthly_token_limit is not None else default_limit),
+        )
+        for team in teams
+    ]
+
+
 # --- schedules -----------------------------------------------------------------------------------
 
 
-def next_fires(count: int = NEXT_FIRES, *, now: datetime | None = None) -> list[tuple[datetime, Schedule]]:
-    """The next `count` fire times of all active schedules, soonest first, each with its schedule."""
+def next_fires(
+    count: int = NEXT_FIRES, *, team_ids: TeamIds, now: datetime | None = None
+) -> list[tuple[datetime, Schedule]]:
+    """The next `count` fire times of the teams' active schedules, soonest first, each with its schedule."""
     now = now or timezone.now()
     upcoming = []
     schedules = (
-        Schedule.objects.filter(enabled=True)
+        _of_teams(Schedule.objects.filter(enabled=True), team_ids)
         .select_related("flow")
         .only(*SCHEDULE_FIELDS, "flow__id", "flow__slug")  # never the input, which can be large
         .order_by("name")

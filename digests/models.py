@@ -37,7 +37,15 @@ class Weekday(models.IntegerChoices):
 class DigestSubscription(models.Model):
     """Mail the best results of a flow, agent or schedule to some people, once per period."""
 
-    name = models.CharField(max_length=200, unique=True, help_text="Also the email's subject line.")
+    name = models.CharField(max_length=200, help_text="Also the email's subject line; unique in its team.")
+    team = models.ForeignKey(
+        "agentrunner.Team",
+        on_delete=models.PROTECT,
+        related_name="digests",
+        db_index=False,  # the unique (team, name) index below serves its lookups
+        help_text="The team the digest belongs to: it mails results of that team's runs only.",
+    )
+
     enabled = models.BooleanField(default=True)
     recipients = models.TextField(help_text="Email addresses, one per line or separated by commas.")
     flow = models.ForeignKey(
@@ -95,6 +103,7 @@ class DigestSubscription(models.Model):
         verbose_name = "digest"
         verbose_name_plural = "digests"
         constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="digest_team_name_unique"),
             models.CheckConstraint(
                 condition=(
                     (Q(flow__isnull=False) & Q(agent_type="") & Q(schedule__isnull=True))

@@ -1,4 +1,8 @@
-"""Reads: digests with their latest delivery, delivery lists, the period so far, and what needs a person."""
+"""Reads: digests with their latest delivery, delivery lists, the period so far, and what needs a person.
+
+Each read is of one team's digests (the acting team): another team's digest or delivery is DigestNotFound or
+DeliveryNotFound, as a missing one. What belongs to a digest (its deliveries, its preview) is read through it.
+"""
 
 from __future__ import annotations
 
@@ -24,14 +28,16 @@ def with_latest_delivery(digests: QuerySet[DigestSubscription]) -> QuerySet[Dige
     return digests.prefetch_related(Prefetch("deliveries", queryset=latest, to_attr="latest_deliveries"))
 
 
-def digest_list() -> QuerySet[DigestSubscription]:
-    """Every digest with its source, creator and latest delivery, in two queries."""
-    return with_latest_delivery(DigestSubscription.objects.select_related("flow", "schedule", "created_by"))
+def digest_list(*, team) -> QuerySet[DigestSubscription]:
+    """`team`'s digests with their source, creator and latest delivery, in two queries."""
+    digests = DigestSubscription.objects.filter(team=team).select_related("flow", "schedule", "created_by")
+    return with_latest_delivery(digests)
 
 
-def digest_get(*, digest_id: int) -> DigestSubscription:
-    """The digest as digest_list reads it; DigestNotFound if there is none with that id."""
-    digest = digest_list().filter(pk=digest_id).first()
+def digest_get(*, team, digest_id: int) -> DigestSubscription:
+    """`team`'s digest as digest_list reads it; DigestNotFound if it has none with that id (another team's
+    digest too)."""
+    digest = digest_list(team=team).filter(pk=digest_id).first()
     if digest is None:
         raise DigestNotFound()
     return digest
@@ -103,13 +109,15 @@ def delivery_recipients(delivery: DigestDelivery) -> list[str]:
     return [a.strip() for a in delivery.recipients.replace("\n", ",").split(",") if a.strip()]
 
 
-def delivery_list() -> QuerySet[DigestDelivery]:
-    return DigestDelivery.objects.select_related("subscription")
+def delivery_list(*, team) -> QuerySet[DigestDelivery]:
+    """The deliveries of `team`'s digests, with their digest."""
+    return DigestDelivery.objects.filter(subscription__team=team).select_related("subscription")
 
 
-def delivery_get(*, delivery_id: int) -> DigestDelivery:
-    """The delivery with its digest; DeliveryNotFound if there is none with that id."""
-    delivery = delivery_list().filter(pk=delivery_id).first()
+def delivery_get(*, team, delivery_id: int) -> DigestDelivery:
+    """A delivery of `team`'s digests, with its digest; DeliveryNotFound if it has none with that id (another
+    team's delivery too)."""
+    delivery = delivery_list(team=team).filter(pk=delivery_id).first()
     if delivery is None:
         raise DeliveryNotFound()
     return delivery
@@ -121,9 +129,12 @@ def delivery_stuck_ids(*, now: datetime | None = None) -> list[int]:
     return [d.pk for d in sending if delivery_is_stuck(d, now=now)]
 
 
-def deliveries_needing_decision(*, now: datetime | None = None) -> QuerySet[DigestDelivery]:
-    """Failed deliveries and stuck `sending` ones: nothing retries them; a person resends or marks them sent."""
-    return delivery_list().filter(Q(status=DeliveryStatus.FAILED) | Q(pk__in=delivery_stuck_ids(now=now)))
+def deliveries_needing_decision(
+    *, deliveries: QuerySet[DigestDelivery], now: datetime | None = None
+) -> QuerySet[DigestDelivery]:
+    """Of `deliveries` (one team's: delivery_list, or the teams an admin page shows), the failed ones and the
+    ones stuck in `sending`: nothing retries them; a person resends or marks them sent."""
+    return deliveries.filter(Q(status=DeliveryStatus.FAILED) | Q(pk__in=delivery_stuck_ids(now=now)))
 
 
 def delivery_needs_decision(delivery: DigestDelivery, *, now: datetime | None = None) -> bool:

@@ -27,6 +27,8 @@ from django_q.tasks import async_task
 from agentrunner.agents import get_agent
 from agentrunner.agents.registry import UnknownAgentType
 from agentrunner.db import save_unique_name
+from agentrunner.models import Team
+from agentrunner.teams.services import team_or_default
 from agentrunner.validators import validate_header_text
 from digests.exceptions import DeliveryStateConflict, DigestInvalid
 from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription
@@ -91,6 +93,11 @@ def digest_check(subscription: DigestSubscription) -> None:
     sources = [bool(subscription.flow_id), bool(subscription.agent_type), bool(subscription.schedule_id)]
     if sum(sources) != 1:
         errors.setdefault("source", []).append("Give exactly one source: a flow, an agent or a schedule.")
+    # Another team's flow or schedule is refused as one that does not exist (the API's words): it does not leak.
+    if subscription.flow_id and subscription.flow.team_id != subscription.team_id:
+        errors.setdefault("flow", []).append(f"No flow with slug {subscription.flow.slug!r}.")
+    if subscription.schedule_id and subscription.schedule.team_id != subscription.team_id:
+        errors.setdefault("schedule", []).append(f"No schedule with id {subscription.schedule_id}.")
     if subscription.agent_type:
         try:
             get_agent(subscription.agent_type)
@@ -136,11 +143,13 @@ def digests_repair() -> int:
 
 
 @transaction.atomic
-def digest_create(*, created_by=None, **fields: Any) -> DigestSubscription:
-    """Create a digest and its django-q2 row; raise DigestInvalid with every problem."""
-    subscription = DigestSubscription(created_by=created_by, **{k: v for k, v in fields.items() if k in EDITABLE})
+def digest_create(*, created_by=None, team: Team | None = None, **fields: Any) -> DigestSubscription:
+    """Create a digest of `team` (the default team if None) and its django-q2 row; raise DigestInvalid with every
+    problem. Its name is unique in the team; its flow or schedule must be the team's."""
+    editable = {k: v for k, v in fields.items() if k in EDITABLE}
+    subscription = DigestSubscription(created_by=created_by, team=team_or_default(team), **editable)
     digest_check(subscription)
-    save_unique_name(subscription, invalid=DigestInvalid)
+    save_unique_name(subscription, invalid=DigestInvalid, within="team")
     digest_sync(subscription=subscription)
     log.info("digest_created", digest_id=subscription.pk, period=subscription.period)
     return subscription
@@ -148,7 +157,7 @@ def digest_create(*, created_by=None, **fields: Any) -> DigestSubscription:
 
 @transaction.atomic
 def digest_update(*, subscription: DigestSubscription, **fields: Any) -> DigestSubscription:
-    """Change a digest; the current period keeps its start, its end follows the new timing."""
+    """Change a digest (not its team); the current period keeps its start, its end follows the new timing."""
     for name, value in fields.items():
         if name in EDITABLE:
             setattr(subscription, name, value)
@@ -162,7 +171,7 @@ def digest_update(*, subscription: DigestSubscription, **fields: Any) -> DigestS
             for other in others:
                 setattr(subscription, other, "" if other == "agent_type" else None)
     digest_check(subscription)
-    save_unique_name(subscription, invalid=DigestInvalid)
+    save_unique_name(subscription, invalid=DigestInvalid, within="team")
     digest_sync(subscription=subscription)
     return subscription
 
@@ -179,10 +188,11 @@ def digest_delete(*, subscription: DigestSubscription) -> None:
 def digest_runs(*, subscription: DigestSubscription, start: datetime, end: datetime | None):
     """The finished runs of the digest's source in [start, end) that it reports, newest first.
 
-    A per-run digest mails each run once, in its own email: a run that already has its email is left out, so
-    "Send now" and the preview of such a digest are about the runs not mailed yet.
+    Only runs of the digest's team: an agent is shared by every team, its runs are not. A per-run digest mails
+    each run once, in its own email: a run that already has its email is left out, so "Send now" and the preview
+    of such a digest are about the runs not mailed yet.
     """
-    runs = Run.objects.filter(finished_at__gte=start)
+    runs = Run.objects.filter(team_id=subscription.team_id, finished_at__gte=start)
     if end is not None:
         runs = runs.filter(finished_at__lt=end)
     if subscription.flow_id:
@@ -303,10 +313,9 @@ def _delivery_claim(*, subscription, key, start, end, runs, manual=False, run=No
 
 
 def delivery_content(*, delivery: DigestDelivery) -> RenderedDigest:
-    """Render a delivery again from the runs it covers (finished runs do not change)."""
-    runs = list(
-        Run.objects.filter(pk__in=delivery.run_ids).select_related("flow_version__flow").order_by("-finished_at")
-    )
+    """Render a delivery again from the runs it covers (finished runs do not change), all of its digest's team."""
+    runs = Run.objects.filter(team_id=delivery.subscription.team_id, pk__in=delivery.run_ids)
+    runs = list(runs.select_related("flow_version__flow").order_by("-finished_at"))
     return digest_render(
         subscription=delivery.subscription, runs=runs, start=delivery.period_start, end=delivery.period_end
     )

@@ -342,7 +342,9 @@ class _Validator:
         value = flow.get("max_steps")
         limit = self.max_steps_limit
         lowered = (
-            f" (the most you may ask for; up to {MAX_MAX_STEPS} needs staff rights)" if limit < MAX_MAX_STEPS else ""
+            f" (the most you may ask for; up to {MAX_MAX_STEPS} needs the editor role in the team)"
+            if limit < MAX_MAX_STEPS
+            else ""
         )
         if value is not None and not (_is_int(value) and 1 <= value <= limit):
             self.error("max_steps", f"must be a whole number from 1 to {limit}{lowered}")

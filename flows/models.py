@@ -9,11 +9,18 @@ class Flow(models.Model):
     """A named flow; its definition lives in versions, the newest being current."""
 
     slug = models.SlugField(
-        max_length=100, unique=True, help_text="Identifier used in the API and URLs, e.g. claim-intake."
+        max_length=100, help_text="Identifier used in the API and URLs, e.g. claim-intake; unique in its team."
     )
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
     enabled = models.BooleanField(default=True, help_text="Disabled flows cannot be started.")
+    team = models.ForeignKey(
+        "agentrunner.Team",
+        on_delete=models.PROTECT,
+        related_name="flows",
+        db_index=False,  # the unique (team, slug) index below serves its lookups
+        help_text="The team the flow belongs to: only its members see it and run it.",
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="flows"
     )
@@ -22,6 +29,10 @@ class Flow(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        constraints = [
+            # A flow is found by its team and slug (API URLs, runs started by slug).
+            models.UniqueConstraint(fields=["team", "slug"], name="flow_team_slug_unique"),
+        ]
 
     def __str__(self):
         return self.name or self.slug

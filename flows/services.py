@@ -10,6 +10,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 
+from agentrunner.models import Role, Team
+from agentrunner.teams.selectors import role_at_least, role_in, team_ids_of
+from agentrunner.teams.services import team_or_default
 from flows.definition import MAX_MAX_STEPS, InvalidFlowDefinition, validate_definition
 from flows.exceptions import FlowInUse, FlowSlugTaken
 from flows.models import Flow, FlowVersion
@@ -22,12 +25,19 @@ def definition_digest(definition) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def max_steps_allowed(*, user) -> int:
-    """The most steps `user` may give a flow: staff up to the format's limit, others the operator's setting."""
-    if user is not None and user.is_staff:
-        return MAX_MAX_STEPS
-    # Inline flows are written by any signed-in user: a runaway loop of theirs stops long before 10,000.
-    return settings.FLOW_MAX_STEPS_NON_STAFF
+def max_steps_allowed(*, user, team: Team | None = None) -> int:
+    """The most steps `user` may give a flow in `team`: editors and admins of the team (and superusers) up to
+    the format's limit, others the operator's setting. Without a team: editors of any of their teams."""
+    # Stored flows are defined by editors, whom the team trusts with its flows; inline flows are written by
+    # runners too: a runaway loop of theirs stops long before 10,000 steps.
+    if user is None:
+        return settings.FLOW_MAX_STEPS_NON_STAFF
+    if team is not None:
+        trusted = role_at_least(role_in(user, team.pk), Role.EDITOR)
+    else:
+        editor_of = team_ids_of(user, role=Role.EDITOR)
+        trusted = editor_of is None or bool(editor_of)
+    return MAX_MAX_STEPS if trusted else settings.FLOW_MAX_STEPS_NON_STAFF
 
 
 def definition_check(definition, *, max_steps_limit: int = MAX_MAX_STEPS) -> list:
@@ -39,16 +49,30 @@ def definition_check(definition, *, max_steps_limit: int = MAX_MAX_STEPS) -> lis
 
 
 @transaction.atomic
-def flow_create(*, slug: str, name: str, definition, description: str = "", enabled: bool = True, owner=None) -> Flow:
-    """Create a flow and its version 1."""
+def flow_create(
+    *,
+    slug: str,
+    name: str,
+    definition,
+    description: str = "",
+    enabled: bool = True,
+    owner=None,
+    team: Team | None = None,
+) -> Flow:
+    """Create a flow of `team` (the default team if None) and its version 1; slugs are unique in a team."""
     definition_check(definition)
+    team = team_or_default(team)
     try:
         with transaction.atomic():
-            flow = Flow.objects.create(slug=slug, name=name, description=description, enabled=enabled, owner=owner)
+            flow = Flow.objects.create(
+                team=team, slug=slug, name=name, description=description, enabled=enabled, owner=owner
+            )
     except IntegrityError:
-        raise FlowSlugTaken(f"A flow with the slug {slug!r} already exists.") from None
+        # Only the team's own flows can clash ((team, slug) is unique): the message says nothing of others.
+        message = f"The team already has a flow with the slug {slug!r}."
+        raise FlowSlugTaken(message, errors={"slug": [message]}) from None
     _version_add(flow=flow, definition=definition, created_by=owner)
-    log.info("flow_created", flow=slug)
+    log.info("flow_created", flow=slug, team=team.slug)
     return flow
 
 
@@ -100,11 +124,17 @@ def flow_delete(*, flow: Flow) -> None:
         ) from None
 
 
-def inline_version(*, definition, created_by=None) -> FlowVersion:
-    """The version for an inline definition (POST /flow/execute); identical definitions share one."""
-    definition_check(definition, max_steps_limit=max_steps_allowed(user=created_by))
+def inline_version(*, definition, created_by=None, team: Team | None = None) -> FlowVersion:
+    """The version for an inline definition (POST /flow/execute) run in `team`; identical definitions run in one
+    team share one.
+
+    An inline version belongs to no team (its runs do). It is shared only with the team's own runs: a version id
+    another team's run already had would tell that team ran the same definition.
+    """
+    team = team_or_default(team)
+    definition_check(definition, max_steps_limit=max_steps_allowed(user=created_by, team=team))
     digest = definition_digest(definition)
-    version = FlowVersion.objects.filter(flow__isnull=True, digest=digest).first()
+    version = FlowVersion.objects.filter(flow__isnull=True, digest=digest, runs__team=team).order_by("pk").first()
     if version is None:
         version = FlowVersion.objects.create(
             flow=None, number=1, definition=definition, digest=digest, created_by=created_by

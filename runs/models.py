@@ -119,6 +119,13 @@ class Run(models.Model):
         related_name="runs",
         help_text="The API or admin account that started the run.",
     )
+    team = models.ForeignKey(
+        "agentrunner.Team",
+        on_delete=models.PROTECT,
+        related_name="runs",
+        db_index=False,  # the (team, created_at) index below serves its lookups
+        help_text="The team the run belongs to: only its members see it.",
+    )
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     concurrency_key = models.CharField(max_length=200, blank=True, default="")
     token_budget = models.PositiveIntegerField(
@@ -166,6 +173,8 @@ class Run(models.Model):
         indexes = [
             # Run list filtered by status, newest first (API and admin).
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
+            # A team's run list, newest first (API, admin, dashboard), and the team check of one run.
+            models.Index(fields=["team", "-created_at"], name="run_team_created"),
             # Foreign keys that most runs leave empty: an index only of the runs that have one
             # (a run's row is written three times; each index it is in is written with it).
             models.Index(fields=["flow_version"], condition=Q(flow_version__isnull=False), name="run_flow_version"),

@@ -11,9 +11,9 @@ from django.db.models.functions import Coalesce, Concat, Rank
 from agentrunner.agents import ConcurrencyPolicy, OnBusy, UnknownAgentType, all_agents
 from agentrunner.llm.selectors import llm_aggregates, llm_block
 from agentrunner.models import LLMCall
-from agentrunner.permissions import may_see
 from flows.exceptions import FlowNotFound
-from flows.models import Flow, FlowVersion
+from flows.models import FlowVersion
+from runs.exceptions import RunNotFound
 from runs.models import WAITING_QUEUE, AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttempt
 
 
@@ -112,12 +112,17 @@ def agent_get(*, agent_type: str) -> dict:
     return _agent_row(agent_type, cls, override)
 
 
-def run_list(*, user=None) -> QuerySet[Run]:
-    """Runs visible to a user: staff see all, others the runs they started."""
-    qs = Run.objects.select_related("flow_version__flow")
-    if user is not None and not user.is_staff:
-        qs = qs.filter(created_by=user)
-    return qs
+def run_list(*, team) -> QuerySet[Run]:
+    """The runs of `team` (every member of a team sees all its runs)."""
+    return Run.objects.select_related("flow_version__flow").filter(team=team)
+
+
+def run_get(*, team, run_id) -> Run:
+    """A run of `team`; RunNotFound for a run that does not exist or is another team's."""
+    run = run_list(team=team).filter(pk=run_id).first()
+    if run is None:
+        raise RunNotFound()
+    return run
 
 
 def run_idempotency_key_used(*, user, key: str) -> bool:
@@ -146,9 +151,13 @@ def runs_blocked_by(*, runs) -> dict:
         return {}
     keys = {key for _, _, key in waiting}
     limits = dict(ConcurrencyKey.objects.filter(key__in=keys).values_list("key", "limit"))
-    holders: dict[str, list[str]] = {key: [] for key in keys}
-    for key, run_id in Slot.objects.filter(key_id__in=keys).values_list("key_id", "run_id"):
-        holders[key].append(str(run_id))
+    # An agent's slots are shared by every team: a holder of another team counts, but is not named.
+    teams = {r.pk: r.team_id for r in runs}
+    used: dict[str, int] = dict.fromkeys(keys, 0)
+    holders: dict[tuple[str, int], list[str]] = {}
+    for key, run_id, team_id in Slot.objects.filter(key_id__in=keys).values_list("key_id", "run_id", "run__team_id"):
+        used[key] += 1
+        holders.setdefault((key, team_id), []).append(str(run_id))
     # Place in its key's queue: 1 + the steps that joined it earlier (ties share a place).
     place = Window(Rank(), partition_by=[F("concurrency_key")], order_by=F("queued_at").asc())
     positions = dict(
@@ -160,8 +169,8 @@ def runs_blocked_by(*, runs) -> dict:
     return {
         run_id: {
             "concurrency_key": key,
-            "runs": holders[key],
-            "slots_used": len(holders[key]),
+            "runs": holders.get((key, teams[run_id]), []),
+            "slots_used": used[key],
             "limit": limits.get(key),
             "position": positions.get(pk),
         }
@@ -217,11 +226,11 @@ def run_metrics(run) -> dict:
     }
 
 
-def flow_version_current(slug: str, *, user) -> FlowVersion:
-    """The current version of the flow `slug`, if `user` may see flows; FlowNotFound otherwise."""
-    # The rule of POST /flows/{slug}/runs (agentrunner.api.ModelPermissions): the same 404 whether the flow is
-    # missing or the user may not see it, since running it shows its tasks' inputs.
-    version = FlowVersion.objects.filter(flow__slug=slug).select_related("flow").order_by("-number").first()
-    if version is None or not may_see(user, Flow):
+def flow_version_current(slug: str, *, team) -> FlowVersion:
+    """The current version of `team`'s flow `slug`; FlowNotFound otherwise (another team's flow too)."""
+    version = (
+        FlowVersion.objects.filter(flow__team=team, flow__slug=slug).select_related("flow").order_by("-number").first()
+    )
+    if version is None:
         raise FlowNotFound(f"No flow {slug!r}.")
     return version

@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from agentrunner.agents import ConcurrencyPolicy, InvalidAgentInput, OnBusy, all_agents, get_agent
 from agentrunner.agents.registry import UnknownAgentType
+from agentrunner.models import Team
+from agentrunner.teams.services import team_or_default
 from flows.definition import ReferenceNotFound, concurrency_key_value
 from flows.exceptions import FlowDisabled, RunNotResumable
 from flows.models import FlowVersion
@@ -45,8 +47,12 @@ def run_create(
     idempotency_key: str = "",
     rerun_of: Run | None = None,
     token_budget: int | None = None,
+    team: Team | None = None,
 ) -> tuple[Run, bool]:
-    """Validate and start a run of an agent; return (run, created). Raise AgentBusy on a `reject` agent at its limit."""
+    """Validate and start a run of an agent; return (run, created). Raise AgentBusy on a `reject` agent at its limit.
+
+    The run belongs to `team` (the default team if None: code outside a request, tests).
+    """
     try:
         agent = get_agent(agent_type)
     except UnknownAgentType:
@@ -61,6 +67,7 @@ def run_create(
         "token_budget": token_budget,
         "created_by_id": getattr(created_by, "pk", None),
         "idempotency_key": idempotency_key,
+        "team": team_or_default(team),
     }
 
     def first_step(run: Run, *, key: str = "") -> Step:
@@ -187,6 +194,7 @@ def run_rerun(*, run: Run, created_by=None) -> Run:
         "created_by": created_by,
         "rerun_of": run,
         "token_budget": run.token_budget,
+        "team": run.team,
     }
     if run.flow_version_id:
         new_run, _ = flow_run_create(version=run.flow_version, **common)
@@ -242,13 +250,16 @@ def flow_run_create(
     idempotency_key: str = "",
     rerun_of: Run | None = None,
     token_budget: int | None = None,
+    team: Team | None = None,
 ) -> tuple[Run, bool]:
     """Start a run of a flow version; return (run, created). Raise AgentBusy on a `reject` flow at its limit.
 
-    The run's token budget is the request's, else the flow's `budget.max_tokens`.
+    The run's token budget is the request's, else the flow's `budget.max_tokens`. The run belongs to the flow's
+    team; a run of an inline version (no flow) to `team` (the default team if None).
     """
     if version.flow is not None and not version.flow.enabled:
         raise FlowDisabled(f"Flow {version.flow.slug!r} is disabled; enable it to start runs.")
+    team = version.flow.team if version.flow is not None else team_or_default(team)
     definition = finish.definition_of(version.pk)
     run_input = input or {}
     key = ""
@@ -260,7 +271,8 @@ def flow_run_create(
         name = version.flow.slug if version.flow else f"inline-{version.digest[:12]}"
         if value is not None and len(value) > MAX_KEY_VALUE_CHARS:
             value = "sha256-" + hashlib.sha256(value.encode()).hexdigest()
-        key = f"{slots.FLOW_PREFIX}{name}" + (f":{value}" if value is not None else "")
+        # Flows are per team (slugs too), so are their slots.
+        key = f"{slots.FLOW_PREFIX}{team.slug}/{name}" + (f":{value}" if value is not None else "")
 
     def start(run: Run) -> None:
         if key:
@@ -295,6 +307,7 @@ def flow_run_create(
                 token_budget=token_budget or definition.token_budget,
                 created_by_id=created_by_id,
                 idempotency_key=idempotency_key,
+                team=team,
             )
             start(run)
         return run

@@ -30,7 +30,15 @@ class CatchUpPolicy(models.TextChoices):
 class Schedule(models.Model):
     """Start a flow or an agent with a fixed input at every fire time."""
 
-    name = models.CharField(max_length=200, unique=True, help_text="Shown in the admin, in runs and in digests.")
+    name = models.CharField(max_length=200, help_text="Shown in the admin, in runs and in digests; unique in its team.")
+    team = models.ForeignKey(
+        "agentrunner.Team",
+        on_delete=models.PROTECT,
+        related_name="schedules",
+        db_index=False,  # the unique (team, name) index below serves its lookups
+        help_text="The team the schedule belongs to; its runs belong to it too.",
+    )
+
     flow = models.ForeignKey(
         "flows.Flow",
         null=True,
@@ -83,6 +91,7 @@ class Schedule(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="schedule_team_name_unique"),
             models.CheckConstraint(
                 condition=(Q(flow__isnull=False) & Q(agent_type="")) | (Q(flow__isnull=True) & ~Q(agent_type="")),
                 name="schedule_one_target",

@@ -1,4 +1,8 @@
-"""Reads: schedules with their newest run, their next fire times and their slot history."""
+"""Reads: schedules with their newest run, their next fire times and their slot history.
+
+Each read is of one team's schedules (the acting team): another team's schedule is ScheduleNotFound, as a
+missing one. What belongs to a schedule (its runs, its slots) is read through the schedule.
+"""
 
 from __future__ import annotations
 
@@ -26,14 +30,20 @@ def _last_run_prefetch() -> Prefetch:
     return Prefetch("runs", queryset=runs, to_attr="latest_runs")
 
 
-def schedule_list() -> QuerySet[Schedule]:
-    """Schedules with their flow, django-q2 row and newest run, in three queries for any number of them."""
-    return Schedule.objects.select_related("flow", "q_schedule", "created_by").prefetch_related(_last_run_prefetch())
+def with_last_run(schedules: QuerySet[Schedule]) -> QuerySet[Schedule]:
+    """`schedules` with their flow, django-q2 row and newest run, in three queries for any number of them."""
+    return schedules.select_related("flow", "q_schedule", "created_by").prefetch_related(_last_run_prefetch())
 
 
-def schedule_get(*, schedule_id: int) -> Schedule:
-    """The schedule as schedule_list reads it; ScheduleNotFound if there is none with that id."""
-    schedule = schedule_list().filter(pk=schedule_id).first()
+def schedule_list(*, team) -> QuerySet[Schedule]:
+    """`team`'s schedules, with their flow, django-q2 row and newest run (with_last_run)."""
+    return with_last_run(Schedule.objects.filter(team=team))
+
+
+def schedule_get(*, team, schedule_id: int) -> Schedule:
+    """`team`'s schedule as schedule_list reads it; ScheduleNotFound if it has none with that id (another
+    team's schedule too)."""
+    schedule = schedule_list(team=team).filter(pk=schedule_id).first()
     if schedule is None:
         raise ScheduleNotFound()
     return schedule

@@ -19,6 +19,8 @@ from agentrunner.agents import InvalidAgentInput, get_agent
 from agentrunner.agents.registry import UnknownAgentType
 from agentrunner.db import save_unique_name
 from agentrunner.errors import ServiceError
+from agentrunner.models import Team
+from agentrunner.teams.services import team_or_default
 from runs.models import RUN_FINISHED, Run
 from runs.services import flow_run_create, run_create
 from schedules.exceptions import ScheduleInvalid
@@ -58,6 +60,9 @@ def schedule_check(schedule: Schedule) -> None:
     errors: dict[str, list[str]] = {}
     if bool(schedule.flow_id) == bool(schedule.agent_type):
         errors.setdefault("target", []).append("Give either a flow or an agent, not both.")
+    elif schedule.flow_id and schedule.flow.team_id != schedule.team_id:
+        # Another team's flow is refused as one that does not exist: its existence does not leak.
+        errors.setdefault("flow", []).append(f"No flow {schedule.flow.slug!r}.")
     elif schedule.agent_type:
         try:
             schedule.input = get_agent(schedule.agent_type).validate_input(schedule.input)
@@ -84,11 +89,13 @@ def schedule_check(schedule: Schedule) -> None:
 
 
 @transaction.atomic
-def schedule_create(*, created_by=None, **fields: Any) -> Schedule:
-    """Create a schedule and its django-q2 row; raise ScheduleInvalid with every problem."""
-    schedule = Schedule(created_by=created_by, **{k: v for k, v in fields.items() if k in EDITABLE})
+def schedule_create(*, created_by=None, team: Team | None = None, **fields: Any) -> Schedule:
+    """Create a schedule of `team` (the default team if None) and its django-q2 row; raise ScheduleInvalid with
+    every problem. Its name is unique in the team; its flow must be the team's."""
+    editable = {k: v for k, v in fields.items() if k in EDITABLE}
+    schedule = Schedule(created_by=created_by, team=team_or_default(team), **editable)
     schedule_check(schedule)
-    save_unique_name(schedule, invalid=ScheduleInvalid)
+    save_unique_name(schedule, invalid=ScheduleInvalid, within="team")
     schedule_sync(schedule=schedule)
     log.info("schedule_created", schedule_id=schedule.pk, name=schedule.name, target=schedule.target_label)
     return schedule
@@ -96,7 +103,7 @@ def schedule_create(*, created_by=None, **fields: Any) -> Schedule:
 
 @transaction.atomic
 def schedule_update(*, schedule: Schedule, **fields: Any) -> Schedule:
-    """Change a schedule; its next fire time is recomputed from now (nothing is caught up)."""
+    """Change a schedule (not its team); its next fire time is recomputed from now (nothing is caught up)."""
     for name, value in fields.items():
         if name in EDITABLE:
             setattr(schedule, name, value)
@@ -105,7 +112,7 @@ def schedule_update(*, schedule: Schedule, **fields: Any) -> Schedule:
     elif fields.get("agent_type"):
         schedule.flow = None
     schedule_check(schedule)
-    save_unique_name(schedule, invalid=ScheduleInvalid)
+    save_unique_name(schedule, invalid=ScheduleInvalid, within="team")
     schedule_sync(schedule=schedule)
     if not schedule.enabled:
         ScheduleFire.objects.filter(schedule=schedule, status=FireStatus.QUEUED).update(
@@ -141,7 +148,7 @@ def schedules_repair() -> int:
 
 def schedule_fire(*, schedule_id: int, intended_at: datetime, now: datetime | None = None) -> ScheduleFire | None:
     """Decide what the schedule's current slot becomes (run, queued, skipped); None if already decided."""
-    schedule = Schedule.objects.select_related("flow").filter(pk=schedule_id).first()
+    schedule = Schedule.objects.select_related("flow", "team").filter(pk=schedule_id).first()
     if schedule is None:
         return None  # deleted; its django-q2 row went with it
     now = now or timezone.now()
@@ -207,17 +214,18 @@ def _overlap_decision(schedule: Schedule) -> tuple[str, str]:
 
 
 def _fire_start(*, fire: ScheduleFire) -> None:
-    """Start the slot's run in the caller's transaction; a refusal is recorded on the slot."""
+    """Start the slot's run in the caller's transaction; a refusal is recorded on the slot.
+
+    The run belongs to the schedule's team (a flow's run to the flow's, which schedule_check made the same).
+    """
     schedule = fire.schedule
+    common = {"input": schedule.input, "created_by": schedule.created_by, "team": schedule.team}
     try:
         with transaction.atomic():
             if schedule.flow_id:
-                version = schedule.flow.current_version
-                run, _ = flow_run_create(version=version, input=schedule.input, created_by=schedule.created_by)
+                run, _ = flow_run_create(version=schedule.flow.current_version, **common)
             else:
-                run, _ = run_create(
-                    agent_type=schedule.agent_type, input=schedule.input, created_by=schedule.created_by
-                )
+                run, _ = run_create(agent_type=schedule.agent_type, **common)
             run.schedule, run.scheduled_for = schedule, fire.intended_at
             run.save(update_fields=["schedule", "scheduled_for"])
     except (ServiceError, InvalidAgentInput) as exc:
@@ -240,7 +248,7 @@ def schedule_queue_advance() -> int:
             if Run.objects.filter(schedule_id=schedule_id).exclude(status__in=RUN_FINISHED).exists():
                 continue
             fire = (
-                ScheduleFire.objects.select_related("schedule__flow")
+                ScheduleFire.objects.select_related("schedule__flow", "schedule__team")
                 .filter(schedule_id=schedule_id, status=FireStatus.QUEUED)
                 .order_by("intended_at")
                 .first()

@@ -15,6 +15,9 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from agentrunner.models import Membership, Role, Team
+from agentrunner.teams.services import team_default
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 CLUSTER_START_TIMEOUT_SECONDS = 40
 
@@ -116,22 +119,54 @@ def grant(user, *permissions: str):
         user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
 
 
+def join(user, role: str = Role.RUNNER, team: Team | None = None) -> Membership:
+    """Make `user` a member of `team` (the default team if None) with `role`."""
+    team = team or team_default()
+    membership, _ = Membership.objects.update_or_create(team=team, user=user, defaults={"role": role})
+    return membership
+
+
+def team_named(slug: str) -> Team:
+    return Team.objects.get_or_create(slug=slug, defaults={"name": slug.capitalize()})[0]
+
+
+def staff_member(django_user_model, username, *memberships):
+    """A staff user with (role, team) memberships."""
+    user = django_user_model.objects.create_user(username=username, password="pw", is_staff=True)
+    for role, team in memberships:
+        join(user, role, team)
+    return user
+
+
+def filter_choices(client, url) -> list[str]:
+    """Every choice of every filter of the admin list at `url`, as it is shown."""
+    changelist = client.get(url).context["cl"]
+    return [str(c["display"]) for spec in changelist.filter_specs for c in spec.choices(changelist)]
+
+
 @pytest.fixture
 def staff_user(django_user_model):
-    """A staff member who manages flows, schedules and digests: every model permission of those apps."""
+    """A staff member who manages flows, schedules and digests: an editor of the default team."""
     user = django_user_model.objects.create_user(username="staff", password="pw", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(content_type__app_label__in=MANAGED_APPS))
+    join(user, Role.EDITOR)
     return user
 
 
 @pytest.fixture
 def owner(django_user_model):
-    return django_user_model.objects.create_user(username="owner", password="pw")
+    """A user who starts runs: a runner of the default team."""
+    user = django_user_model.objects.create_user(username="owner", password="pw")
+    join(user, Role.RUNNER)
+    return user
 
 
 @pytest.fixture
 def outsider(django_user_model):
-    return django_user_model.objects.create_user(username="outsider", password="pw")
+    """A runner of another team ("other"): sees nothing of the default team's."""
+    user = django_user_model.objects.create_user(username="outsider", password="pw")
+    join(user, Role.RUNNER, team_named("other"))
+    return user
 
 
 def client_for(user) -> APIClient:
@@ -149,6 +184,17 @@ def api(owner) -> APIClient:
 @pytest.fixture
 def staff_api(staff_user) -> APIClient:
     return client_for(staff_user)
+
+
+@pytest.fixture
+def superuser(django_user_model):
+    """A superuser (who acts as an admin of every team) that belongs to no team."""
+    return django_user_model.objects.create_superuser(username="root", password="pw", email="root@example.com")
+
+
+@pytest.fixture
+def superuser_api(superuser) -> APIClient:
+    return client_for(superuser)
 
 
 # --- a live web server (gunicorn with the repository's gunicorn.conf.py) ---

@@ -10,6 +10,7 @@ from agentrunner.agents.base import (
     InvalidAgentInput,
     NonRetryableAgentError,
     OnBusy,
+    RateLimitedError,
     RetryableAgentError,
 )
 from agentrunner.agents.registry import UnknownAgentType, all_agents, get_agent, register
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidAgentInput",
     "NonRetryableAgentError",
     "OnBusy",
+    "RateLimitedError",
     "RetryableAgentError",
     "UnknownAgentType",
     "all_agents",

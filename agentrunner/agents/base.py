@@ -54,9 +54,23 @@ class NonRetryableAgentError(AgentError):
 
 
 class BudgetExceededError(AgentError):
-    """A token budget (the run's or its owner's monthly) does not allow this call; the run ends BUDGET_EXCEEDED."""
+    """A token budget (the run's, or its owner's or team's monthly) refuses this call; the run ends BUDGET_EXCEEDED."""
 
     code = "budget_exceeded"
+
+
+class RateLimitedError(RetryableAgentError):
+    """A rate limit of this platform refuses the call for now: the step waits and tries again.
+
+    The engine puts the step back to wait `retry_after` seconds without using up one of its attempts: a busy
+    team's steps wait for their turn, they do not fail. Raise it only for a limit that clears by itself.
+    """
+
+    code = "rate_limited"
+
+    def __init__(self, message: str | None = None, *, retry_after: float):
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class InvalidAgentInput(AgentError):
@@ -87,6 +101,8 @@ class AgentContext:
     step_id: int | None = None
     # The account that started the run (Run.created_by): whose monthly LLM budget is used.
     owner_id: int | None = None
+    # The run's team (Run.team): its monthly LLM budget and its LLM request limit apply.
+    team_id: int | None = None
     # The run's token budget (None = no per-run limit).
     token_budget: int | None = None
 

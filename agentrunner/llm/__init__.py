@@ -1,9 +1,9 @@
 """The LLM gateway: `acomplete()` (async) and `complete()` (sync) route a request to OpenAI, Anthropic or a
 local OpenAI-compatible server.
 
-Budgets, retries, circuit breakers and failover are described in `agentrunner.llm.gateway`; every
-provider call is an `agentrunner.models.LLMCall` row. Importing this package does not import the
-provider SDKs (slow): they are loaded by the first call.
+Budgets, the team's request limit, retries, circuit breakers and failover are described in
+`agentrunner.llm.gateway`; every provider call is an `agentrunner.models.LLMCall` row. Importing this
+package does not import the provider SDKs (slow): they are loaded by the first call.
 """
 
 from agentrunner.llm import checks  # noqa: F401  (registers the settings checks)
@@ -13,12 +13,13 @@ from agentrunner.llm.exceptions import (
     LLMInvalidRequest,
     LLMNotConfigured,
     LLMOutputInvalid,
+    LLMRateLimited,
     LLMRequestRejected,
     LLMUnavailable,
 )
 from agentrunner.llm.gateway import Completion, acomplete, complete, cost_usd
 from agentrunner.llm.providers import configured_providers
-from agentrunner.llm.selectors import breaker_states, owner_usage
+from agentrunner.llm.selectors import breaker_states, owner_usage, team_usage
 
 
 def any_provider_configured() -> bool:
@@ -32,6 +33,7 @@ __all__ = [
     "LLMInvalidRequest",
     "LLMNotConfigured",
     "LLMOutputInvalid",
+    "LLMRateLimited",
     "LLMRequestRejected",
     "LLMUnavailable",
     "acomplete",
@@ -42,4 +44,5 @@ __all__ = [
     "configured_providers",
     "cost_usd",
     "owner_usage",
+    "team_usage",
 ]

@@ -2,14 +2,14 @@
 
 `LLMGatewayError` is what a caller catches to fall back to something else when no model answered;
 a refused budget is `agentrunner.agents.BudgetExceededError` instead, which ends the run and must not be
-caught as a gateway failure.
+caught as a gateway failure, and the team's request limit is `LLMRateLimited`, which the step waits for.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agentrunner.agents.base import AgentError, NonRetryableAgentError, RetryableAgentError
+from agentrunner.agents.base import AgentError, NonRetryableAgentError, RateLimitedError, RetryableAgentError
 
 if TYPE_CHECKING:
     from agentrunner.llm.gateway import Completion
@@ -61,3 +61,18 @@ class LLMOutputInvalid(LLMGatewayError, RetryableAgentError):
     def __init__(self, message: str | None = None, *, completion: Completion | None = None):
         self.completion = completion
         super().__init__(message)
+
+
+class LLMRateLimited(RateLimitedError):
+    """The team's LLM requests per minute are used up: the step waits `retry_after` seconds and tries again.
+
+    Not an LLMGatewayError: a caller that falls back when no model answers must not fall back here (a model
+    will answer once the team's turn comes); the engine puts the step back without using up an attempt.
+    """
+
+    code = "llm_rate_limited"
+
+    def __init__(self, message: str | None = None, *, retry_after: float, key: str = "", limit: int = 0):
+        self.key = key
+        self.limit = limit
+        super().__init__(message, retry_after=retry_after)

@@ -6,11 +6,15 @@ async clients; every database access goes through `sync_to_async` (thread-sensit
 so the event loop never blocks on the database.
 
 Per request:
-1. Budgets (see `budgets`): the estimate must fit the run's and the owner's monthly budget, else an
-   LLMCall row "refused_budget" is written and BudgetExceededError raised (the run ends BUDGET_EXCEEDED).
-   If it fits, the estimate is reserved until the request ends, so concurrent requests cannot overspend.
+1. Budgets (see `budgets`): the estimate must fit the run's budget and the owner's and the team's monthly
+   budgets, else an LLMCall row "refused_budget" is written and BudgetExceededError raised (the run ends
+   BUDGET_EXCEEDED). If it fits, the estimate is reserved until the request ends, so concurrent requests
+   cannot overspend.
 2. Providers in LLM_PROVIDERS order, those without credentials left out. One whose breaker is open is
    skipped (an LLMCall row "breaker_open"); a half-open one gets exactly one test call, from one process.
+   Every try sent counts against the team's LLM requests per minute (see `throttle`); a try over it is not
+   sent: `rate_limited` is logged and LLMRateLimited raised, and the engine puts the step back until the
+   team's window has room, without using up one of its attempts.
 3. On a provider, retryable failures (timeout, connection error, HTTP 408/409/429/5xx, a malformed
    response) are tried again up to LLM_MAX_RETRIES times, after LLM_RETRY_BACKOFF_SECONDS doubling each
    time (+ up to 10 % jitter), or after the provider's Retry-After when it sends one. A Retry-After longer
@@ -43,11 +47,12 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 
 from agentrunner.agents.base import AgentContext, BudgetExceededError
-from agentrunner.llm import breaker, budgets, providers, records
+from agentrunner.llm import breaker, budgets, providers, records, throttle
 from agentrunner.llm.exceptions import (
     LLMInvalidRequest,
     LLMNotConfigured,
     LLMOutputInvalid,
+    LLMRateLimited,
     LLMRequestRejected,
     LLMUnavailable,
 )
@@ -104,6 +109,7 @@ class _Scope:
     """A request's rows (its ledger), and what it has tried so far."""
 
     ledger: records.Ledger
+    request_limit: throttle.TeamRequestLimit = throttle.NO_LIMIT
     tries: int = 0
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     transient: bool = False  # some provider failed in a way that may pass (retryable error, open breaker)
@@ -147,12 +153,13 @@ async def acomplete(
 ) -> Completion:
     """Ask the configured LLM providers for a completion (the rules are in the module docstring).
 
-    `context` names the run, step and owner that the calls are recorded and budgeted against: ids of
-    existing rows (as the engine passes them) or None; an AgentContext or an AsyncAgentContext.
+    `context` names the run, step, owner and team that the calls are recorded, budgeted and limited against:
+    ids of existing rows (as the engine passes them) or None; an AgentContext or an AsyncAgentContext.
     `temperature` None leaves the provider's default. With `json_schema`, the answer must be JSON valid
     against it and is returned parsed in `parsed_json`. Raises BudgetExceededError (a budget refused),
-    LLMUnavailable (retryable), LLMRequestRejected, LLMNotConfigured, LLMInvalidRequest (not retryable),
-    LLMOutputInvalid (retryable: the answer did not match `json_schema`).
+    LLMRateLimited (the team's requests per minute are used up: wait `retry_after`), LLMUnavailable
+    (retryable), LLMRequestRejected, LLMNotConfigured, LLMInvalidRequest (not retryable), LLMOutputInvalid
+    (retryable: the answer did not match `json_schema`).
     """
     _check_request(messages, max_tokens, temperature, json_schema)
     chain = providers.configured_providers()
@@ -174,8 +181,11 @@ async def acomplete(
         run_id=str(context.run_id) if context.run_id else None,
         step_id=context.step_id,
         owner_id=context.owner_id,
+        team_id=context.team_id,
         request_id=str(ledger.request_id),
     )
+    if context.team_id is not None:
+        scope.request_limit = await sync_to_async(throttle.team_request_limit)(team_id=context.team_id)
 
     estimate = _estimate(request)
     reservation, refusal = await sync_to_async(ledger.reserve)(
@@ -201,7 +211,11 @@ async def acomplete(
         _raise_all_failed(scope, bound)
 
     budgets.warn_on_crossing(
-        reservation.budgets, spent=completion.total_tokens, run_id=context.run_id, owner_id=context.owner_id
+        reservation.budgets,
+        spent=completion.total_tokens,
+        run_id=context.run_id,
+        owner_id=context.owner_id,
+        team_id=context.team_id,
     )
     if json_schema is not None:
         completion = await _with_json(completion, json_schema)
@@ -232,6 +246,7 @@ async def _try_provider(scope: _Scope, provider, model: str, request, bound) -> 
     max_tries = 1 if probing else 1 + max(int(settings.LLM_MAX_RETRIES), 0)
     failed_before = False
     for attempt in range(1, max_tries + 1):
+        await _take_turn(scope, provider.name, probing, bound)
         scope.tries += 1
         started = time.perf_counter()
         try:
@@ -316,6 +331,33 @@ async def _try_provider(scope: _Scope, provider, model: str, request, bound) -> 
             call_id=row.pk,
         )
     return None
+
+
+async def _take_turn(scope: _Scope, provider_name: str, probing: bool, bound) -> None:
+    """Count the try against the team's LLM request limit; over it, raise LLMRateLimited (nothing is sent)."""
+    limit = scope.request_limit
+    if not limit.limit:
+        return
+    decision = await sync_to_async(throttle.request_admit)(limit=limit)
+    if decision.allowed:
+        return
+    if probing:  # the breaker's test call is not made: another process may make it
+        await sync_to_async(breaker.breaker_abandon_probe)(provider=provider_name)
+    bound.warning(
+        "rate_limited",
+        team=limit.slug,
+        key=decision.key,
+        limit=decision.limit,
+        retry_after=decision.retry_after_seconds,
+        provider=provider_name,
+    )
+    raise LLMRateLimited(
+        f"The LLM request limit of team {limit.slug} ({decision.limit} per {throttle.window_seconds():g} s) is "
+        f"reached: the step waits {decision.retry_after_seconds} s and tries again.",
+        retry_after=decision.retry_after_seconds,
+        key=decision.key or limit.key,
+        limit=decision.limit or limit.limit,
+    )
 
 
 def _raise_all_failed(scope: _Scope, bound) -> None:

@@ -23,7 +23,7 @@ from agentrunner.models import LLMCall, LLMOutcome
 class Ledger:
     """The LLMCall rows of one gateway request (one per try), and the budget reservation it holds."""
 
-    context: AgentContext  # the run, step and owner the calls are recorded and budgeted against
+    context: AgentContext  # the run, step, owner and team the calls are recorded and budgeted against
     request_id: uuid.UUID
     reservation_id: int | None = None  # held from `reserve` until `try_answered` settles it or `release`
 
@@ -33,6 +33,7 @@ class Ledger:
         reservation = budgets.budget_reserve(
             run_id=context.run_id,
             owner_id=context.owner_id,
+            team_id=context.team_id,
             token_budget=context.token_budget,
             estimate=estimate,
             request_id=self.request_id,
@@ -42,7 +43,11 @@ class Ledger:
             self.reservation_id = reservation.reservation_id
             return reservation, ""
         message = budgets.refusal_message(
-            reservation.refused, estimate=estimate, run_id=context.run_id, owner_id=context.owner_id
+            reservation.refused,
+            estimate=estimate,
+            run_id=context.run_id,
+            owner_id=context.owner_id,
+            team_id=context.team_id,
         )
         self._record(provider="", model=model, outcome=LLMOutcome.REFUSED_BUDGET, attempt=0, error=message)
         return reservation, message
@@ -143,6 +148,7 @@ class Ledger:
             run_id=self.context.run_id,
             step_id=self.context.step_id,
             owner_id=self.context.owner_id,
+            team_id=self.context.team_id,
             step_attempt=self.context.attempt,
             request_id=self.request_id,
             provider=provider,

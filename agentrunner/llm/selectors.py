@@ -12,7 +12,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Count, Q, Sum
 
-from agentrunner.llm.budgets import month_bounds, owner_monthly_limit
+from agentrunner.llm.budgets import month_bounds, owner_monthly_limit, team_monthly_limit
 from agentrunner.llm.providers import configured_providers
 from agentrunner.models import BreakerState, LLMCall, LLMOutcome, ProviderBreaker
 
@@ -52,25 +52,40 @@ def llm_block(row: dict | None) -> dict:
     }
 
 
-def owner_usage(user, month: date | datetime | None = None) -> dict:
-    """Return a user's LLM usage in a calendar month (UTC; default: this month) against their monthly limit."""
-    owner_id = getattr(user, "pk", user)
+def _usage(calls, month, *, limit: int, source: str, **who) -> dict:
     start, end = month_bounds(month)
-    aggregated = LLMCall.objects.filter(owner_id=owner_id, created_at__gte=start, created_at__lt=end).aggregate(
-        **llm_aggregates()
-    )
-    limit, source = owner_monthly_limit(owner_id)
+    aggregated = calls.filter(created_at__gte=start, created_at__lt=end).aggregate(**llm_aggregates())
     used = aggregated["total_tokens"]
     return {
-        "owner_id": owner_id,
+        **who,
         "month": start.strftime("%Y-%m"),
         "limit": limit,  # 0 = unlimited
-        "limit_source": source,  # "user" (their own limit) or "default" (LLM_MONTHLY_TOKEN_BUDGET)
+        "limit_source": source,
         "used_tokens": used,
         "remaining_tokens": None if limit == 0 else max(limit - used, 0),
         "used_ratio": None if limit == 0 else round(used / limit, 4),
         **{k: v for k, v in llm_block(aggregated).items() if k != "total_tokens"},
     }
+
+
+def owner_usage(user, month: date | datetime | None = None) -> dict:
+    """Return a user's LLM usage in a calendar month (UTC; default: this month) against their monthly limit.
+
+    `limit_source`: "user" (their own limit) or "default" (LLM_MONTHLY_TOKEN_BUDGET).
+    """
+    owner_id = getattr(user, "pk", user)
+    limit, source = owner_monthly_limit(owner_id)
+    return _usage(LLMCall.objects.filter(owner_id=owner_id), month, limit=limit, source=source, owner_id=owner_id)
+
+
+def team_usage(team, month: date | datetime | None = None) -> dict:
+    """Return a team's LLM usage in a calendar month (UTC; default: this month) against its monthly limit.
+
+    `limit_source`: "team" (its own limit) or "default" (TEAM_MONTHLY_TOKEN_BUDGET).
+    """
+    team_id = getattr(team, "pk", team)
+    limit, source = team_monthly_limit(team_id)
+    return _usage(LLMCall.objects.filter(team_id=team_id), month, limit=limit, source=source, team_id=team_id)
 
 
 def breaker_states() -> list[dict]:

@@ -61,7 +61,11 @@ def mark_sent_confirm_text(delivery: DigestDelivery) -> str:
 def bulk_decide(model_admin, request, queryset, *, action, service, allowed, title, explanation, button, done):
     """Ask first (a page listing the deliveries); on "yes", call the service for each one that may."""
     now = timezone.now()
-    deliveries = list(queryset.select_related("subscription"))
+    # Django checks the action's permission without an object: the user may be an editor of one team and a
+    # viewer of another, whose deliveries the list also shows. Those are left out, and said apart.
+    writable = model_admin.writable(request, queryset)
+    read_only = queryset.count() - writable.count()
+    deliveries = list(writable.select_related("subscription"))
     eligible = [d for d in deliveries if decision_allowed(d, allowed, now=now)]
     skipped = len(deliveries) - len(eligible)
     if request.POST.get("post") != "yes":
@@ -75,8 +79,9 @@ def bulk_decide(model_admin, request, queryset, *, action, service, allowed, tit
             "action": action,
             "eligible": [(d, delivery_period(d), delivery_badge(d, now=now)) for d in eligible],
             "skipped": skipped,
+            "read_only": read_only,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "selected": [d.pk for d in deliveries],
+            "selected": [d.pk for d in deliveries],  # the read-only ones are not posted again
         }
         return TemplateResponse(request, "admin/digests/digestdelivery/action_confirm.html", context)
     count = 0
@@ -88,6 +93,10 @@ def bulk_decide(model_admin, request, queryset, *, action, service, allowed, tit
             continue
         model_admin.log_change(request, delivery, f"{done.capitalize()} from the admin.")
         count += 1
+    if read_only:
+        model_admin.message_user(
+            request, f"{read_only} left out: you may only read their digests' team.", messages.WARNING
+        )
     if count:
         model_admin.message_user(request, f"{count} deliver{'y' if count == 1 else 'ies'} {done}.", messages.SUCCESS)
     if skipped:

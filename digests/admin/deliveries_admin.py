@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
-from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.loader import render_to_string
@@ -20,7 +18,15 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from agentrunner.adminkit import CELL_STYLE, ReadOnlyAdminMixin, nowrap, pre_text
+from agentrunner.adminkit import (
+    CELL_STYLE,
+    ReadOnlyAdminMixin,
+    TeamScopedAdmin,
+    nowrap,
+    pre_text,
+    sees_several_teams,
+    team_ids_for,
+)
 from digests import selectors, services
 from digests.admin.decisions import (
     MARKABLE,
@@ -71,14 +77,25 @@ class NeedsDecisionFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == DECISION_NEEDED:
-            return queryset.filter(pk__in=selectors.deliveries_needing_decision().values("pk"))
+            return selectors.deliveries_needing_decision(deliveries=queryset)
         return queryset
 
 
-class DigestFilter(admin.RelatedFieldListFilter):
+class DigestFilter(admin.RelatedOnlyFieldListFilter):
+    """The digests the listed deliveries are of: the user's teams' only, not every digest of every team."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.title = "digest"
+
+
+def needs_decision_count(request) -> int:
+    """How many deliveries of the user's teams' digests need a person (every team's for a superuser)."""
+    ids = team_ids_for(request)
+    deliveries = DigestDelivery.objects.all()
+    if ids is not None:
+        deliveries = deliveries.filter(subscription__team__in=ids)
+    return selectors.deliveries_needing_decision(deliveries=deliveries).count()
 
 
 def needs_decision_url() -> str:
@@ -86,7 +103,10 @@ def needs_decision_url() -> str:
 
 
 @admin.register(DigestDelivery)
-class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeliveryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin, admin.ModelAdmin):
+    """The deliveries of a team's digests: its members read them, its editors and admins decide about them."""
+
+    team_path = "subscription__team"
     list_display = [
         "digest_name",
         "period_short",
@@ -154,13 +174,26 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "runs_table",
     ]
 
-    # -- permissions: a record, never edited; "change" permission allows the decisions
+    # -- permissions: a record, never edited; the editors and admins of its digest's team decide about it
 
     # Read-only: deliveries are claimed by the scheduler, the tick or Send now; the row is what keeps a
     # period from being mailed twice; decisions are buttons (has_decide_permission).
 
-    def has_decide_permission(self, request) -> bool:
-        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+    def has_decide_permission(self, request, obj=None) -> bool:
+        """Whether the user may resend `obj` or mark it sent (without one: some delivery of theirs)."""
+        return self.has_team_role(request, self.write_role, obj)
+
+    def get_list_display(self, request):
+        columns = super().get_list_display(request)
+        return [columns[0], "team_display", *columns[1:]] if sees_several_teams(request) else columns
+
+    def get_list_select_related(self, request):
+        related = super().get_list_select_related(request)
+        return [*related, "subscription__team"] if sees_several_teams(request) else related
+
+    @admin.display(description="team", ordering="subscription__team__name")
+    def team_display(self, obj: DigestDelivery):
+        return obj.subscription.team.name
 
     # -- list
 
@@ -199,7 +232,7 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         extra = {
-            "needs_decision_count": selectors.deliveries_needing_decision().count(),
+            "needs_decision_count": needs_decision_count(request),
             "needs_decision_url": needs_decision_url(),
             "showing_needs_decision": request.GET.get(DECISION_FILTER) == DECISION_NEEDED,
         }
@@ -269,7 +302,8 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return "No runs finished in this period."
         tz = obj.subscription.timezone
         runs = list(
-            Run.objects.filter(pk__in=ids[:RUNS_SHOWN])
+            # The digest's team's runs only, as every run it reports (digests.services.digest_runs).
+            Run.objects.filter(team_id=obj.subscription.team_id, pk__in=ids[:RUNS_SHOWN])
             .select_related("flow_version__flow")
             .only(
                 "id",
@@ -307,7 +341,7 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if obj is not None:
             now = timezone.now()
             stuck = services.delivery_is_stuck(obj, now=now)
-            can_decide = self.has_decide_permission(request)
+            can_decide = self.has_decide_permission(request, obj)
             context.update(
                 {
                     "needs_decision": stuck or obj.status == DeliveryStatus.FAILED,
@@ -338,9 +372,7 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ]
 
     def email_view(self, request, object_id):
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        obj = self.team_object(request, object_id)  # another team's delivery is a 404
         if not self.has_view_permission(request, obj):
             raise PermissionDenied
         content = services.delivery_content(delivery=obj)
@@ -361,11 +393,9 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def _decide(self, request, object_id, service, allowed, done: str):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        if not self.has_decide_permission(request):
+        obj = self.team_object(request, object_id)  # another team's delivery is a 404
+        if not self.has_decide_permission(request, obj):
             raise PermissionDenied
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if obj.status == DeliveryStatus.SENDING and not decision_allowed(obj, allowed):
             self.message_user(request, f"Nothing was done: {STILL_SENDING}", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:digests_digestdelivery_change", args=[obj.pk]))

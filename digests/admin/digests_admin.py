@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
@@ -14,10 +13,17 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from agentrunner.adminkit import CELL_STYLE, ServiceSaveMixin, add_service_errors, nowrap
+from agentrunner.adminkit import (
+    CELL_STYLE,
+    ServiceSaveMixin,
+    TeamScopedAdmin,
+    add_service_errors,
+    nowrap,
+    sees_several_teams,
+)
 from agentrunner.agents import all_agents
 from digests import selectors, services
-from digests.admin.deliveries_admin import needs_decision_url
+from digests.admin.deliveries_admin import needs_decision_count, needs_decision_url
 from digests.admin.display import (
     EMPTY,
     HEAD_STYLE,
@@ -88,7 +94,7 @@ class DigestForm(forms.ModelForm):
             "timezone": TimeZoneInput(),
         }
         help_texts = {
-            "name": "Unique. The email's subject starts with it, e.g. “Claim intake — top claims”.",
+            "name": "Unique in its team. The email's subject starts with it, e.g. “Claim intake — top claims”.",
             "enabled": "Untick to pause: no email is sent until you tick it again.",
             "recipients": "Email addresses, one per line (or separated by commas).",
             "flow": "A flow: its runs, whatever the version.",
@@ -102,6 +108,8 @@ class DigestForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "period" not in self.fields:
+            return  # a page the user may only read: every field is shown as text, none is in the form
         choices = [("", "—")] + [(name, name) for name in all_agents()]
         current = self.instance.agent_type
         if current and current not in all_agents():
@@ -115,8 +123,7 @@ class DigestForm(forms.ModelForm):
             self.fields[name].required = False  # required only where it applies: see clean()
             self.fields[name].widget.attrs["data-digest-periods"] = " ".join(periods)
 
-    def clean(self):
-        cleaned = super().clean()
+    def _clean_period_fields(self, cleaned: dict) -> dict:
         period = cleaned.get("period")
         if not period:
             return cleaned
@@ -136,8 +143,28 @@ class DigestForm(forms.ModelForm):
         # to fix; the model's own "Constraint … is violated" would only repeat it less clearly.
         return super()._get_validation_exclusions() | {"flow", "agent_type", "schedule", "period"}
 
+    def clean(self):
+        cleaned = self._clean_period_fields(super().clean())
+        team = cleaned.get("team") if "team" in self.fields else (self.instance.team if self.instance.team_id else None)
+        name = cleaned.get("name")
+        others = DigestSubscription.objects.exclude(pk=self.instance.pk)
+        if team and name and others.filter(team=team, name=name).exists():
+            # At the name, before saving; the model's (team, name) constraint would say it above the form.
+            self.add_error("name", f"A digest named {name!r} already exists in this team.")
+        for name in ("flow", "schedule"):
+            source = cleaned.get(name)
+            if team and source and source.team_id != team.pk:
+                # The services refuse another team's source as one that does not exist; here both teams are
+                # the user's, so say which is which.
+                self.add_error(
+                    name, f"This {name} is of team {source.team}: a digest of team {team} reports only its own."
+                )
+        return cleaned
+
     def _post_clean(self):
         super()._post_clean()
+        if "team" in self.fields and self.instance.team_id is None:
+            return  # no team chosen: that error is enough; the rest is checked once there is one
         try:
             services.digest_check(self.instance)
         except DigestInvalid as exc:
@@ -162,9 +189,11 @@ class SourceFilter(admin.SimpleListFilter):
 
 
 @admin.register(DigestSubscription)
-class DigestAdmin(ServiceSaveMixin, admin.ModelAdmin):
+class DigestAdmin(ServiceSaveMixin, TeamScopedAdmin, admin.ModelAdmin):
+    """A team's digests: its viewers read and preview them, its editors and admins write and send them."""
+
     form = DigestForm
-    service_fields = services.EDITABLE
+    service_fields = (*services.EDITABLE, "team")  # the team only when adding: a digest stays in its team
     service_error = DigestInvalid
     list_display = [
         "name",
@@ -181,9 +210,24 @@ class DigestAdmin(ServiceSaveMixin, admin.ModelAdmin):
     readonly_fields = ["next_send_display", "delivery_history", "created_by", "created_at", "updated_at"]
     empty_value_display = EMPTY
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        for name in ("flow", "schedule"):
+            if name in form.base_fields:
+                # The digest's team's; a new digest's, those of the teams the user may add one to.
+                self.fit_team_picker(request, form.base_fields[name], obj)
+        return form
+
+    def get_readonly_fields(self, request, obj=None):
+        # A digest stays in its team: it reports that team's runs.
+        return [*self.readonly_fields, "team"] if obj is not None else self.readonly_fields
+
     def get_fieldsets(self, request, obj=None):
+        # A new digest's team: a choice for who may add digests in several teams, else a hidden field
+        # (TeamScopedAdmin.get_form). An existing one's: shown to who sees several teams.
+        team = ["team"] if obj is None or sees_several_teams(request) else []
         fieldsets = [
-            (None, {"fields": ["name", "enabled", "recipients"]}),
+            (None, {"fields": [*team, "name", "enabled", "recipients"]}),
             (
                 "What to report",
                 {
@@ -224,7 +268,7 @@ class DigestAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         extra = {
-            "needs_decision_count": selectors.deliveries_needing_decision().count(),
+            "needs_decision_count": needs_decision_count(request),
             "needs_decision_url": needs_decision_url(),
         }
         return super().changelist_view(request, {**(extra_context or {}), **extra})
@@ -336,9 +380,7 @@ class DigestAdmin(ServiceSaveMixin, admin.ModelAdmin):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def preview_view(self, request, object_id):
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        obj = self.team_object(request, object_id)  # another team's digest is a 404
         if not self.has_view_permission(request, obj):
             raise PermissionDenied
         preview = selectors.digest_preview(subscription=obj)
@@ -364,9 +406,7 @@ class DigestAdmin(ServiceSaveMixin, admin.ModelAdmin):
     def send_view(self, request, object_id):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        obj = self.team_object(request, object_id)  # another team's digest is a 404
         if not self.has_change_permission(request, obj):
             raise PermissionDenied
         delivery = services.digest_period_close(subscription_id=obj.pk, manual=True)

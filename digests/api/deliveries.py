@@ -8,9 +8,9 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, ModelPermissions
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, role_response
+from agentrunner.models import Role
 from digests import selectors, services
-from digests.api.digests import DigestPermissions
 from digests.api.examples import CANNOT_CHANGE, CANNOT_DECIDE, EXAMPLE_DELIVERY, HIDDEN, SEND_RACE, WRONG_STATE
 from digests.exceptions import DeliveryStateConflict
 from digests.models import DigestDelivery
@@ -65,34 +65,40 @@ class DeliveryOutputSerializer(serializers.ModelSerializer):
         return selectors.delivery_recipients(delivery)
 
 
-class DigestDeliveryListApi(DigestPermissions, generics.ListAPIView):
+class DigestDeliveryListApi(generics.ListAPIView):
     serializer_class = DeliveryOutputSerializer
     queryset = DigestDelivery.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):
-        return selectors.digest_deliveries(subscription=selectors.digest_get(digest_id=self.kwargs["digest_id"]))
+        digest = selectors.digest_get(team=self.request.acting.team, digest_id=self.kwargs["digest_id"])
+        return selectors.digest_deliveries(subscription=digest)
 
     @extend_schema(
         operation_id="digests_deliveries",
         summary="A digest's deliveries, newest first",
         description="One per period (or per run for `after_run` digests, or per Send now), with what happened "
         "to its email. `needs_decision` marks failed ones and ones stuck in `sending`. " + HIDDEN,
-        responses={200: DeliveryOutputSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
+        responses={
+            200: DeliveryOutputSerializer(many=True),
+            401: UNAUTHORIZED,
+            403: role_response(Role.VIEWER),
+            404: NOT_FOUND,
+        },
         tags=["digests"],
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
 
-class DigestSendApi(DigestPermissions, APIView):
-    permission_actions = {"POST": "change"}  # as the admin's Send now
+class DigestSendApi(APIView):
+    permission_actions = {"POST": "change"}  # a change of the digest (editor), as the admin's Send now
 
     @extend_schema(
         operation_id="digests_send",
         summary="Send the period so far now",
         description="Cuts the current period at now and queues its email: the runs since the last delivery. "
         "The next scheduled digest starts from now. With `skip_empty` and nothing to report the delivery is "
-        "recorded as `empty` and nothing is mailed. Needs `digests.change_digestsubscription`.",
+        "recorded as `empty` and nothing is mailed. Needs the editor role; another team's digest is a 404.",
         request=None,
         responses={
             202: DeliveryOutputSerializer,
@@ -105,7 +111,7 @@ class DigestSendApi(DigestPermissions, APIView):
         tags=["digests"],
     )
     def post(self, request, digest_id):
-        digest = selectors.digest_get(digest_id=digest_id)
+        digest = selectors.digest_get(team=request.acting.team, digest_id=digest_id)
         delivery = services.digest_period_close(subscription_id=digest.pk, manual=True)
         if delivery is None:
             raise DeliveryStateConflict("Another send of this digest got there first.")
@@ -113,14 +119,13 @@ class DigestSendApi(DigestPermissions, APIView):
 
 
 class DeliveryDecisionApi(APIView):
-    """Resend or mark sent: a person's decision about a delivery, through the service."""
+    """Resend or mark sent: a person's decision about a delivery of the team's digests, through the service."""
 
-    permission_classes = [ModelPermissions]
-    permission_model = DigestDelivery
-    permission_actions = {"POST": "change"}  # as the admin's decisions (DeliveryAdmin.has_decide_permission)
+    permission_actions = {"POST": "change"}  # a change of the digest's delivery: the editor role, as in the admin
 
     def decide(self, request, delivery_id, service) -> Response:
-        delivery = service(delivery=selectors.delivery_get(delivery_id=delivery_id), by=request.user.get_username())
+        delivery = selectors.delivery_get(team=request.acting.team, delivery_id=delivery_id)
+        delivery = service(delivery=delivery, by=request.user.get_username())
         return Response(DeliveryOutputSerializer(delivery).data)
 
 
@@ -129,8 +134,8 @@ class DeliveryResendApi(DeliveryDecisionApi):
         operation_id="digests_deliveries_resend",
         summary="Send a delivery again",
         description="From `sending` (stuck), `failed` or `sent`. The email keeps its Message-ID, so mail "
-        "programs that already have it usually show one copy; some recipients may still see it twice. Needs "
-        "`digests.change_digestdelivery`.",
+        "programs that already have it usually show one copy; some recipients may still see it twice. Needs the "
+        "editor role; another team's delivery is a 404.",
         request=None,
         responses={
             200: DeliveryOutputSerializer,
@@ -151,7 +156,7 @@ class DeliveryMarkSentApi(DeliveryDecisionApi):
         operation_id="digests_deliveries_mark_sent",
         summary="Record that a delivery reached its recipients",
         description="For a delivery stuck in `sending` or `failed` that you know was delivered (e.g. from the "
-        "mail server's log). Nothing is sent. Needs `digests.change_digestdelivery`.",
+        "mail server's log). Nothing is sent. Needs the editor role; another team's delivery is a 404.",
         request=None,
         responses={
             200: DeliveryOutputSerializer,

@@ -8,7 +8,8 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, ModelPermissions, permission_response
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, role_response
+from agentrunner.models import Role
 from digests import selectors, services
 from digests.api.examples import (
     CANNOT_CHANGE,
@@ -18,7 +19,6 @@ from digests.api.examples import (
     HIDDEN,
     INVALID,
 )
-from digests.exceptions import DigestNotFound
 from digests.models import DeliveryStatus, DigestDelivery, DigestPeriod, DigestSubscription, RankOrder, Weekday
 from flows.models import Flow
 from schedules.models import Schedule
@@ -27,15 +27,30 @@ MAX_LIMIT = 100
 WEEKDAY_NAMES = {day.label.lower(): day.value for day in Weekday}
 
 
-class DigestPermissions:
-    """Who may read and change digests: Django's model permissions on DigestSubscription."""
-
-    permission_classes = [ModelPermissions]
-    permission_model = DigestSubscription
-    not_found = DigestNotFound
-
-
 # --- serializers ----------------------------------------------------------------
+
+
+class TeamSlugRelatedField(serializers.SlugRelatedField):
+    """A flow by slug among the acting team's flows (the serializer's `team` context): another team's flow is
+    "does not exist"."""
+
+    def __init__(self, **kwargs):
+        super().__init__(queryset=Flow.objects.none(), **kwargs)  # the model, for the OpenAPI document
+
+    def get_queryset(self):
+        team = self.context.get("team")
+        return Flow.objects.filter(team=team) if team is not None else Flow.objects.none()
+
+
+class TeamPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A schedule by id among the acting team's schedules: another team's schedule is "does not exist"."""
+
+    def __init__(self, **kwargs):
+        super().__init__(queryset=Schedule.objects.none(), **kwargs)  # the model, for the OpenAPI document
+
+    def get_queryset(self):
+        team = self.context.get("team")
+        return Schedule.objects.filter(team=team) if team is not None else Schedule.objects.none()
 
 
 @extend_schema_field(
@@ -74,28 +89,31 @@ class WeekdayField(serializers.Field):
 class DigestInputSerializer(serializers.Serializer):
     name = serializers.CharField(
         max_length=200,
-        help_text="Unique; also the start of the email's subject, so no line breaks or other control characters.",
+        help_text="Unique in the team; also the start of the email's subject, so no line breaks or other control "
+        "characters.",
     )
     recipients = serializers.ListField(
         child=serializers.EmailField(), min_length=1, max_length=100, help_text="Email addresses."
     )
-    flow = serializers.SlugRelatedField(
+    flow = TeamSlugRelatedField(
         slug_field="slug",
-        queryset=Flow.objects.all(),
         required=False,
         allow_null=True,
         error_messages={"does_not_exist": "No flow with slug {value!r}.", "invalid": "Give a flow's slug."},
-        help_text="Source: a flow's slug (its runs, every version). Give exactly one of flow, agent, schedule.",
+        help_text="Source: the slug of one of the team's flows (its runs, every version). Give exactly one of "
+        "flow, agent, schedule.",
     )
     agent = serializers.CharField(
-        max_length=100, required=False, allow_null=True, help_text="Source: an agent type (its single-agent runs)."
+        max_length=100,
+        required=False,
+        allow_null=True,
+        help_text="Source: an agent type (the team's single-agent runs of it).",
     )
-    schedule = serializers.PrimaryKeyRelatedField(
-        queryset=Schedule.objects.all(),
+    schedule = TeamPrimaryKeyRelatedField(
         required=False,
         allow_null=True,
         error_messages={"does_not_exist": "No schedule with id {pk_value}.", "incorrect_type": "Give a schedule's id."},
-        help_text="Source: a schedule's id (only the runs it started).",
+        help_text="Source: the id of one of the team's schedules (only the runs it started).",
     )
     enabled = serializers.BooleanField(required=False, help_text="False pauses the digest.")
     period = serializers.ChoiceField(
@@ -247,29 +265,29 @@ class DigestPreviewSerializer(serializers.Serializer):
 
 def digest_answer(digest: DigestSubscription, status_code: int = status.HTTP_200_OK) -> Response:
     """The digest as the list reads it (source, creator, last delivery), read again after a write."""
-    digest = selectors.digest_get(digest_id=digest.pk)
+    digest = selectors.digest_get(team=digest.team_id, digest_id=digest.pk)
     return Response(DigestOutputSerializer(digest).data, status=status_code)
 
 
 # --- views ----------------------------------------------------------------------
 
 
-class DigestListApi(DigestPermissions, generics.ListAPIView):
+class DigestListApi(generics.ListAPIView):
     serializer_class = DigestOutputSerializer
     queryset = DigestSubscription.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):
-        return selectors.digest_list().order_by("name")
+        return selectors.digest_list(team=self.request.acting.team).order_by("name")
 
     @extend_schema(
         operation_id="digests_list",
         summary="List digests",
-        description="By name, every digest with its recipients. Needs `digests.view_digestsubscription` "
-        "(superusers have it; give it to others with a group).",
+        description="The acting team's digests by name, with their recipients. Any member of the team (viewer and "
+        "up) may read them.",
         responses={
             200: DigestOutputSerializer(many=True),
             401: UNAUTHORIZED,
-            403: permission_response(DigestSubscription, "view"),
+            403: role_response(Role.VIEWER),
         },
         examples=[OpenApiExample("one daily digest", value=EXAMPLE_DIGEST, response_only=True)],
         tags=["digests"],
@@ -278,19 +296,20 @@ class DigestListApi(DigestPermissions, generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class DigestCreateApi(DigestPermissions, APIView):
+class DigestCreateApi(APIView):
     @extend_schema(
         operation_id="digests_create",
         summary="Create a digest",
         description="Mail the top results of a flow, an agent or a schedule to people, once per period. Give "
-        "exactly one source. Unset fields take their defaults (daily at 08:00 UTC, top 5, newest first). Needs "
-        "`digests.add_digestsubscription`.",
+        "exactly one source: one of the team's flows or schedules (another team's is the 400 of one that does not "
+        "exist), or an agent, whose runs in the team it ranks. The name is unique in the team. Unset fields take "
+        "their defaults (daily at 08:00 UTC, top 5, newest first). Needs the editor role.",
         request=DigestInputSerializer,
         responses={
             201: DigestOutputSerializer,
             400: INVALID,
             401: UNAUTHORIZED,
-            403: permission_response(DigestSubscription, "add"),
+            403: role_response(Role.EDITOR),
         },
         examples=[
             OpenApiExample("daily top claims by score", request_only=True, value=EXAMPLE_REQUEST),
@@ -299,31 +318,33 @@ class DigestCreateApi(DigestPermissions, APIView):
         tags=["digests"],
     )
     def post(self, request):
-        data = DigestInputSerializer(data=request.data)
+        team = request.acting.team
+        data = DigestInputSerializer(data=request.data, context={"team": team})
         data.is_valid(raise_exception=True)
-        digest = services.digest_create(created_by=request.user, **data.service_fields())
+        digest = services.digest_create(created_by=request.user, team=team, **data.service_fields())
         return digest_answer(digest, status.HTTP_201_CREATED)
 
 
-class DigestDetailApi(DigestPermissions, APIView):
+class DigestDetailApi(APIView):
     @extend_schema(
         operation_id="digests_retrieve",
         summary="Get a digest",
         description=HIDDEN,
-        responses={200: DigestOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+        responses={200: DigestOutputSerializer, 401: UNAUTHORIZED, 403: role_response(Role.VIEWER), 404: NOT_FOUND},
         examples=[OpenApiExample("daily digest", value=EXAMPLE_DIGEST, response_only=True)],
         tags=["digests"],
     )
     def get(self, request, digest_id):
-        return Response(DigestOutputSerializer(selectors.digest_get(digest_id=digest_id)).data)
+        digest = selectors.digest_get(team=request.acting.team, digest_id=digest_id)
+        return Response(DigestOutputSerializer(digest).data)
 
 
-class DigestUpdateApi(DigestPermissions, APIView):
+class DigestUpdateApi(APIView):
     @extend_schema(
         operation_id="digests_partial_update",
         summary="Change some of a digest's fields",
         description="Giving one source (flow, agent or schedule) replaces the current one. The current period "
-        "keeps its start; its end follows the new timing. Needs `digests.change_digestsubscription`.",
+        "keeps its start; its end follows the new timing. Needs the editor role; another team's digest is a 404.",
         request=DigestInputSerializer(partial=True),
         responses={
             200: DigestOutputSerializer,
@@ -340,44 +361,50 @@ class DigestUpdateApi(DigestPermissions, APIView):
         tags=["digests"],
     )
     def patch(self, request, digest_id):
-        digest = selectors.digest_get(digest_id=digest_id)
-        data = DigestInputSerializer(data=request.data, partial=True)
+        digest = selectors.digest_get(team=request.acting.team, digest_id=digest_id)
+        data = DigestInputSerializer(data=request.data, partial=True, context={"team": request.acting.team})
         data.is_valid(raise_exception=True)
         digest = services.digest_update(subscription=digest, **data.service_fields())
         return digest_answer(digest)
 
 
-class DigestDeleteApi(DigestPermissions, APIView):
+class DigestDeleteApi(APIView):
     @extend_schema(
         operation_id="digests_destroy",
         summary="Delete a digest and its deliveries",
-        description="Needs `digests.delete_digestsubscription`.",
+        description="Needs the editor role; another team's digest is a 404.",
         responses={
             204: None,
             401: UNAUTHORIZED,
-            403: permission_response(DigestSubscription, "delete"),
+            403: role_response(Role.EDITOR),
             404: NOT_FOUND,
         },
         tags=["digests"],
     )
     def delete(self, request, digest_id):
-        services.digest_delete(subscription=selectors.digest_get(digest_id=digest_id))
+        services.digest_delete(subscription=selectors.digest_get(team=request.acting.team, digest_id=digest_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class DigestPreviewApi(DigestPermissions, APIView):
+class DigestPreviewApi(APIView):
     @extend_schema(
         operation_id="digests_preview",
         summary="The email of the period so far",
         description="What Send now would mail now, rendered from the runs since the last delivery (or the "
-        "previous period boundary): the results of every run of the source, whoever started it. Nothing is "
-        "recorded or sent. " + HIDDEN,
-        responses={200: DigestPreviewSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+        "previous period boundary): the results of every run of the source in the team, whoever started it. "
+        "Nothing is recorded or sent. " + HIDDEN,
+        responses={
+            200: DigestPreviewSerializer,
+            401: UNAUTHORIZED,
+            403: role_response(Role.VIEWER),
+            404: NOT_FOUND,
+        },
         examples=[OpenApiExample("two claims", value=EXAMPLE_PREVIEW)],
         tags=["digests"],
     )
     def get(self, request, digest_id):
-        preview = selectors.digest_preview(subscription=selectors.digest_get(digest_id=digest_id))
+        digest = selectors.digest_get(team=request.acting.team, digest_id=digest_id)
+        preview = selectors.digest_preview(subscription=digest)
         body = {
             "period_start": preview.start,
             "period_end": preview.end,

@@ -1,7 +1,7 @@
 """What the digests API's OpenAPI document shows: an example digest and delivery, the documented errors."""
 
-from agentrunner.api import error_response, permission_response
-from digests.models import DigestDelivery, DigestSubscription
+from agentrunner.api import error_response, role_response
+from agentrunner.models import Role
 
 EXAMPLE_DELIVERY = {
     "id": 41,
@@ -72,9 +72,12 @@ EXAMPLE_PREVIEW = {
     "html": "<!DOCTYPE html>…",
 }
 
-HIDDEN = "Needs `digests.view_digestsubscription`; without it the answer is the 404 of a digest that does not exist."
-CANNOT_CHANGE = permission_response(DigestSubscription, "change")
-CANNOT_DECIDE = permission_response(DigestDelivery, "change")
+HIDDEN = (
+    "Any member of the team (viewer and up) may read it. Another team's digest is the 404 of a digest that does not "
+    "exist."
+)
+CANNOT_CHANGE = role_response(Role.EDITOR)
+CANNOT_DECIDE = role_response(Role.EDITOR)
 INVALID = error_response(
     "Bad input; every problem is listed by field.",
     "Invalid request: recipients.1: Enter a valid email address.",

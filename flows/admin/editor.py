@@ -171,6 +171,15 @@ class FlowForm(forms.ModelForm):
             self.fields["definition"].widget.problems = validate_definition(self.initial["definition"])
             self.fields["definition"].widget.definition = self.initial["definition"]
 
+    def clean(self):
+        data = super().clean()
+        team, slug = data.get("team"), data.get("slug")
+        # Said at the slug, in words; the model's (team, slug) constraint would say it above the form, naming
+        # a team field the user may not even see.
+        if "team" in self.fields and team and slug and Flow.objects.filter(team=team, slug=slug).exists():
+            self.add_error("slug", f"A flow with the slug {slug!r} already exists in this team.")
+        return data
+
     def clean_definition(self):
         definition = self.cleaned_data["definition"]
         problems = validate_definition(definition)

@@ -15,11 +15,12 @@ from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.safestring import SafeString
 
-from agentrunner.adminkit import EMPTY, PRE_STYLE, when
+from agentrunner.adminkit import EMPTY, PRE_STYLE, TeamScopedAdmin, sees_several_teams, when
 from agentrunner.agents import all_agents
+from agentrunner.models import Role
 from flows import services
 from flows.admin.editor import FlowForm, definition_text_check, pretty
-from flows.admin.run_now import RUN_PERMISSION, flow_run_view
+from flows.admin.run_now import flow_run_view
 from flows.definition import WARNING
 from flows.exceptions import FlowInUse
 from flows.models import Flow, FlowVersion
@@ -32,7 +33,9 @@ VERSION_HEADINGS = ("Version", "Saved by", "Saved at", "Runs", "Changes from the
 
 
 @admin.register(Flow)
-class FlowAdmin(admin.ModelAdmin):
+class FlowAdmin(TeamScopedAdmin, admin.ModelAdmin):
+    """A team's flows: its viewers read them, its editors and admins write them, its runners run them."""
+
     form = FlowForm
     list_display = ["slug", "name", "enabled", "version_display", "owner", "runs_display", "updated_at"]
     list_display_links = ["slug", "name"]
@@ -62,9 +65,12 @@ class FlowAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         definition = ("Definition", {"fields": ["definition"], "description": definition_help()})
         if obj is None:
-            return [(None, {"fields": ["slug", "name", "description", "enabled"]}), definition]
+            # The team is a choice only for who may add flows in several teams; otherwise a hidden field
+            # (TeamScopedAdmin.get_form) that holds the one team.
+            return [(None, {"fields": ["team", "slug", "name", "description", "enabled"]}), definition]
+        team = ["team"] if sees_several_teams(request) else []
         return [
-            (None, {"fields": ["slug", "name", "description", "enabled", "owner", "current_version_display"]}),
+            (None, {"fields": [*team, "slug", "name", "description", "enabled", "owner", "current_version_display"]}),
             definition,
             ("Versions", {"fields": ["versions_table"], "description": "Newest first; runs keep their version."}),
         ]
@@ -73,8 +79,9 @@ class FlowAdmin(admin.ModelAdmin):
         return {"slug": ("name",)} if obj is None else {}
 
     def get_readonly_fields(self, request, obj=None):
-        # The slug names the flow in the API (/api/v1/flows/<slug>/runs): clients would break if it changed.
-        return [*self.readonly_fields, "slug"] if obj is not None else self.readonly_fields
+        # The slug names the flow in the API (/api/v1/flows/<slug>/runs): clients would break if it changed. A
+        # flow stays in its team: its runs, schedules and digests are that team's.
+        return [*self.readonly_fields, "team", "slug"] if obj is not None else self.readonly_fields
 
     # -- list
 
@@ -108,6 +115,7 @@ class FlowAdmin(admin.ModelAdmin):
         # read-only field would lose a column to its label.
         versions = self._versions(obj) if obj is not None else []
         context["flow_graph"] = flow_graph(versions[0].definition) if versions else None
+        context["can_run"] = obj is not None and self.has_run_permission(request, obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.display(description="versions")
@@ -144,7 +152,9 @@ class FlowAdmin(admin.ModelAdmin):
                     messages.INFO,
                 )
         else:
-            flow = services.flow_create(slug=data["slug"], definition=data["definition"], owner=request.user, **fields)
+            flow = services.flow_create(
+                slug=data["slug"], definition=data["definition"], owner=request.user, team=data["team"], **fields
+            )
             obj.pk = flow.pk
             obj.refresh_from_db()
             obj._state.adding = False
@@ -176,7 +186,8 @@ class FlowAdmin(admin.ModelAdmin):
     # -- "Run now"
 
     def has_run_permission(self, request, obj=None) -> bool:
-        return self.has_view_permission(request, obj) and request.user.has_perm(RUN_PERMISSION)
+        """Whether the user may start runs of `obj` (of some flow, without one): a runner of its team."""
+        return self.has_team_role(request, Role.RUNNER, obj)
 
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
@@ -205,10 +216,6 @@ class FlowAdmin(admin.ModelAdmin):
             return JsonResponse({"detail": "the request must carry the definition's text"}, status=400)
         limit = services.max_steps_allowed(user=request.user)
         return JsonResponse(definition_text_check(text, max_steps_limit=limit))
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), "can_run": self.has_run_permission(request)}
-        return super().change_view(request, object_id, form_url, extra_context)
 
     def run_view(self, request, object_id):
         return flow_run_view(self, request, object_id)

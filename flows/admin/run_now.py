@@ -29,14 +29,13 @@ from runs.models import Run
 
 DOCUMENT_AGENT = "document-extractor"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-RUN_PERMISSION = "runs.change_run"  # starting runs, as on the run list's "Start a run" page
 
 
 def flow_run_view(model_admin: ModelAdmin, request, object_id):
-    """Show the form; on POST start a run of the flow's current version through the service and go to its page."""
-    flow = model_admin.get_object(request, object_id)
-    if flow is None:
-        return model_admin._get_obj_does_not_exist_redirect(request, model_admin.opts, object_id)
+    """Show the form; on POST start a run of the flow's current version through the service and go to its page.
+
+    Starting needs the runner role in the flow's team; the run belongs to that team (flow_run_create)."""
+    flow = model_admin.team_object(request, object_id)  # another team's flow is a 404
     if not model_admin.has_run_permission(request, flow):
         raise PermissionDenied
     version = flow.current_version

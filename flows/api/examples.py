@@ -1,6 +1,8 @@
 """What the flows API's OpenAPI document shows: an example definition and the documented error answers."""
 
-from agentrunner.api import error_response
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+
+from agentrunner.api import ErrorSerializer, error_body, error_response
 
 CLAIM_INTAKE_EXAMPLE = {
     "name": "Claim intake",
@@ -40,13 +42,25 @@ INVALID_DEFINITION = error_response(
     "invalid_definition",
     {"tasks[1].agent": ["Unknown agent 'checker'. Valid agents: document-extractor, pass, policy-checker, wait."]},
 )
+SLUG_TAKEN = "The team already has a flow with the slug 'claim-intake'."
+INVALID_FLOW = OpenApiResponse(
+    ErrorSerializer,
+    description="The definition has errors (every problem is listed by JSON path), or the team already has a flow "
+    "with this slug.",
+    examples=[
+        OpenApiExample("invalid_definition", value=INVALID_DEFINITION.examples[0].value),
+        OpenApiExample("slug taken", value=error_body(SLUG_TAKEN, "invalid", {"slug": [SLUG_TAKEN]})),
+    ],
+)
 FLOW_IN_USE = error_response(
     "The flow has runs, or a schedule uses it.",
     "The flow is in use by schedule 'Nightly intake': delete or change it first, or disable the flow instead.",
     "flow_in_use",
 )
 BAD_FLOW_INPUT = error_response("Input does not fit the first task.", "Invalid request.", "invalid_input")
-HIDDEN = "Needs `flows.view_flow`; without it the answer is the 404 of a flow that does not exist."
+HIDDEN = (
+    "Any member of the team (viewer and up) may read it. Another team's flow is the 404 of a flow that does not exist."
+)
 BAD_PAGE = error_response(
     "A `limit` or `offset` that is not a whole number in range.",
     "Invalid request: limit: Must be a whole number from 1 to 1000.",

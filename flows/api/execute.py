@@ -6,7 +6,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import RATE_LIMITED, RETRY_AFTER, UNAUTHORIZED, JSONObjectField
+from agentrunner.api import RATE_LIMITED, RETRY_AFTER, UNAUTHORIZED, JSONObjectField, role_response
+from agentrunner.models import Role
 from agentrunner.ratelimit import RunStartThrottle
 from flows import selectors, services
 from flows.api.examples import CLAIM_INTAKE_EXAMPLE, INVALID_DEFINITION
@@ -47,16 +48,19 @@ MESSAGES = {"COMPLETED": "Flow executed successfully", "CANCELLED": "Flow was ca
 
 
 class FlowExecuteApi(APIView):
+    # The definition is the caller's own, but it starts a run of the acting team: a runner's right.
+    write_role = Role.RUNNER
     throttle_classes = [RunStartThrottle]
 
     @extend_schema(
         operation_id="flow_execute",
         summary="Run an inline flow definition (flow-manager compatible)",
-        description="Open to every signed-in user, without a permission: the definition is the caller's. "
-        "With `wait`, answers 200 with the execution history when the run ends within that many "
-        "seconds; otherwise (or with no wait) 202 with the run id to poll. A non-staff user's flow may ask for at "
-        "most `FLOW_MAX_STEPS_NON_STAFF` steps (`max_steps`, a setting; 100 unless the operator changed it). "
-        "Counts against the run-start limit (429 over it).",
+        description="Needs the runner role: the definition is the caller's, the run belongs to the acting team "
+        "(read it at `/api/v1/runs/{id}`). With `wait`, answers 200 with the execution history when the run ends "
+        "within that many seconds; otherwise (or with no wait) 202 with the run id to poll. Below the editor role, "
+        "a flow may ask for at most `FLOW_MAX_STEPS_NON_STAFF` steps (`max_steps`, a setting; 100 unless the "
+        "operator changed it); editors and admins of the team, up to the format's 10,000. Counts against the "
+        "run-start limits of the team and of you (429 over either).",
         request=FlowExecuteInputSerializer,
         parameters=[RETRY_AFTER],
         responses={
@@ -64,6 +68,7 @@ class FlowExecuteApi(APIView):
             202: RunAcceptedSerializer,
             400: INVALID_DEFINITION,
             401: UNAUTHORIZED,
+            403: role_response(Role.RUNNER),
             409: BUSY,
             429: RATE_LIMITED,
         },
@@ -76,8 +81,11 @@ class FlowExecuteApi(APIView):
         data = FlowExecuteInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        version = services.inline_version(definition=values["flow"], created_by=request.user)
-        run, _ = run_services.flow_run_create(version=version, input=values["input"], created_by=request.user)
+        team = request.acting.team
+        version = services.inline_version(definition=values["flow"], created_by=request.user, team=team)
+        run, _ = run_services.flow_run_create(
+            version=version, input=values["input"], created_by=request.user, team=team
+        )
         run = selectors.flow_run_wait(run=run, seconds=values["wait"])
         if not run.is_finished:
             return Response({"run_id": str(run.id)}, status=status.HTTP_202_ACCEPTED)

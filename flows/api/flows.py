@@ -5,19 +5,18 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField, ModelPermissions, permission_response
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField, role_response
+from agentrunner.models import Role
 from flows import selectors, services
-from flows.api.examples import BAD_PAGE, CLAIM_INTAKE_EXAMPLE, FLOW_IN_USE, HIDDEN, INVALID_DEFINITION
-from flows.exceptions import FlowNotFound
+from flows.api.examples import (
+    BAD_PAGE,
+    CLAIM_INTAKE_EXAMPLE,
+    FLOW_IN_USE,
+    HIDDEN,
+    INVALID_DEFINITION,
+    INVALID_FLOW,
+)
 from flows.models import Flow
-
-
-class FlowPermissions:
-    """Who may read, run and change stored flows: Django's model permissions on Flow."""
-
-    permission_classes = [ModelPermissions]
-    permission_model = Flow
-    not_found = FlowNotFound
 
 
 class FlowOutputSerializer(serializers.ModelSerializer):
@@ -60,24 +59,24 @@ class FlowUpdateSerializer(serializers.Serializer):
         ref_name = "FlowUpdateRequest"
 
 
-class FlowListApi(FlowPermissions, generics.ListAPIView):
+class FlowListApi(generics.ListAPIView):
     serializer_class = FlowOutputSerializer
 
     queryset = Flow.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):
-        return selectors.flow_list()
+        return selectors.flow_list(team=self.request.acting.team)
 
     @extend_schema(
         operation_id="flows_list",
         summary="List flows",
-        description="Every stored flow with its current definition, by slug. Needs `flows.view_flow` (superusers "
-        "have it; give it to others with a group): definitions may hold what staff wrote into task inputs.",
+        description="The acting team's stored flows with their current definition, by slug. Any member of the "
+        "team (viewer and up) may read them.",
         responses={
             200: FlowOutputSerializer(many=True),
             400: BAD_PAGE,
             401: UNAUTHORIZED,
-            403: permission_response(Flow, "view"),
+            403: role_response(Role.VIEWER),
         },
         tags=["flows"],
     )
@@ -85,17 +84,18 @@ class FlowListApi(FlowPermissions, generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class FlowCreateApi(FlowPermissions, APIView):
+class FlowCreateApi(APIView):
     @extend_schema(
         operation_id="flows_create",
         summary="Create a flow",
-        description="Needs `flows.add_flow`.",
+        description="A flow of the acting team; its slug is unique in the team (other teams may use the same "
+        "slug). Needs the editor role.",
         request=FlowInputSerializer,
         responses={
             201: FlowOutputSerializer,
-            400: INVALID_DEFINITION,
+            400: INVALID_FLOW,
             401: UNAUTHORIZED,
-            403: permission_response(Flow, "add"),
+            403: role_response(Role.EDITOR),
         },
         examples=[
             OpenApiExample(
@@ -109,43 +109,43 @@ class FlowCreateApi(FlowPermissions, APIView):
     def post(self, request):
         data = FlowInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        flow = services.flow_create(owner=request.user, **data.validated_data)
+        flow = services.flow_create(owner=request.user, team=request.acting.team, **data.validated_data)
         return Response(FlowOutputSerializer(flow).data, status=status.HTTP_201_CREATED)
 
 
-class FlowDetailApi(FlowPermissions, APIView):
+class FlowDetailApi(APIView):
     @extend_schema(
         operation_id="flows_retrieve",
         summary="Get a flow",
         description=HIDDEN,
-        responses={200: FlowOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+        responses={200: FlowOutputSerializer, 401: UNAUTHORIZED, 403: role_response(Role.VIEWER), 404: NOT_FOUND},
         tags=["flows"],
     )
     def get(self, request, slug):
-        return Response(FlowOutputSerializer(selectors.flow_get(slug=slug)).data)
+        return Response(FlowOutputSerializer(selectors.flow_get(team=request.acting.team, slug=slug)).data)
 
 
 def _flow_update(request, slug: str, *, partial: bool) -> Response:
     """PUT and PATCH: the same service, all fields or some."""
-    flow = selectors.flow_get(slug=slug)
+    flow = selectors.flow_get(team=request.acting.team, slug=slug)
     data = FlowUpdateSerializer(data=request.data, partial=partial)
     data.is_valid(raise_exception=True)
     flow = services.flow_update(flow=flow, user=request.user, **data.validated_data)
     return Response(FlowOutputSerializer(flow).data)
 
 
-class FlowUpdateApi(FlowPermissions, APIView):
+class FlowUpdateApi(APIView):
     @extend_schema(
         operation_id="flows_update",
         summary="Replace a flow",
         description="A changed definition becomes a new version; running runs keep the version they started with. "
-        "Needs `flows.change_flow`.",
+        "Needs the editor role; another team's flow is a 404.",
         request=FlowUpdateSerializer,
         responses={
             200: FlowOutputSerializer,
             400: INVALID_DEFINITION,
             401: UNAUTHORIZED,
-            403: permission_response(Flow, "change"),
+            403: role_response(Role.EDITOR),
             404: NOT_FOUND,
         },
         tags=["flows"],
@@ -154,17 +154,17 @@ class FlowUpdateApi(FlowPermissions, APIView):
         return _flow_update(request, slug, partial=False)
 
 
-class FlowPartialUpdateApi(FlowPermissions, APIView):
+class FlowPartialUpdateApi(APIView):
     @extend_schema(
         operation_id="flows_partial_update",
         summary="Change some of a flow's fields",
-        description="Needs `flows.change_flow`.",
+        description="Needs the editor role; another team's flow is a 404.",
         request=FlowUpdateSerializer(partial=True),
         responses={
             200: FlowOutputSerializer,
             400: INVALID_DEFINITION,
             401: UNAUTHORIZED,
-            403: permission_response(Flow, "change"),
+            403: role_response(Role.EDITOR),
             404: NOT_FOUND,
         },
         tags=["flows"],
@@ -173,20 +173,20 @@ class FlowPartialUpdateApi(FlowPermissions, APIView):
         return _flow_update(request, slug, partial=True)
 
 
-class FlowDeleteApi(FlowPermissions, APIView):
+class FlowDeleteApi(APIView):
     @extend_schema(
         operation_id="flows_destroy",
         summary="Delete a flow that never ran and no schedule uses",
-        description="Needs `flows.delete_flow`.",
+        description="Needs the editor role; another team's flow is a 404.",
         responses={
             204: None,
             401: UNAUTHORIZED,
-            403: permission_response(Flow, "delete"),
+            403: role_response(Role.EDITOR),
             404: NOT_FOUND,
             409: FLOW_IN_USE,
         },
         tags=["flows"],
     )
     def delete(self, request, slug):
-        services.flow_delete(flow=selectors.flow_get(slug=slug))
+        services.flow_delete(flow=selectors.flow_get(team=request.acting.team, slug=slug))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -5,15 +5,16 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, RATE_LIMITED, RETRY_AFTER, UNAUTHORIZED, JSONObjectField
+from agentrunner.api import NOT_FOUND, RATE_LIMITED, RETRY_AFTER, UNAUTHORIZED, JSONObjectField, role_response
+from agentrunner.models import Role
 from agentrunner.ratelimit import RunStartThrottle
 from agentrunner.validators import INT32_MAX
 from flows import selectors
 from flows.api.examples import BAD_FLOW_INPUT
-from flows.api.flows import FlowPermissions
 from runs import services as run_services
 from runs.api.examples import BUSY
 from runs.api.runs import RunOutputSerializer, is_idempotent_replay
+from runs.exceptions import IdempotencyConflict
 
 
 class FlowRunInputSerializer(serializers.Serializer):
@@ -32,9 +33,9 @@ class FlowRunInputSerializer(serializers.Serializer):
         ref_name = "FlowRunRequest"
 
 
-class FlowRunStartApi(FlowPermissions, APIView):
-    # A run's steps show the tasks' inputs as the definition gives them: running a flow needs seeing it.
-    permission_actions = {"POST": "view"}
+class FlowRunStartApi(APIView):
+    # Starting a run is a runner's right (TeamPermissions checks it before the flow is looked up).
+    write_role = Role.RUNNER
     throttle_classes = [RunStartThrottle]
 
     def is_replay(self, request) -> bool:
@@ -44,10 +45,10 @@ class FlowRunStartApi(FlowPermissions, APIView):
         operation_id="flows_run",
         summary="Start a run of a flow's current version",
         description="202 with the new run, as `POST /api/v1/runs` answers; with an `idempotency_key` already used "
-        "by you, 200 with that run. Needs `flows.view_flow`, as reading the flow does (a run's steps show the "
-        "inputs its definition gives the tasks); without it the answer is the 404 of a flow that does not exist. "
-        "An inline definition (`POST /api/v1/flow/execute`) needs no permission. Counts against the run-start "
-        "limit (429 over it), except a reused `idempotency_key`.",
+        "by you, 200 with that run (409 if it was for another flow, input or team). The run belongs to the flow's "
+        "team, the acting one. Needs the runner role; another team's flow is the 404 of a flow that does not "
+        "exist. Counts against the run-start limits of the team and of you (429 over either), except a reused "
+        "`idempotency_key`.",
         request=FlowRunInputSerializer,
         parameters=[RETRY_AFTER],
         responses={
@@ -55,6 +56,7 @@ class FlowRunStartApi(FlowPermissions, APIView):
             200: OpenApiResponse(RunOutputSerializer, description="Existing run for this idempotency key."),
             400: BAD_FLOW_INPUT,
             401: UNAUTHORIZED,
+            403: role_response(Role.RUNNER),
             404: NOT_FOUND,
             409: BUSY,
             429: RATE_LIMITED,
@@ -63,12 +65,15 @@ class FlowRunStartApi(FlowPermissions, APIView):
         tags=["flows"],
     )
     def post(self, request, slug):
-        flow = selectors.flow_get(slug=slug)
+        flow = selectors.flow_get(team=request.acting.team, slug=slug)
         data = FlowRunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        run, created = run_services.flow_run_create(
-            version=flow.current_version, created_by=request.user, **data.validated_data
-        )
+        values = data.validated_data
+        run, created = run_services.flow_run_create(version=flow.current_version, created_by=request.user, **values)
+        # A key reused for another flow, input or team answers nothing of that run (as POST /runs).
+        same = run.flow_version_id is not None and run.flow_version.flow_id == flow.pk and run.team_id == flow.team_id
+        if not created and (not same or run.input != values["input"]):
+            raise IdempotencyConflict()
         return Response(
             RunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
         )

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
 
+from agentrunner.adminkit import team_ids_for
 from runs.admin.values import documents_in, place_label, put_at, value_at, value_url, without_documents
 from runs.models import Run
 
@@ -26,11 +27,17 @@ KEEP_HELP = (
 
 
 def visible_run(request, run_id) -> Run | None:
-    """The run `run_id` if the user may see runs (the run page's permission); None otherwise or if there is none."""
-    if not run_id or not (request.user.has_perm("runs.view_run") or request.user.has_perm("runs.change_run")):
+    """The run `run_id` if the user may see it (staff of its team, as its run page); None otherwise, if it is
+    another team's or if there is none."""
+    user = request.user
+    if not run_id or not (user.is_active and (user.is_superuser or user.is_staff)):
         return None
+    runs = Run.objects.only("pk", "agent_type", "input", "user_id", "flow_version", "created_at", "team")
+    ids = team_ids_for(request)
+    if ids is not None:
+        runs = runs.filter(team__in=ids)
     try:
-        return Run.objects.only("pk", "agent_type", "input", "user_id", "flow_version", "created_at").get(pk=run_id)
+        return runs.get(pk=run_id)
     except (Run.DoesNotExist, ValidationError, ValueError):  # no such run, or not a run id
         return None
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
-from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
@@ -19,16 +19,20 @@ from agentrunner.adminkit import (
     EMPTY,
     GREY,
     SHORT_ID,
+    TeamScopedAdmin,
     badge,
     choice_label,
     human_duration,
     id_search,
     nowrap,
     pre_text,
+    sees_several_teams,
+    team_ids_for,
     when,
 )
 from agentrunner.agents import InvalidAgentInput, UnknownAgentType
 from agentrunner.errors import ServiceError
+from agentrunner.models import Role
 from runs import selectors, services
 from runs.admin.display import (
     FLOW_GRAPH_HELP,
@@ -99,7 +103,10 @@ class CreatedFilter(admin.DateFieldListFilter):
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
+    # A team's members see its runs; its runners (and editors, admins) start, cancel, re-run and delete them.
+    team_path = "team"
+    write_role = Role.RUNNER
     list_display = [
         "short_id",
         "agent_or_flow",
@@ -122,7 +129,7 @@ class RunAdmin(admin.ModelAdmin):
         "agent_display",
         "run_id",
         "user_id",
-        "created_by",
+        "created_by_display",
         "created",
         "started",
         "finished",
@@ -130,6 +137,7 @@ class RunAdmin(admin.ModelAdmin):
     ]
     readonly_fields = [
         *summary_fields,
+        "team",
         "error_code_display",
         "cancel_requested",
         "rerun_of_link",
@@ -145,19 +153,34 @@ class RunAdmin(admin.ModelAdmin):
         "step_values",
     ]
 
-    # -- permissions: nothing is edited in a form; "change" permission allows cancel and re-run
+    # -- permissions: nothing is edited in a form; the runner role in the run's team allows cancel and re-run
 
     def has_add_permission(self, request):
-        return False  # runs are started through the API or by re-running one
+        return False  # runs are started on the "Start a run" page, through the API or by re-running one
 
     def has_change_permission(self, request, obj=None):
-        # Runs are never edited; the change page is a read-only view (the "view" or "change"
-        # permission opens it) and the "change" permission lets a user cancel and re-run.
+        # Runs are never edited; the change page is a read-only view (the viewer role in the run's team opens
+        # it) and the runner role there lets a user cancel and re-run (has_operate_permission).
         return False
 
-    def has_operate_permission(self, request) -> bool:
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+    def has_operate_permission(self, request, obj=None) -> bool:
+        """Whether the user may start, cancel and re-run runs: of `obj`'s team, or (no run) of some team."""
+        if request.user.is_superuser:
+            return request.user.is_active
+        return self.has_team_role(request, Role.RUNNER, obj)
+
+    def operable(self, request, queryset):
+        """The runs of `queryset` in teams where the user is at least a runner (all of them for a superuser)."""
+        ids = team_ids_for(request, Role.RUNNER)
+        return queryset if ids is None else queryset.filter(team__in=ids)
+
+    def _skipped_message(self, request, skipped: int) -> None:
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} run(s) skipped: your role in their team does not allow starting or stopping runs.",
+                messages.WARNING,
+            )
 
     def has_delete_permission(self, request, obj=None):
         if obj is not None and not obj.is_finished:
@@ -165,6 +188,9 @@ class RunAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj)
 
     def delete_queryset(self, request, queryset):
+        allowed = self.operable(request, queryset)
+        self._skipped_message(request, queryset.count() - allowed.count())
+        queryset = allowed
         unfinished = queryset.exclude(status__in=RUN_FINISHED).count()
         if unfinished:
             self.message_user(
@@ -225,6 +251,11 @@ class RunAdmin(admin.ModelAdmin):
         context = {"parts": when(obj.created_at).split(" "), "by": obj.created_by}
         return render_to_string("admin/runs/includes/created_by.html", context)
 
+    @admin.display(description="created by")
+    def created_by_display(self, obj: Run):
+        # Text, not Django's link to the user's page: accounts are for superusers only.
+        return obj.created_by.get_username() if obj.created_by_id else EMPTY
+
     @admin.display(description="started")
     def started(self, obj: Run):
         return when(obj.started_at)
@@ -255,6 +286,8 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         summary = list(self.summary_fields)
+        if sees_several_teams(request):
+            summary.insert(summary.index("run_id"), "team")
         if obj is not None and obj.flow_version_id:
             summary[summary.index("agent_display")] = "flow_display"
         if obj is not None:
@@ -332,10 +365,13 @@ class RunAdmin(admin.ModelAdmin):
         blocked = selectors.run_blocked_by(run=obj)
         if blocked is None:
             return "This run is not waiting for a slot."
+        # The selector names only the holders of the run's own team: an agent's slots are shared by every team,
+        # and another team's runs are counted, never named.
         holders = Run.objects.filter(pk__in=blocked["runs"]).only("pk", "agent_type", "status")
         context = {
             "blocked": blocked,
             "holders": [{"link": run_link(r.pk), "agent_type": r.agent_type, "badge": run_badge(r)} for r in holders],
+            "others": max(blocked["slots_used"] - len(blocked["runs"]), 0),
         }
         return render_to_string("admin/runs/includes/waits_for.html", context)
 
@@ -420,8 +456,10 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected runs", permissions=["operate"])
     def cancel_runs(self, request, queryset):
+        allowed = self.operable(request, queryset)
+        self._skipped_message(request, queryset.count() - allowed.count())
         counts = {"cancelled": 0, "stopping": 0, "finished": 0}
-        for run in queryset:
+        for run in allowed:
             counts[self._cancel(request, run)] += 1
         parts = []
         if counts["cancelled"]:
@@ -431,12 +469,15 @@ class RunAdmin(admin.ModelAdmin):
         if counts["finished"]:
             parts.append(f"{counts['finished']} skipped because they had already finished")
         level = messages.SUCCESS if counts["cancelled"] or counts["stopping"] else messages.WARNING
-        self.message_user(request, "; ".join(parts) + ".", level)
+        if parts:
+            self.message_user(request, "; ".join(parts) + ".", level)
 
     @admin.action(description="Re-run selected runs", permissions=["operate"])
     def rerun_runs(self, request, queryset):
+        allowed = self.operable(request, queryset)
+        self._skipped_message(request, queryset.count() - allowed.count())
         started = []
-        for run in queryset:
+        for run in allowed:
             new_run = self._rerun(request, run)
             if new_run is not None:
                 started.append(new_run)
@@ -521,14 +562,15 @@ class RunAdmin(admin.ModelAdmin):
         extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
         return super().changelist_view(request, extra_context)
 
-    def _button_run(self, request, object_id) -> Run | HttpResponseRedirect | HttpResponseNotAllowed:
+    def _button_run(self, request, object_id) -> Run | HttpResponseNotAllowed:
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        if not self.has_operate_permission(request):
-            raise PermissionDenied
-        run = self.get_object(request, object_id)
+        # Through the team-scoped queryset: another team's run is a 404, as if it did not exist.
+        run = self.get_object(request, unquote(object_id))
         if run is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            raise Http404("No such run.")
+        if not self.has_operate_permission(request, run):
+            raise PermissionDenied
         return run
 
     def cancel_view(self, request, object_id):
@@ -568,9 +610,9 @@ class RunAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:runs_run_change", args=[run.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {
-            **(extra_context or {}),
-            "can_operate": self.has_operate_permission(request),
-            "live_interval_ms": LIVE_INTERVAL_MS,
-        }
+        extra_context = {**(extra_context or {}), "live_interval_ms": LIVE_INTERVAL_MS}
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["can_operate"] = obj is not None and self.has_operate_permission(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)

@@ -1,7 +1,8 @@
 """The admin's "Start a run" page: pick an agent, give its input (JSON or a document), start.
 
 `?from=<run id>` fills the form in from an earlier run of an agent ("Re-run with changes" on a run page); its
-documents stay out of the text area (runs.admin.documents)."""
+documents stay out of the text area (runs.admin.documents). The run goes into a team where the user is at least
+a runner: a "Team" choice when there are several, none when there is one."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from agentrunner.adminkit import JSONObjectFormField
+from agentrunner.adminkit import JSONObjectFormField, teams_where
 from agentrunner.agents import InvalidAgentInput, all_agents
 from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.errors import ServiceError
+from agentrunner.models import Role, Team
 from runs import services
 from runs.admin.display import run_link
 from runs.admin.documents import KeptDocumentsForm, visible_run
@@ -28,6 +30,12 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 
 class RunStartForm(KeptDocumentsForm):
+    team = forms.ModelChoiceField(
+        label="Team",
+        queryset=Team.objects.none(),
+        empty_label=None,
+        help_text="The team the run belongs to: its members see it, and it counts against its limits.",
+    )
     agent_type = forms.ChoiceField(label="Agent", help_text="What should run.")
     input = JSONObjectFormField(
         label="Input (JSON)",
@@ -44,11 +52,20 @@ class RunStartForm(KeptDocumentsForm):
         label="User id", required=False, help_text="Optional: the end user this run is for (a UUID)."
     )
 
-    field_order = ["agent_type", "input", "keep", "document", "user_id", "from_run"]
+    field_order = ["team", "agent_type", "input", "keep", "document", "user_id", "from_run"]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, teams, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["agent_type"].choices = [(name, name) for name in all_agents()]
+        teams = list(teams)
+        self.only_team = teams[0] if len(teams) == 1 else None
+        if self.only_team is not None:
+            del self.fields["team"]  # nothing to choose
+        else:
+            self.fields["team"].queryset = Team.objects.filter(pk__in=[team.pk for team in teams])
+
+    def chosen_team(self) -> Team:
+        return self.only_team or self.cleaned_data["team"]
 
     def clean_document(self):
         upload = self.cleaned_data["document"]
@@ -75,12 +92,16 @@ def run_start_view(model_admin: ModelAdmin, request):
     source = visible_run(request, request.POST.get("from_run") if request.method == "POST" else request.GET.get("from"))
     if source is not None and source.flow_version_id:
         source = None  # a flow run starts again from its flow's Run now page
+    teams = teams_where(request, Role.RUNNER)
     initial = {key: value for key, value in request.GET.items() if key != "from"}
     if source is not None:
         initial.update(
-            agent_type=source.agent_type, input=KeptDocumentsForm.initial_input(source), user_id=source.user_id
+            agent_type=source.agent_type,
+            input=KeptDocumentsForm.initial_input(source),
+            user_id=source.user_id,
+            team=source.team_id,
         )
-    form = RunStartForm(request.POST or None, request.FILES or None, initial=initial, source=source)
+    form = RunStartForm(request.POST or None, request.FILES or None, initial=initial, source=source, teams=teams)
     if request.method == "POST" and form.is_valid():
         data = form.agent_input()
         if form.is_valid():
@@ -90,6 +111,7 @@ def run_start_view(model_admin: ModelAdmin, request):
                     input=data,
                     user_id=form.cleaned_data["user_id"],
                     created_by=request.user,
+                    team=form.chosen_team(),
                 )
             except InvalidAgentInput as exc:
                 for path, errors in exc.errors.items():

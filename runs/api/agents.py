@@ -2,12 +2,11 @@
 `/agents/status/{run_id}`, which keep the earlier runner's shape (`run_id`, `state`)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiExample,
     extend_schema,
 )
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -20,11 +19,12 @@ from agentrunner.api import (
     RATE_LIMITED,
     RETRY_AFTER,
     UNAUTHORIZED,
-    IsStaff,
+    IsSuperuser,
     JSONObjectField,
     SafeJSONParser,
     error_response,
 )
+from agentrunner.models import Role
 from agentrunner.ratelimit import RunStartThrottle
 from agentrunner.validators import INT32_MAX, validate_storable_json
 from runs import selectors, services
@@ -128,6 +128,7 @@ class AgentUpdateInputSerializer(serializers.Serializer):
 class AgentRunApi(APIView):
     parser_classes = [SafeJSONParser, MultiPartParser, FormParser]
     throttle_classes = [RunStartThrottle]
+    write_role = Role.RUNNER
 
     @extend_schema(
         operation_id="agents_run",
@@ -167,6 +168,7 @@ class AgentRunApi(APIView):
             user_id=data.validated_data["user_id"],
             created_by=request.user,
             token_budget=data.validated_data.get("token_budget"),
+            team=request.acting.team,
         )
         return Response({"run_id": str(run.id)}, status=status.HTTP_202_ACCEPTED)
 
@@ -190,7 +192,7 @@ class AgentStatusApi(APIView):
         tags=["agents"],
     )
     def get(self, request, run_id):
-        run = get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
+        run = selectors.run_get(team=request.acting.team, run_id=run_id)
         return Response(AgentStatusSerializer(run).data)
 
 
@@ -214,19 +216,19 @@ class AgentListApi(generics.ListAPIView):
 
 
 class AgentUpdateApi(APIView):
-    permission_classes = [permissions.IsAuthenticated, IsStaff]
+    permission_classes = [IsSuperuser]
 
     @extend_schema(
         operation_id="agents_update",
         summary="Change an agent type's concurrency policy",
-        description="Staff only. Stored in the database; applies to the next run. Waiting runs that now "
-        "fit start at once.",
+        description="Superusers only: an agent's policy is shared by every team (it protects what the agent "
+        "calls). Stored in the database; applies to the next run. Waiting runs that now fit start at once.",
         request=AgentUpdateInputSerializer,
         responses={
             200: AgentSerializer,
             400: error_response("Bad policy.", "Invalid request.", "invalid"),
             401: UNAUTHORIZED,
-            403: error_response("Not staff.", IsStaff.message, "permission_denied"),
+            403: error_response("Not a superuser.", IsSuperuser.message, "permission_denied"),
             404: NOT_FOUND,
         },
         examples=[OpenApiExample("one at a time, queued", value={"concurrency": {"limit": 1, "on_busy": "queue"}})],

@@ -1,7 +1,6 @@
 """Runs: list, start, read, cancel and resume them (`/runs`, `/runs/{id}`, `/runs/{id}/retry`)."""
 
 import django_filters
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -24,6 +23,7 @@ from agentrunner.api import (
     JSONObjectField,
     error_response,
 )
+from agentrunner.models import Role
 from agentrunner.ratelimit import RunStartThrottle
 from agentrunner.validators import INT32_MAX
 from runs import selectors, services
@@ -35,7 +35,11 @@ BlockedBySerializer = inline_serializer(
     name="BlockedBy",
     fields={
         "concurrency_key": serializers.CharField(),
-        "runs": serializers.ListField(child=serializers.UUIDField(), help_text="Runs holding the slots."),
+        "runs": serializers.ListField(
+            child=serializers.UUIDField(),
+            help_text="Your team's runs holding the slots (an agent's slots are shared by every team: another "
+            "team's runs count in `slots_used` but are not named).",
+        ),
         "slots_used": serializers.IntegerField(),
         "limit": serializers.IntegerField(allow_null=True),
         "position": serializers.IntegerField(help_text="1 = next to get a slot."),
@@ -163,7 +167,7 @@ class RunListApi(generics.ListAPIView):
     queryset = Run.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):
-        return selectors.run_list(user=self.request.user)
+        return selectors.run_list(team=self.request.acting.team)
 
     def get_serializer(self, *args, **kwargs):
         if kwargs.get("many") and args:  # a page of runs: why each waits, in a few queries for all
@@ -175,7 +179,7 @@ class RunListApi(generics.ListAPIView):
     @extend_schema(
         operation_id="runs_list",
         summary="List runs",
-        description="Newest first. Staff see every run, other users the runs they started.",
+        description="The team's runs, newest first: every member of a team sees all its runs.",
         responses={
             200: RunOutputSerializer(many=True),
             400: error_response("Bad filter.", "Invalid request.", "invalid"),
@@ -202,6 +206,7 @@ def is_idempotent_replay(request) -> bool:
 
 class RunStartApi(APIView):
     throttle_classes = [RunStartThrottle]
+    write_role = Role.RUNNER
 
     def is_replay(self, request) -> bool:
         return is_idempotent_replay(request)
@@ -210,9 +215,9 @@ class RunStartApi(APIView):
         operation_id="runs_create",
         summary="Start a run",
         description="202 with the new run. With an `idempotency_key` already used by you, 200 with that run "
-        "(409 if the agent or input differ). Starting a stored `flow` needs `flows.view_flow`, as reading it "
-        "does; without it the answer is the 404 of a flow that does not exist. Counts against the run-start "
-        "limit (429 over it), except a reused `idempotency_key`.",
+        "(409 if the agent, input or team differ). Needs the runner role; `flow` is a slug of the team's flows. "
+        "Counts against the run-start limits of the team and of you (429 over either), except a reused "
+        "`idempotency_key`.",
         request=RunCreateInputSerializer,
         parameters=[RETRY_AFTER],
         responses={
@@ -245,15 +250,16 @@ class RunStartApi(APIView):
             "created_by": request.user,
             "idempotency_key": values["idempotency_key"],
             "token_budget": values.get("token_budget"),
+            "team": request.acting.team,
         }
         if "flow" in values:
-            version = selectors.flow_version_current(values["flow"], user=request.user)
+            version = selectors.flow_version_current(values["flow"], team=request.acting.team)
             run, created = services.flow_run_create(version=version, **common)
             same = run.flow_version_id is not None and run.flow_version.flow_id == version.flow_id
         else:
             run, created = services.run_create(agent_type=values["agent_type"], **common)
             same = run.agent_type == values["agent_type"]
-        if not created and (not same or run.input != values["input"]):
+        if not created and (not same or run.input != values["input"] or run.team_id != request.acting.team.pk):
             raise IdempotencyConflict()
         return Response(
             RunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
@@ -261,8 +267,8 @@ class RunStartApi(APIView):
 
 
 def run_get(request, run_id) -> Run:
-    """The run, if the user may see it; the same 404 otherwise."""
-    return get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
+    """The run, if it is the acting team's; the same 404 otherwise."""
+    return selectors.run_get(team=request.acting.team, run_id=run_id)
 
 
 class RunDetailApi(APIView):
@@ -277,6 +283,8 @@ class RunDetailApi(APIView):
 
 
 class RunCancelApi(APIView):
+    write_role = Role.RUNNER
+
     @extend_schema(
         operation_id="runs_cancel",
         summary="Cancel a run",
@@ -291,6 +299,8 @@ class RunCancelApi(APIView):
 
 
 class RunRetryApi(APIView):
+    write_role = Role.RUNNER
+
     @extend_schema(
         operation_id="runs_retry",
         summary="Resume a failed flow run from its failed step",

@@ -22,7 +22,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from agentrunner.agents import Agent, AgentContext, AgentError, AsyncAgentContext, get_agent
+from agentrunner.agents import Agent, AgentContext, AgentError, AsyncAgentContext, RateLimitedError, get_agent
 from agentrunner.agents.registry import UnknownAgentType
 from agentrunner.validators import validate_storable_json
 from runs.engine import runtime
@@ -134,6 +134,7 @@ def execution_new(claim: Claim, agent: Agent) -> Execution:
         log=bound,
         step_id=step.pk,
         owner_id=run.created_by_id,
+        team_id=run.team_id,
         token_budget=run.token_budget,
     )
     timeout = step.timeout_seconds
@@ -204,6 +205,8 @@ def outcome(execution: Execution, output, raised: BaseException | None, started:
         error = error_info(raised, code=raised.code, retryable=raised.retryable)
         if getattr(raised, "retry_after", None):  # e.g. an HTTP 429/503 Retry-After
             error["retry_after"] = float(raised.retry_after)
+        if isinstance(raised, RateLimitedError):  # our own limit: wait for it, without using up an attempt
+            error["deferred"] = True
     elif raised is not None:
         error = error_info(raised, code="agent_crashed", retryable=False)
     else:

@@ -5,6 +5,8 @@ reaper and cancel end steps through `attempt_outcome` and `step_end` too, so eve
 is here. After a step ends, a single-agent run ends with it; a flow run asks its pinned flow version's
 conditions for the next task; "end" (or no condition) ends the run, COMPLETED after a successful step
 and FAILED after a failed one. The run's result keeps every step's output (`execution_history`).
+An attempt refused by a rate limit of our own (an agent's RateLimitedError, e.g. a team's LLM requests
+per minute) is no failure: the step waits for the limit without using up one of its attempts.
 
 Lock order: the step row (held by the caller), then concurrency key rows (when the next step queues).
 Slots are freed by deleting the holder's rows; waiters are woken after commit (`slots_pump_on_commit`).
@@ -88,9 +90,11 @@ def route_ahead(*, claim: Claim, output, error: dict | None) -> Route | None:
     if not run.flow_version_id or run.cancel_requested_at:
         return None
     if error is not None and (
-        (error["retryable"] and step.attempts < step.max_attempts) or error["code"] == BUDGET_EXCEEDED
+        (error["retryable"] and step.attempts < step.max_attempts)
+        or error.get("deferred")
+        or error["code"] == BUDGET_EXCEEDED
     ):
-        return None  # a retry, or a budget stop: no routing
+        return None  # a retry (or a wait for a rate limit), or a budget stop: no routing
     status = StepStatus.SUCCESS if error is None else StepStatus.FAILED
     if error is None:
         output = json.loads(json.dumps(output))  # as the database will give it back (string keys)
@@ -147,6 +151,8 @@ def attempt_outcome(*, step: Step, run: Run, output, error: dict | None, now, ro
         step_end(step=step, run=run, status=StepStatus.CANCELLED, now=now)
     elif error is None:
         step_end(step=step, run=run, status=StepStatus.SUCCESS, now=now, output=output, route=route)
+    elif error.get("deferred"):
+        _step_defer(step=step, error=error, now=now)
     elif error["retryable"] and step.attempts < step.max_attempts:
         _step_retry_later(step=step, error=error, now=now)
     else:
@@ -158,6 +164,21 @@ def _step_retry_later(*, step: Step, error: dict, now) -> None:
     delay = min(step.backoff_seconds * 2 ** (step.attempts - 1), step.max_backoff_seconds)
     # A server that says when to come back is believed, within the step's longest backoff.
     delay = max(delay, min(error.get("retry_after") or 0, step.max_backoff_seconds))
+    _step_wait(step=step, error=error, now=now, delay=delay)
+
+
+def _step_defer(*, step: Step, error: dict, now) -> None:
+    """Wait for a rate limit of our own (RateLimitedError) to let the step through; the wait is not an attempt.
+
+    The limit says when a request fits again, so that is when the step comes back (not the step's backoff,
+    which may be shorter: a try before then would be refused again). As when a worker hands a step back,
+    `max_attempts` grows by one: a busy team's steps wait for their turn however often, and never fail for it.
+    """
+    delay = float(error.get("retry_after") or step.backoff_seconds)
+    _step_wait(step=step, error=error, now=now, delay=delay, event="step_deferred", max_attempts=step.max_attempts + 1)
+
+
+def _step_wait(*, step: Step, error: dict, now, delay: float, event: str = "step_retry_scheduled", **fields) -> None:
     step_move(
         step,
         from_status=StepStatus.RUNNING,
@@ -167,11 +188,12 @@ def _step_retry_later(*, step: Step, error: dict, now) -> None:
         next_attempt_at=now + timedelta(seconds=delay),
         worker_id="",
         lease_expires_at=None,
+        **fields,
     )
     # An agent slot is not held while waiting to retry: the retry queues for it again.
     # (A flow slot belongs to the run and stays with it.)
     slots_pump_on_commit(slots.slots_free_step(step_id=step.pk))
-    log.info("step_retry_scheduled", step_id=step.pk, delay_seconds=delay, error=error["message"])
+    log.info(event, step_id=step.pk, delay_seconds=delay, error=error["message"])
 
 
 def step_end(

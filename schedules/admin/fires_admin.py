@@ -6,16 +6,19 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from agentrunner.adminkit import EMPTY, ReadOnlyAdminMixin, nowrap
+from agentrunner.adminkit import EMPTY, ReadOnlyAdminMixin, TeamScopedAdmin, nowrap, sees_several_teams
 from runs.admin.display import run_badge, run_link
 from schedules.admin.display import fire_badge, local_time
 from schedules.models import ScheduleFire
 
 
 @admin.register(ScheduleFire)
-class ScheduleFireAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ScheduleFireAdmin(ReadOnlyAdminMixin, TeamScopedAdmin, admin.ModelAdmin):
+    """The slots of a team's schedules, for its members to read."""
+
+    team_path = "schedule__team"
     list_display = ["intended", "schedule_link", "status_badge", "run_display", "detail_display", "fired_at"]
-    list_filter = ["status", "schedule"]
+    list_filter = ["status", "schedule"]  # the schedules of the user's teams only (TeamScopedAdmin)
     list_select_related = ["schedule", "run"]
     search_fields = ["schedule__name", "detail"]
     date_hierarchy = "intended_at"
@@ -24,6 +27,18 @@ class ScheduleFireAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = fields
 
     # Read-only: slots are decided by the scheduler; deleting one would let its fire time start a second run.
+
+    def get_list_display(self, request):
+        columns = super().get_list_display(request)
+        return [*columns[:2], "team_display", *columns[2:]] if sees_several_teams(request) else columns
+
+    def get_list_select_related(self, request):
+        related = super().get_list_select_related(request)
+        return [*related, "schedule__team"] if sees_several_teams(request) else related
+
+    @admin.display(description="team", ordering="schedule__team__name")
+    def team_display(self, obj: ScheduleFire):
+        return obj.schedule.team.name
 
     @admin.display(description="fire time", ordering="intended_at")
     def intended(self, obj: ScheduleFire):

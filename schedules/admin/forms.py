@@ -45,6 +45,8 @@ class ScheduleForm(forms.ModelForm):
             agents.append(self.instance.agent_type)
         if self.instance.timezone and self.instance.timezone not in zones:
             zones.append(self.instance.timezone)
+        if "flow" not in self.fields:
+            return  # a page the user may only read: every field is shown as text, none is in the form
         self.fields["agent_type"].choices = [("", "— (none: start the flow)"), *((a, a) for a in agents)]
         self.fields["timezone"].choices = [(z, z) for z in zones]
         self.fields["flow"].empty_label = "— (none: start the agent)"
@@ -56,6 +58,20 @@ class ScheduleForm(forms.ModelForm):
         for name in FORM_FIELDS:
             if name in data:
                 setattr(candidate, name, data[name])
+        team, flow, name = data.get("team"), data.get("flow"), data.get("name")
+        owner = team if "team" in self.fields else (self.instance.team if self.instance.team_id else None)
+        others = Schedule.objects.exclude(pk=self.instance.pk)
+        if owner and name and others.filter(team=owner, name=name).exists():
+            # At the name, before saving; the model's (team, name) constraint would say it above the form.
+            self.add_error("name", f"A schedule named {name!r} already exists in this team.")
+        if "team" in self.fields:  # a new schedule: its team is chosen here (or is the user's only one)
+            candidate.team = team or (flow.team if flow else None)  # no team chosen: that error is enough
+            if team and flow and flow.team_id != team.pk:
+                # The services refuse another team's flow as one that does not exist; here both teams are the
+                # user's, so say which is which.
+                self.add_error(
+                    "flow", f"This flow is of team {flow.team}: a schedule of team {team} can start only its flows."
+                )
         try:
             services.schedule_check(candidate)
             services.schedule_timing(candidate).next_after(timezone.now())

@@ -11,7 +11,18 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from agentrunner.adminkit import CELL_STYLE, EMPTY, GREEN, GREY, RED, ServiceSaveMixin, badge, nowrap
+from agentrunner.adminkit import (
+    CELL_STYLE,
+    EMPTY,
+    GREEN,
+    GREY,
+    RED,
+    ServiceSaveMixin,
+    TeamScopedAdmin,
+    badge,
+    nowrap,
+    sees_several_teams,
+)
 from runs.admin.display import run_badge, run_link
 from schedules import selectors, services
 from schedules.admin.display import OVERLAP_SHORT, fire_badge, local_time, timing_display
@@ -60,9 +71,11 @@ def titled(title: str, base=admin.ChoicesFieldListFilter):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
+class ScheduleAdmin(ServiceSaveMixin, TeamScopedAdmin, admin.ModelAdmin):
+    """A team's schedules: its viewers read them, its editors and admins write, pause and resume them."""
+
     form = ScheduleForm
-    service_fields = tuple(FORM_FIELDS)
+    service_fields = (*FORM_FIELDS, "team")  # the team only when adding: a schedule stays in its team
     service_error = ScheduleInvalid
     list_display = [
         "name",
@@ -78,7 +91,8 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
         ("kind", titled("timing")),
         ("overlap", titled("overlap (the previous run is still active)")),
         ("catch_up", titled("catch-up after downtime")),
-        ("flow", titled("flow", admin.RelatedFieldListFilter)),
+        # Only the flows the user's schedules start: not every flow of every team.
+        ("flow", titled("flow", admin.RelatedOnlyFieldListFilter)),
     ]
     radio_fields = {"kind": admin.HORIZONTAL, "overlap": admin.VERTICAL, "catch_up": admin.VERTICAL}
     list_select_related = ["flow", "q_schedule"]
@@ -90,19 +104,31 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
     readonly_fields = ["next_fire_times", "last_run_display", "created_by", "created_at", "updated_at", "recent_slots"]
 
     def get_queryset(self, request):
-        # The newest run of every schedule in one more query (a sliced prefetch), not one per row.
-        return selectors.schedule_list().order_by(*(self.get_ordering(request) or ["name"]))
+        # The user's teams' schedules (TeamScopedAdmin), with the newest run of each in one more query (a sliced
+        # prefetch), not one per row.
+        return selectors.with_last_run(super().get_queryset(request))
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change, **kwargs)
-        widget = form.base_fields["flow"].widget
-        # Deleting or creating a flow from a schedule's page is one click from a mistake; the flow page does that.
-        widget.can_delete_related = widget.can_add_related = False
+        field = form.base_fields.get("flow")
+        if field is not None:
+            # The schedule's team's flows; a new schedule's, those of the teams the user may add one to.
+            self.fit_team_picker(request, field, obj)
+            # Deleting or creating a flow from a schedule's page is one click from a mistake; the flow page does
+            # that.
+            field.widget.can_delete_related = field.widget.can_add_related = False
         return form
 
+    def get_readonly_fields(self, request, obj=None):
+        # A schedule stays in its team: its runs and slots are that team's.
+        return [*self.readonly_fields, "team"] if obj is not None else self.readonly_fields
+
     def get_fieldsets(self, request, obj=None):
+        # A new schedule's team: a choice for who may add schedules in several teams, else a hidden field
+        # (TeamScopedAdmin.get_form). An existing one's: shown to who sees several teams.
+        team = ["team"] if obj is None or sees_several_teams(request) else []
         editing = [
-            ("What to start", {"fields": ["name", "flow", "agent_type", "input"], "description": WHAT_HELP}),
+            ("What to start", {"fields": [*team, "name", "flow", "agent_type", "input"], "description": WHAT_HELP}),
             ("When", {"fields": ["kind", "interval_seconds", "cron", "timezone"], "description": WHEN_HELP}),
             ("Rules", {"fields": ["enabled", "overlap", "catch_up"]}),
         ]
@@ -215,7 +241,7 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
     # -- saving, deleting, pausing: through the services (they keep django-q2's row in step)
 
     def service_create(self, request, fields: dict) -> Schedule:
-        return services.schedule_create(created_by=request.user, **fields)
+        return services.schedule_create(created_by=request.user, **fields)  # `team` among the fields
 
     def service_update(self, request, obj: Schedule, fields: dict) -> None:
         services.schedule_update(schedule=obj, **fields)
@@ -232,8 +258,12 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
         self._switch(request, queryset, enabled=True)
 
     def _switch(self, request, queryset, *, enabled: bool):
+        # Django checks the action's permission without an object: the user may be an editor of one team and
+        # a viewer of another, whose schedules the list also shows.
+        writable = self.writable(request, queryset)
+        read_only = sorted(queryset.exclude(pk__in=writable.values("pk")).values_list("name", flat=True))
         done, failed = [], []
-        for schedule in queryset:
+        for schedule in writable:
             if schedule.enabled == enabled:
                 continue
             try:
@@ -246,7 +276,13 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
         verb = "Resumed" if enabled else "Paused"
         if done:
             self.message_user(request, f"{verb} {len(done)} schedule(s): {', '.join(done)}.", messages.SUCCESS)
-        elif not failed:
+        elif not failed and not read_only:
             self.message_user(request, f"Nothing to do: they were all {verb.lower()} already.", messages.INFO)
+        if read_only:
+            self.message_user(
+                request,
+                f"Not {verb.lower()} (you may only read them in their team): {', '.join(read_only)}.",
+                messages.ERROR,
+            )
         if failed:
             self.message_user(request, f"Not {verb.lower()}: {'; '.join(failed)}", messages.ERROR)

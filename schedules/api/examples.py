@@ -1,8 +1,8 @@
 """What the schedules API's OpenAPI document shows: example schedules and slots, the documented errors."""
 
-from agentrunner.api import error_response, permission_response
+from agentrunner.api import error_response, role_response
+from agentrunner.models import Role
 from runs.api.examples import EXAMPLE_RUN_ID
-from schedules.models import Schedule
 
 EXAMPLE_SCHEDULE_ID = 7
 CLAIM_INTAKE_EVERY_10_MIN = {
@@ -60,11 +60,15 @@ STARTED_SLOT = {
 }
 
 INVALID_SCHEDULE = error_response(
-    "A field is missing or wrong (unknown flow or agent, bad cron expression, time zone or interval, input not "
-    "matching the agent); every problem is listed by field.",
+    "A field is missing or wrong (unknown flow or agent, where another team's flow is unknown; name taken in the "
+    "team; bad cron expression, time zone or interval; input not matching the agent); every problem is listed by "
+    "field.",
     "Invalid request: cron: '0 25 * * *' is not a valid cron expression.",
     "invalid",
     {"cron": ["'0 25 * * *' is not a valid cron expression."], "timezone": ["Unknown time zone 'Paris'; ..."]},
 )
-HIDDEN = "Needs `schedules.view_schedule`; without it the answer is the 404 of a schedule that does not exist."
-CANNOT_CHANGE = permission_response(Schedule, "change")
+HIDDEN = (
+    "Any member of the team (viewer and up) may read it. Another team's schedule is the 404 of a schedule that does "
+    "not exist."
+)
+CANNOT_CHANGE = role_response(Role.EDITOR)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import generics, serializers
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, role_response
+from agentrunner.models import Role
 from schedules import selectors
 from schedules.api.examples import HIDDEN, SKIPPED_SLOT, STARTED_SLOT
-from schedules.api.schedules import SchedulePermissions
 from schedules.models import FireStatus, ScheduleFire
 
 
@@ -28,19 +28,25 @@ class ScheduleFireOutputSerializer(serializers.Serializer):
         ref_name = "ScheduleFire"
 
 
-class ScheduleFireListApi(SchedulePermissions, generics.ListAPIView):
+class ScheduleFireListApi(generics.ListAPIView):
     serializer_class = ScheduleFireOutputSerializer
     queryset = ScheduleFire.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):
-        return selectors.schedule_fire_list(schedule=selectors.schedule_get(schedule_id=self.kwargs["schedule_id"]))
+        schedule = selectors.schedule_get(team=self.request.acting.team, schedule_id=self.kwargs["schedule_id"])
+        return selectors.schedule_fire_list(schedule=schedule)
 
     @extend_schema(
         operation_id="schedules_fires",
         summary="A schedule's slot history, newest first",
         description="One entry per fire time the scheduler reached: the run it started, or why it was skipped, "
         "queued or could not start. " + HIDDEN,
-        responses={200: ScheduleFireOutputSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
+        responses={
+            200: ScheduleFireOutputSerializer(many=True),
+            401: UNAUTHORIZED,
+            403: role_response(Role.VIEWER),
+            404: NOT_FOUND,
+        },
         examples=[
             OpenApiExample("skipped while the previous run was running", response_only=True, value=SKIPPED_SLOT),
             OpenApiExample("started a run", response_only=True, value=STARTED_SLOT),

@@ -10,7 +10,8 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField, ModelPermissions, permission_response
+from agentrunner.api import NOT_FOUND, UNAUTHORIZED, JSONObjectField, role_response
+from agentrunner.models import Role
 from flows.models import Flow
 from runs.models import RunStatus
 from schedules import selectors, services
@@ -22,20 +23,11 @@ from schedules.api.examples import (
     INVALID_SCHEDULE,
     WEEKDAY_MORNINGS,
 )
-from schedules.exceptions import ScheduleNotFound
 from schedules.models import CatchUpPolicy, OverlapPolicy, Schedule, ScheduleKind
 from schedules.timing import Timing, TimingError
 
 # Longer gaps are what cron expressions are for ("0 6 1 1 *" = every 1 January).
 MAX_EVERY_SECONDS = 366 * 24 * 3600
-
-
-class SchedulePermissions:
-    """Who may read and change schedules: Django's model permissions on Schedule."""
-
-    permission_classes = [ModelPermissions]
-    permission_model = Schedule
-    not_found = ScheduleNotFound
 
 
 def utc(value: datetime | None) -> str | None:
@@ -46,9 +38,13 @@ def utc(value: datetime | None) -> str | None:
 
 
 class ScheduleInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, help_text="Unique; shown in the admin, in runs and in digests.")
+    name = serializers.CharField(
+        max_length=200, help_text="Unique in the team; shown in the admin, in runs and in digests."
+    )
     flow = serializers.SlugField(
-        max_length=100, required=False, help_text="The slug of the flow to start (its newest version each time)."
+        max_length=100,
+        required=False,
+        help_text="The slug of the team's flow to start (its newest version each time).",
     )
     agent = serializers.CharField(
         max_length=100, required=False, help_text="Or the agent type to start (GET /api/v1/agents)."
@@ -90,7 +86,8 @@ class ScheduleInputSerializer(serializers.Serializer):
         ref_name = "ScheduleRequest"
 
     def validate_flow(self, slug: str) -> Flow:
-        flow = Flow.objects.filter(slug=slug).first()
+        # Only the acting team's flows: another team's is refused as one that does not exist.
+        flow = Flow.objects.filter(team=self.context["team"], slug=slug).first()
         if flow is None:
             raise serializers.ValidationError(f"No flow {slug!r}.")
         return flow
@@ -193,29 +190,29 @@ class ScheduleOutputSerializer(serializers.Serializer):
 
 def schedule_answer(schedule: Schedule, status_code: int = status.HTTP_200_OK) -> Response:
     """The schedule as the list reads it (flow slug, newest run), read again after a write."""
-    schedule = selectors.schedule_get(schedule_id=schedule.pk)
+    schedule = selectors.schedule_get(team=schedule.team_id, schedule_id=schedule.pk)
     return Response(ScheduleOutputSerializer(schedule).data, status=status_code)
 
 
 # --- views ----------------------------------------------------------------------
 
 
-class ScheduleListApi(SchedulePermissions, generics.ListAPIView):
+class ScheduleListApi(generics.ListAPIView):
     serializer_class = ScheduleOutputSerializer
     queryset = Schedule.objects.none()  # for the schema generator; requests use get_queryset
 
     def get_queryset(self):
-        return selectors.schedule_list().order_by("name")
+        return selectors.schedule_list(team=self.request.acting.team).order_by("name")
 
     @extend_schema(
         operation_id="schedules_list",
         summary="List schedules",
-        description="By name, with each schedule's input, next fire times and newest run. Needs "
-        "`schedules.view_schedule` (superusers have it; give it to others with a group).",
+        description="The acting team's schedules by name, with each one's input, next fire times and newest run. "
+        "Any member of the team (viewer and up) may read them.",
         responses={
             200: ScheduleOutputSerializer(many=True),
             401: UNAUTHORIZED,
-            403: permission_response(Schedule, "view"),
+            403: role_response(Role.VIEWER),
         },
         tags=["schedules"],
     )
@@ -223,19 +220,20 @@ class ScheduleListApi(SchedulePermissions, generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class ScheduleCreateApi(SchedulePermissions, APIView):
+class ScheduleCreateApi(APIView):
     @extend_schema(
         operation_id="schedules_create",
         summary="Create a schedule",
         description="Starts a flow or an agent with a fixed input at every fire time: a cron expression read in "
-        "the schedule's time zone, or a fixed interval. Runs are started as the user who creates it. Needs "
-        "`schedules.add_schedule`.",
+        "the schedule's time zone, or a fixed interval. The schedule and its runs belong to the acting team; its "
+        "name is unique in the team, and `flow` names one of the team's flows (another team's is the 400 of a flow "
+        "that does not exist). Runs are started as the user who creates it. Needs the editor role.",
         request=ScheduleInputSerializer,
         responses={
             201: ScheduleOutputSerializer,
             400: INVALID_SCHEDULE,
             401: UNAUTHORIZED,
-            403: permission_response(Schedule, "add"),
+            403: role_response(Role.EDITOR),
         },
         examples=[
             OpenApiExample("claim intake every 10 minutes", request_only=True, value=CLAIM_INTAKE_EVERY_10_MIN),
@@ -245,32 +243,39 @@ class ScheduleCreateApi(SchedulePermissions, APIView):
         tags=["schedules"],
     )
     def post(self, request):
-        data = ScheduleInputSerializer(data=request.data)
+        team = request.acting.team
+        data = ScheduleInputSerializer(data=request.data, context={"team": team})
         data.is_valid(raise_exception=True)
-        schedule = services.schedule_create(created_by=request.user, **data.service_fields())
+        schedule = services.schedule_create(created_by=request.user, team=team, **data.service_fields())
         return schedule_answer(schedule, status.HTTP_201_CREATED)
 
 
-class ScheduleDetailApi(SchedulePermissions, APIView):
+class ScheduleDetailApi(APIView):
     @extend_schema(
         operation_id="schedules_retrieve",
         summary="Get a schedule",
         description=HIDDEN,
-        responses={200: ScheduleOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+        responses={
+            200: ScheduleOutputSerializer,
+            401: UNAUTHORIZED,
+            403: role_response(Role.VIEWER),
+            404: NOT_FOUND,
+        },
         examples=[OpenApiExample("claim intake", value=CLAIM_INTAKE_OUTPUT)],
         tags=["schedules"],
     )
     def get(self, request, schedule_id):
-        return Response(ScheduleOutputSerializer(selectors.schedule_get(schedule_id=schedule_id)).data)
+        schedule = selectors.schedule_get(team=request.acting.team, schedule_id=schedule_id)
+        return Response(ScheduleOutputSerializer(schedule).data)
 
 
-class ScheduleUpdateApi(SchedulePermissions, APIView):
+class ScheduleUpdateApi(APIView):
     @extend_schema(
         operation_id="schedules_partial_update",
         summary="Change some of a schedule's fields",
         description="Giving `cron` makes it a cron schedule, `every_seconds` an interval one; `flow` or `agent` "
-        "replaces the target. The next fire time is computed again from now: nothing is caught up. Needs "
-        "`schedules.change_schedule`.",
+        "replaces the target (one of the team's flows). The next fire time is computed again from now: nothing is "
+        "caught up. Needs the editor role; another team's schedule is a 404.",
         request=ScheduleInputSerializer(partial=True),
         responses={
             200: ScheduleOutputSerializer,
@@ -289,34 +294,34 @@ class ScheduleUpdateApi(SchedulePermissions, APIView):
         tags=["schedules"],
     )
     def patch(self, request, schedule_id):
-        schedule = selectors.schedule_get(schedule_id=schedule_id)
-        data = ScheduleInputSerializer(data=request.data, partial=True)
+        schedule = selectors.schedule_get(team=request.acting.team, schedule_id=schedule_id)
+        data = ScheduleInputSerializer(data=request.data, partial=True, context={"team": request.acting.team})
         data.is_valid(raise_exception=True)
         return schedule_answer(services.schedule_update(schedule=schedule, **data.service_fields()))
 
 
-class ScheduleDeleteApi(SchedulePermissions, APIView):
+class ScheduleDeleteApi(APIView):
     @extend_schema(
         operation_id="schedules_destroy",
         summary="Delete a schedule",
-        description="Its runs stay (without the link to the schedule); its slot history goes. Needs "
-        "`schedules.delete_schedule`.",
-        responses={204: None, 401: UNAUTHORIZED, 403: permission_response(Schedule, "delete"), 404: NOT_FOUND},
+        description="Its runs stay (without the link to the schedule); its slot history goes. Needs the editor "
+        "role; another team's schedule is a 404.",
+        responses={204: None, 401: UNAUTHORIZED, 403: role_response(Role.EDITOR), 404: NOT_FOUND},
         tags=["schedules"],
     )
     def delete(self, request, schedule_id):
-        services.schedule_delete(schedule=selectors.schedule_get(schedule_id=schedule_id))
+        services.schedule_delete(schedule=selectors.schedule_get(team=request.acting.team, schedule_id=schedule_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ScheduleSwitchApi(SchedulePermissions, APIView):
+class ScheduleSwitchApi(APIView):
     """Pause or resume: a change of the schedule's `enabled`, as the admin's actions."""
 
     enabled: bool
-    permission_actions = {"POST": "change"}  # as in the admin's pause and resume actions
+    permission_actions = {"POST": "change"}  # a change of the schedule: the editor role, as in the admin
 
-    def switch(self, schedule_id) -> Response:
-        schedule = selectors.schedule_get(schedule_id=schedule_id)
+    def switch(self, request, schedule_id) -> Response:
+        schedule = selectors.schedule_get(team=request.acting.team, schedule_id=schedule_id)
         return schedule_answer(services.schedule_update(schedule=schedule, enabled=self.enabled))
 
 
@@ -327,7 +332,8 @@ class SchedulePauseApi(ScheduleSwitchApi):
         operation_id="schedules_pause",
         summary="Pause a schedule",
         description="No fire time starts a run until it is resumed; slots queued behind a running run are "
-        "skipped. Pausing a paused schedule changes nothing. Needs `schedules.change_schedule`.",
+        "skipped. Pausing a paused schedule changes nothing. Needs the editor role; another team's schedule is a "
+        "404.",
         request=None,
         responses={
             200: ScheduleOutputSerializer,
@@ -340,7 +346,7 @@ class SchedulePauseApi(ScheduleSwitchApi):
         tags=["schedules"],
     )
     def post(self, request, schedule_id):
-        return self.switch(schedule_id)
+        return self.switch(request, schedule_id)
 
 
 class ScheduleResumeApi(ScheduleSwitchApi):
@@ -350,8 +356,8 @@ class ScheduleResumeApi(ScheduleSwitchApi):
         operation_id="schedules_resume",
         summary="Resume a paused schedule",
         description="It fires again from its next fire time; the fire times missed while paused are not caught "
-        "up. 400 if the schedule no longer validates (e.g. its agent was removed). Needs "
-        "`schedules.change_schedule`.",
+        "up. 400 if the schedule no longer validates (e.g. its agent was removed). Needs the editor role; another "
+        "team's schedule is a 404.",
         request=None,
         responses={
             200: ScheduleOutputSerializer,
@@ -364,4 +370,4 @@ class ScheduleResumeApi(ScheduleSwitchApi):
         tags=["schedules"],
     )
     def post(self, request, schedule_id):
-        return self.switch(schedule_id)
+        return self.switch(request, schedule_id)

@@ -1,8 +1,15 @@
-"""The admin index: Agent Runner's apps first in order of use; django-q2's internals for superusers only."""
+"""The admin index: Agent Runner's apps first in order of use; pages that do not scope by team (the service's
+settings, accounts, django-q2's internals) for superusers only."""
+
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.test import RequestFactory
 from django.urls import reverse
+
+from agentrunner.models import Role
+from tests.conftest import join
 
 pytestmark = pytest.mark.django_db
 
@@ -24,18 +31,36 @@ def test_index__apps_in_order_of_use_django_q_last_for_superusers(admin_client):
     assert "LLM" in admin_client.get(reverse("admin:index")).content.decode()
 
 
-def test_django_q_internals__hidden_from_staff_even_with_every_permission(client, django_user_model):
+def test_service_pages__hidden_from_team_staff_even_with_every_permission(client, django_user_model):
     staff = django_user_model.objects.create_user("operator", password="x", is_staff=True)
     staff.user_permissions.set(Permission.objects.all())
+    join(staff, Role.ADMIN)
     client.force_login(staff)
 
     labels = app_labels(client)
 
-    assert labels[:4] == ["runs", "flows", "schedules", "digests"]
-    assert "django_q" not in labels
+    # Their team's pages, and its LLM calls and members; none of the service's settings, accounts or internals.
+    assert labels == ["runs", "flows", "schedules", "digests", "agentrunner", "teams"]
+    index = {app["app_label"]: app for app in client.get(reverse("admin:index")).context["app_list"]}
+    assert [m["object_name"] for m in index["runs"]["models"]] == ["Run"]
+    assert [m["object_name"] for m in index["agentrunner"]["models"]] == ["LLMCall"]
+    assert index["teams"]["name"] == "Teams"
     for model in ("success", "failure", "ormq", "schedule"):
         assert client.get(reverse(f"admin:django_q_{model}_changelist")).status_code == 403
+    for page in ("auth_user", "auth_group", "authtoken_tokenproxy", "runs_slot", "runs_agentpolicy"):
+        assert client.get(reverse(f"admin:{page}_changelist")).status_code == 403
     assert client.get(reverse("admin:runs_run_changelist")).status_code == 200
+
+
+def test_service_pages__a_page_that_does_not_scope_by_team_is_superuser_only():
+    from django.contrib import admin
+
+    for model, model_admin in admin.site._registry.items():
+        if not getattr(model_admin, "team_aware", False):
+            request = RequestFactory().get("/")
+            request.user = SimpleNamespace(is_active=True, is_superuser=False, is_staff=True, has_perm=lambda *a: True)
+            assert not model_admin.has_module_permission(request), model
+            assert not model_admin.has_view_permission(request), model
 
 
 def test_django_q_schedule_rows__stay_read_only_for_superusers(admin_client):

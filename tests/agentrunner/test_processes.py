@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from rest_framework.authtoken.models import Token
 
-from tests.conftest import BASE_DIR, free_port, test_database_url, wait_for
+from tests.conftest import BASE_DIR, free_port, join, test_database_url, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -115,11 +115,13 @@ def test_worker_stops_cleanly_when_sigterm_reaches_its_whole_process_group(start
 
 
 def test_serve_takes_100_concurrent_posts_then_stops_on_a_group_sigterm(start, django_user_model):
-    token = Token.objects.create(user=django_user_model.objects.create_user("client")).key
+    client = django_user_model.objects.create_user("client")
+    join(client)
+    token = Token.objects.create(user=client).key
     port = free_port()
     # As make run does; the 100 starts are one user's, over the run-start limit's default (its own tests)
     args = ["serve", "--prepare", f"127.0.0.1:{port}"]
-    serve, log = start(args, "serve", DEBUG="1", RUN_STARTS_PER_USER_PER_MINUTE="0")
+    serve, log = start(args, "serve", DEBUG="1", RUN_STARTS_PER_USER_PER_MINUTE="0", RUN_STARTS_PER_TEAM_PER_MINUTE="0")
     wait_for(lambda: "Ready: " in log.read_text(), timeout=90, message="make run's server to say it is ready")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=5) as health:
         assert health.status == 200  # never a 503 once "Ready" is printed

@@ -1,7 +1,9 @@
 """The rate limiter (agentrunner.ratelimit) on both stores, and the run-start limit on the API.
 
 The limiter's unit tests give it the time (`now=`), so windows are checked to the microsecond; every one runs
-on the database store and on Redis (db 7; skipped only when Redis is down and REQUIRE_REDIS is unset).
+on the database store and on Redis (db 7; skipped only when Redis is down and REQUIRE_REDIS is unset). The API's
+run starts count against two keys: the acting team's (RUN_STARTS_PER_TEAM_PER_MINUTE or the team's own limit) and
+the member's in that team (RUN_STARTS_PER_USER_PER_MINUTE or the team's own).
 """
 
 import os
@@ -15,10 +17,11 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from agentrunner import ratelimit
-from agentrunner.models import RateLimitKey
-from agentrunner.ratelimit import Decision, acquire
+from agentrunner.models import RateLimitKey, Role, Team
+from agentrunner.ratelimit import Decision, acquire, run_start_limits
+from agentrunner.teams.services import team_default
 from runs.models import Run
-from tests.conftest import client_for, free_port, wait_for
+from tests.conftest import client_for, free_port, join, team_named, wait_for
 from tests.flows.factories import chain, flow
 
 REDIS_URL = os.environ.get("TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/7")
@@ -314,17 +317,44 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch, settings):
     settings.REDIS_URL = ""
+    settings.RUN_STARTS_PER_TEAM_PER_MINUTE = 100
+    settings.RUN_STARTS_PER_USER_PER_MINUTE = 20
     fake = FakeClock()
     monkeypatch.setattr(ratelimit, "_database_clock", fake)
     return fake
 
 
-def start_run(client, i: int = 0, **extra):
-    return client.post("/api/v1/runs", {"agent_type": "pass", "input": {"i": i}, **extra}, format="json")
+def start_run(client, i: int = 0, team: str | None = None, **extra):
+    headers = {"HTTP_X_TEAM": team} if team else {}
+    return client.post("/api/v1/runs", {"agent_type": "pass", "input": {"i": i}, **extra}, format="json", **headers)
+
+
+def members(django_user_model, team: Team, count: int, role: str = Role.RUNNER, prefix: str = "m") -> list:
+    users = [django_user_model.objects.create_user(username=f"{prefix}{i}-{team.slug}") for i in range(count)]
+    for user in users:
+        join(user, role, team)
+    return users
+
+
+def rate_limited_events(caplog) -> list[dict]:
+    return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg["event"] == "rate_limited"]
+
+
+def test_run_start_limits__the_team_key_and_the_members_key_with_the_settings_defaults(owner, settings):
+    settings.RUN_STARTS_PER_TEAM_PER_MINUTE = 100
+    settings.RUN_STARTS_PER_USER_PER_MINUTE = 20
+    team = team_default()
+    assert run_start_limits(user=owner, team=team) == [
+        (f"run-starts:team:{team.pk}", 100),
+        (f"run-starts:team:{team.pk}:user:{owner.pk}", 20),
+    ]
+    team.run_starts_per_minute, team.run_starts_per_user_per_minute = 0, 5  # the team's own: 0 = no limit
+    assert [limit for _, limit in run_start_limits(user=owner, team=team)] == [0, 5]
 
 
 def test_api__the_21st_start_in_a_minute_is_429_with_retry_after_and_logged(api, owner, outsider, clock, caplog):
     caplog.set_level("INFO")
+    team = team_default()
     first = clock.now
     for i in range(20):
         clock.now = first + i
@@ -339,9 +369,9 @@ def test_api__the_21st_start_in_a_minute_is_429_with_retry_after_and_logged(api,
         "errors": {},
     }
     assert Run.objects.filter(created_by=owner).count() == 20
-    (event,) = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg["event"] == "rate_limited"]
-    assert event["user_id"] == owner.pk
-    assert event["key"] == f"run-starts:user:{owner.pk}"
+    (event,) = rate_limited_events(caplog)
+    assert event["user_id"] == owner.pk and event["team"] == "default"
+    assert event["key"] == f"run-starts:team:{team.pk}:user:{owner.pk}"
     assert event["retry_after"] == 30 and event["limit"] == 20
     assert event["level"] == "warning"
 
@@ -352,6 +382,62 @@ def test_api__the_21st_start_in_a_minute_is_429_with_retry_after_and_logged(api,
 
     clock.now = first + 60.0
     assert start_run(api, 21).status_code == 202  # the first start has left
+
+
+def test_api__the_member_limit_refuses_one_member_while_the_team_has_room(owner, django_user_model, clock):
+    (colleague,) = members(django_user_model, team_default(), 1)
+    api = client_for(owner)
+    assert [start_run(api, i).status_code for i in range(21)] == [202] * 20 + [429]
+    assert [start_run(client_for(colleague), i).status_code for i in range(20)] == [202] * 20  # 40 of 100
+
+
+def test_api__the_101st_start_of_a_team_in_a_minute_is_429_whoever_sends_it(django_user_model, clock, caplog):
+    caplog.set_level("INFO")
+    acme = team_named("acme")
+    team_members = members(django_user_model, acme, 6)
+    first = clock.now
+    statuses = []
+    for i in range(101):  # 6 members, at most 17 each: under their own limit of 20
+        clock.now = first + i * 0.25
+        statuses.append(start_run(client_for(team_members[i % 6]), i).status_code)
+    assert statuses == [202] * 100 + [429]
+    (event,) = rate_limited_events(caplog)
+    assert (event["key"], event["limit"], event["team"]) == (f"run-starts:team:{acme.pk}", 100, "acme")
+    assert event["retry_after"] == 35  # the team's first start (at +0) leaves at +60; refused at +25
+    assert Run.objects.filter(team=acme).count() == 100
+
+
+def test_api__team_b_starts_while_team_a_is_over_its_limit(django_user_model, clock, settings):
+    settings.RUN_STARTS_PER_TEAM_PER_MINUTE = 3
+    a_members = members(django_user_model, team_named("acme"), 4)
+    b_members = members(django_user_model, team_named("globex"), 4)
+    assert [start_run(client_for(user)).status_code for user in a_members] == [202, 202, 202, 429]
+    assert [start_run(client_for(user)).status_code for user in b_members] == [202, 202, 202, 429]
+    assert start_run(client_for(a_members[0])).status_code == 429  # B's starts gave A no room either
+
+
+def test_api__a_member_of_two_teams_has_a_window_in_each(django_user_model, clock, settings):
+    settings.RUN_STARTS_PER_USER_PER_MINUTE = 2
+    user = django_user_model.objects.create_user(username="both")
+    join(user, Role.RUNNER, team_named("acme"))
+    join(user, Role.RUNNER, team_named("globex"))
+    api = client_for(user)
+    assert [start_run(api, team="acme").status_code for _ in range(3)] == [202, 202, 429]
+    assert [start_run(api, team="globex").status_code for _ in range(3)] == [202, 202, 429]
+
+
+def test_api__a_teams_own_limits_replace_the_defaults(django_user_model, clock, settings):
+    settings.RUN_STARTS_PER_TEAM_PER_MINUTE = 1
+    settings.RUN_STARTS_PER_USER_PER_MINUTE = 1
+    strict, free = team_named("strict"), team_named("free")
+    Team.objects.filter(pk=strict.pk).update(run_starts_per_minute=3, run_starts_per_user_per_minute=2)
+    Team.objects.filter(pk=free.pk).update(run_starts_per_minute=0, run_starts_per_user_per_minute=0)  # no limit
+    first, second = members(django_user_model, strict, 2)
+    assert [start_run(client_for(first)).status_code for _ in range(3)] == [202, 202, 429]  # the member's 2
+    assert [start_run(client_for(second)).status_code for _ in range(2)] == [202, 429]  # the team's 3
+    (loose,) = members(django_user_model, free, 1)
+    assert [start_run(client_for(loose)).status_code for _ in range(5)] == [202] * 5
+    assert not RateLimitKey.objects.filter(key__startswith=f"run-starts:team:{free.pk}").exists()
 
 
 @pytest.fixture
@@ -380,10 +466,29 @@ def test_api__every_start_operation_is_limited_staff_included(endpoint, staff_ap
     assert response.json()["code"] == "rate_limited"
 
 
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_api__every_start_operation_counts_for_the_team(endpoint, staff_api, owner, stored_flow, clock, settings):
+    settings.RUN_STARTS_PER_TEAM_PER_MINUTE = 2
+    post = ENDPOINTS[endpoint]
+    assert post(staff_api).status_code == 202
+    assert start_run(client_for(owner)).status_code == 202  # another member of the team: the team's 2nd
+    response = post(staff_api)
+    assert response.status_code == 429 and response["Retry-After"] == "60"
+
+
 def test_api__the_start_operations_share_one_limit(staff_api, stored_flow, clock, settings):
     settings.RUN_STARTS_PER_USER_PER_MINUTE = 4
     statuses = [ENDPOINTS[name](staff_api).status_code for name in ENDPOINTS]
     assert statuses == [202, 202, 202, 202, 429]
+
+
+def test_api__superusers_are_limited_in_the_team_they_act_in(django_user_model, clock, settings):
+    settings.RUN_STARTS_PER_TEAM_PER_MINUTE = 1
+    root = django_user_model.objects.create_superuser(username="root", password="pw")
+    team_named("acme")
+    api = client_for(root)
+    assert [start_run(api, team="acme").status_code for _ in range(2)] == [202, 429]
+    assert start_run(api).status_code == 202  # without X-Team: the default team, another window
 
 
 def test_api__reading_and_other_writes_are_not_limited(api, owner, clock, settings):
@@ -410,15 +515,23 @@ def test_api__an_idempotent_replay_is_neither_counted_nor_refused(api, owner, cl
 
 def test_api__limit_0_counts_nothing(api, clock, settings):
     settings.RUN_STARTS_PER_USER_PER_MINUTE = 0
+    settings.RUN_STARTS_PER_TEAM_PER_MINUTE = 0
     assert [start_run(api, i).status_code for i in range(3)] == [202, 202, 202]
     assert not RateLimitKey.objects.exists()
 
 
-def test_api__unauthenticated_and_forbidden_requests_count_nothing(client, api, clock, settings):
+def test_api__unauthenticated_forbidden_and_teamless_requests_count_nothing(
+    client, api, django_user_model, clock, settings
+):
     settings.RUN_STARTS_PER_USER_PER_MINUTE = 1
+    settings.RUN_STARTS_PER_TEAM_PER_MINUTE = 1
     assert client.post("/api/v1/runs", {"agent_type": "pass"}, content_type="application/json").status_code == 401
-    flow(slug="rl-flow")
-    assert api.post("/api/v1/flows/rl-flow/runs", {}, format="json").status_code == 404  # needs flows.view_flow
+    viewer = django_user_model.objects.create_user(username="viewer")
+    join(viewer, Role.VIEWER)
+    assert start_run(client_for(viewer)).json()["code"] == "permission_denied"  # below runner
+    loner = django_user_model.objects.create_user(username="loner")
+    assert start_run(client_for(loner)).json()["code"] == "no_team"
+    assert start_run(api, team="nope").status_code == 404
     assert not RateLimitKey.objects.exists()
     assert start_run(api).status_code == 202
 
@@ -426,14 +539,17 @@ def test_api__unauthenticated_and_forbidden_requests_count_nothing(client, api, 
 def test_api__redis_store(django_user_model, settings):
     client = redis_or_skip()
     settings.REDIS_URL = REDIS_URL
+    settings.RUN_STARTS_PER_TEAM_PER_MINUTE = 4
     settings.RUN_STARTS_PER_USER_PER_MINUTE = 3
-    # Other test databases number their users from 1 too, and share this Redis: an id of this test's own.
-    user = django_user_model.objects.create_user(username="redis-user", id=10**9 + uuid.uuid4().int % 10**9)
-    key = ratelimit.REDIS_PREFIX + f"run-starts:user:{user.pk}"
+    # Other test databases number their teams from 1 too, and share this Redis: a team id of this test's own.
+    team = Team.objects.create(slug="redis-team", name="Redis team", id=10**9 + uuid.uuid4().int % 10**9)
+    first, second = members(django_user_model, team, 2)
+    team_key = ratelimit.REDIS_PREFIX + f"run-starts:team:{team.pk}"
+    member_key = ratelimit.REDIS_PREFIX + f"run-starts:team:{team.pk}:user:{first.pk}"
     try:
-        api = client_for(user)
-        assert [start_run(api, i).status_code for i in range(4)] == [202, 202, 202, 429]
-        assert client.zcard(key) == 3
+        assert [start_run(client_for(first), i).status_code for i in range(4)] == [202, 202, 202, 429]
+        assert [start_run(client_for(second), i).status_code for i in range(2)] == [202, 429]  # the team's 4th
+        assert (client.zcard(team_key), client.zcard(member_key)) == (4, 3)
         assert not RateLimitKey.objects.exists()  # nothing in the database
     finally:
-        client.delete(key)
+        client.delete(*client.keys(team_key + "*"))

@@ -15,6 +15,9 @@ import sys
 import pytest
 from rest_framework.authtoken.models import Token
 
+from agentrunner.models import Role
+from tests.conftest import join
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EXAMPLES_PER_OPERATION = 5
@@ -25,9 +28,15 @@ EXAMPLES_PER_OPERATION = 5
 )
 def test_no_input_makes_a_server_error(web, django_user_model, role, seed, phases, tmp_path):
     user = django_user_model.objects.create_user(role, is_staff=role == "staff", is_superuser=role == "staff")
+    join(user, Role.RUNNER)  # the superuser acts in the default team all the same
     token = Token.objects.create(user=user).key
     # No run-start limit: past 20 starts a minute every start would answer 429 before reaching its validators.
-    port = web(WEB_THREADS="8", REQUEST_BODY_SECONDS="30", RUN_STARTS_PER_USER_PER_MINUTE="0")
+    port = web(
+        WEB_THREADS="8",
+        REQUEST_BODY_SECONDS="30",
+        RUN_STARTS_PER_USER_PER_MINUTE="0",
+        RUN_STARTS_PER_TEAM_PER_MINUTE="0",
+    )
     result = subprocess.run(
         [
             sys.executable,

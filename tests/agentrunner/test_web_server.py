@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import BASE_DIR
+from tests.conftest import BASE_DIR, join
 
 # Timing-sensitive (a real server under load): in the serial phase of `make test`, with the clusters.
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
@@ -53,7 +53,9 @@ def test_a_request_longer_than_the_worker_timeout_is_answered(web, django_user_m
     """POST /flow/execute may wait up to 60 s: the worker must not be killed at its heartbeat timeout."""
     from rest_framework.authtoken.models import Token
 
-    token = Token.objects.create(user=django_user_model.objects.create_user("waiter")).key
+    waiter = django_user_model.objects.create_user("waiter")
+    join(waiter)
+    token = Token.objects.create(user=waiter).key
     port = web(WEB_TIMEOUT="2")
     flow = {"name": "w", "start_task": "a", "tasks": [{"name": "a", "agent": "wait", "input": {"seconds": 30}}]}
     request = urllib.request.Request(

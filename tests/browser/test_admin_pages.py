@@ -174,6 +174,7 @@ def test_digest_preview__lists_the_finished_run_of_the_flow(page, admin):
     flow = flow_services.flow_create(slug="claim-review", name="Claim review", definition=CLAIM_FLOW, owner=admin)
     now = timezone.now()
     run = Run.objects.create(
+        team=flow.team,
         flow_version=flow.current_version,
         input={"claim": 500},
         status=RunStatus.COMPLETED,

@@ -13,8 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.status import Stat
 
-from agentrunner.models import BreakerState, LLMCall, LLMOutcome, OwnerBudget, ProviderBreaker
+from agentrunner.models import BreakerState, LLMCall, LLMOutcome, OwnerBudget, ProviderBreaker, Role
+from agentrunner.teams.services import team_default
 from runs.models import AgentPolicy, OnBusyChoice, Run, RunStatus, StepStatus
+from tests.conftest import join, team_named
 from tests.runs.factories import hold_slot, make_flow_run, make_run, make_waiting_run
 from tests.schedules.factories import schedule
 
@@ -23,7 +25,6 @@ pytestmark = pytest.mark.django_db
 INDEX = reverse("admin:index")
 WRITES = ("INSERT", "UPDATE", "DELETE")
 PANELS = ["runs", "workers", "agents", "failures", "schedules", "providers", "budgets"]
-VIEWED_MODELS = ["run", "slot", "schedule", "providerbreaker", "ownerbudget"]
 
 
 def page(client):
@@ -38,7 +39,17 @@ def staff_with(django_user_model, *codenames: str):
     return user
 
 
+def staff_in(django_user_model, role: str, team=None, *, username="operator"):
+    """A staff member with `role` in `team` (the default team) and every Django permission, which no longer
+    decides anything."""
+    user = staff_with(django_user_model)
+    user.user_permissions.set(Permission.objects.all())
+    join(user, role, team)
+    return user
+
+
 def llm_call(user, tokens: int, **fields) -> LLMCall:
+    fields.setdefault("team", team_default())
     return LLMCall.objects.create(
         owner=user,
         request_id=uuid.uuid4(),
@@ -175,10 +186,12 @@ def test_dashboard__status_links_open_the_filtered_run_list(admin_client):
 # --- who sees what -------------------------------------------------------------------------------
 
 
-def test_dashboard__staff_without_permissions_sees_no_data_panel(client, django_user_model):
+def test_dashboard__staff_of_no_team_sees_no_data_panel_whatever_their_permissions(client, django_user_model):
     make_run(RunStatus.FAILED, error="secret failure")
     schedule(name="Hidden schedule")
-    client.force_login(staff_with(django_user_model))
+    user = staff_with(django_user_model)
+    user.user_permissions.set(Permission.objects.all())
+    client.force_login(user)
 
     response, content = page(client)
 
@@ -196,26 +209,76 @@ def test_dashboard__staff_without_permissions_sees_no_data_panel(client, django_
         assert hidden not in content
 
 
-def test_dashboard__each_panel_follows_its_view_permission(client, django_user_model):
+def test_dashboard__a_teams_viewer_sees_its_panels_but_not_the_services(client, django_user_model):
     make_run(RunStatus.FAILED, error="visible failure")
-    client.force_login(staff_with(django_user_model, "view_run", "view_schedule"))
+    client.force_login(staff_in(django_user_model, Role.VIEWER))
 
     response, content = page(client)
 
-    assert set(response.context["dashboard"]) == {"actions", "workers", "runs", "agents", "failures", "schedules"}
+    # The LLM providers' breakers are the service's settings: superusers only.
+    assert set(response.context["dashboard"]) == {
+        "actions",
+        "workers",
+        "runs",
+        "agents",
+        "failures",
+        "schedules",
+        "budgets",
+    }
     assert "visible failure" in content
     assert "Start a run" not in content  # viewing runs is not starting them
     assert "New flow" not in content
+    assert reverse("admin:agentrunner_llmcall_changelist") in content  # not the per-user budgets page
+    assert reverse("admin:agentrunner_ownerbudget_changelist") not in content
 
 
-def test_dashboard__buttons_follow_the_permissions_of_their_pages(client, django_user_model):
-    client.force_login(staff_with(django_user_model, "change_run", "add_flow"))
+@pytest.mark.parametrize(
+    ("role", "buttons"),
+    [(Role.VIEWER, []), (Role.RUNNER, ["Start a run"]), (Role.EDITOR, ["Start a run", "New flow"])],
+)
+def test_dashboard__buttons_follow_the_role(client, django_user_model, role, buttons):
+    client.force_login(staff_in(django_user_model, role))
 
     response, content = page(client)
 
-    labels = [button["label"] for button in response.context["dashboard"]["actions"]]
-    assert labels == ["Start a run", "New flow"]
-    assert client.get(reverse("admin:runs_run_start")).status_code == 200
+    assert [button["label"] for button in response.context["dashboard"]["actions"]] == buttons
+    if buttons:
+        assert client.get(reverse("admin:runs_run_start")).status_code == 200
+
+
+def test_dashboard__counts_only_the_users_teams(client, django_user_model, admin_client):
+    other = team_named("other")
+    user = staff_in(django_user_model, Role.RUNNER)
+    # Ours: one failed run, a slot held, a schedule, 100 LLM tokens. Theirs: the same, and more.
+    make_run(RunStatus.FAILED, error="our failure")
+    hold_slot(make_run(RunStatus.RUNNING, agent_type="wait"), key="agent:wait", limit=5)
+    schedule(name="Our schedule")
+    llm_call(user, 100)
+    for _ in range(3):
+        make_run(RunStatus.FAILED, error="their failure", team=other)
+    theirs = make_run(RunStatus.RUNNING, agent_type="wait", team=other)
+    hold_slot(theirs, key="agent:wait", limit=5)
+    make_flow_run(slug="their-flow", team=other)
+    schedule(name="Their schedule", team=other)
+    llm_call(user, 5000, team=other)
+    client.force_login(user)
+
+    response, content = page(client)
+
+    dashboard = response.context["dashboard"]
+    counts = {row["label"]: row["count"] for row in dashboard["runs"]["rows"]}
+    assert (counts["Failed"], counts["Running"], dashboard["runs"]["total"]) == (1, 1, 2)
+    assert [row["error"] for row in dashboard["failures"]["rows"]] == ["our failure"]
+    [wait] = [row for row in dashboard["agents"]["rows"] if row["agent_type"] == "wait"]
+    assert (wait["running"], wait["slots_used"]) == (1, 1)
+    assert str(theirs.pk) not in content and "their-flow" not in content
+    assert "Our schedule" in content and "Their schedule" not in content
+    assert dashboard["budgets"]["tokens"] == "100"
+    assert [row["name"] for row in dashboard["budgets"]["teams"]] == ["Default team"]
+    assert "their failure" not in content and "5,000" not in content and "5,100" not in content
+    # A superuser sees every team.
+    everyone = admin_client.get(INDEX).context["dashboard"]
+    assert everyone["runs"]["total"] == 7 and everyone["budgets"]["tokens"] == "5,100"
 
 
 # --- queries -------------------------------------------------------------------------------------
@@ -246,8 +309,8 @@ def test_dashboard__queries_do_not_grow_with_rows_and_nothing_is_written(admin_c
     assert waiting == Run.objects.filter(steps__status=StepStatus.WAITING).count() == 8
 
 
-def test_dashboard__queries_do_not_grow_with_rows_for_staff_with_view_permissions(client, django_user_model):
-    client.force_login(staff_with(django_user_model, *(f"view_{m}" for m in VIEWED_MODELS), "change_run", "add_flow"))
+def test_dashboard__queries_do_not_grow_with_rows_for_a_teams_staff(client, django_user_model):
+    client.force_login(staff_in(django_user_model, Role.ADMIN))
     add_rows(2, prefix="small")
     page(client)
     small = sql_of(client)
@@ -256,4 +319,4 @@ def test_dashboard__queries_do_not_grow_with_rows_for_staff_with_view_permission
     large = sql_of(client)
 
     assert len(large) == len(small), "\n".join(large)
-    assert set(client.get(INDEX).context["dashboard"]) == {"actions", *PANELS}
+    assert set(client.get(INDEX).context["dashboard"]) == {"actions", *PANELS} - {"providers"}

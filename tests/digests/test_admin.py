@@ -4,14 +4,16 @@ import html
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule as QSchedule
 
+from agentrunner.models import Role
+from agentrunner.teams.services import team_default
 from digests import services
 from digests.models import DeliveryStatus, DigestDelivery, DigestSubscription
 from runs.models import Run, RunStatus
+from tests.conftest import join
 from tests.digests.factories import digest as digest_factory
 from tests.flows.factories import flow
 
@@ -91,6 +93,7 @@ def finished_run(agent_type, *, score, at) -> Run:
     return Run.objects.create(
         agent_type=agent_type,
         status=RunStatus.COMPLETED,
+        team=team_default(),
         result={"score": score, "claim": f"C-{score}"},
         finished_at=at,
     )
@@ -354,12 +357,9 @@ def test_deliveries_cannot_be_added_edited_or_deleted(admin_client):
     assert sent.status == DeliveryStatus.SENT
 
 
-def test_view_only_staff_see_deliveries_but_cannot_decide(client, django_user_model, settings):
+def test_viewers_see_deliveries_but_cannot_decide(client, django_user_model, settings):
     viewer = django_user_model.objects.create_user(username="viewer", password="pw", is_staff=True)
-    viewer.user_permissions.add(
-        Permission.objects.get(codename="view_digestdelivery"),
-        Permission.objects.get(codename="view_digestsubscription"),
-    )
+    join(viewer, Role.VIEWER)  # reads the team's digests and deliveries, decides nothing
     client.force_login(viewer)
     stuck = delivery(make_digest(), DeliveryStatus.SENDING, started_ago=stuck_age(settings))
     page = client.get(delivery_url(stuck)).content.decode()

@@ -1,4 +1,9 @@
-"""The digests API: define digests (staff), bad input by field, deliveries, preview, send now, decisions."""
+"""The digests API: define digests (editors), bad input by field, deliveries, preview, send now, decisions; roles
+and team isolation.
+
+`owner` is a runner of the default team (reads digests), `staff_user` an editor of it, `outsider` a runner of
+team "other".
+"""
 
 from datetime import timedelta
 
@@ -8,11 +13,12 @@ from django.utils import timezone
 from django_q.models import Schedule as QSchedule
 from rest_framework.test import APIClient
 
+from agentrunner.models import Role
 from digests import services
 from digests.models import DeliveryStatus, DigestDelivery, DigestSubscription
 from runs.models import Run, RunStatus
 from schedules.services import schedule_create
-from tests.conftest import client_for, grant
+from tests.conftest import client_for, join, team_named
 from tests.digests.factories import digest as digest_factory
 from tests.digests.factories import finished_run as run_factory
 from tests.flows.factories import flow
@@ -44,10 +50,11 @@ def claim_flow():
 
 
 @pytest.fixture
-def api(owner):
-    """The owner, a non-staff user who may see digests (digests.view_digestsubscription) but change nothing."""
-    grant(owner, "digests.view_digestsubscription")
-    return client_for(owner)
+def other_editor_api(django_user_model):
+    """An editor of team "other": may change its digests, sees none of the default team's."""
+    user = django_user_model.objects.create_user(username="other-editor", password="pw")
+    join(user, Role.EDITOR, team_named("other"))
+    return client_for(user)
 
 
 def make_digest(name="Digest", **fields) -> DigestSubscription:
@@ -106,7 +113,7 @@ def test_every_digest_endpoint_requires_authentication(method, path):
     assert body["code"] == "not_authenticated"
 
 
-def test_users_with_the_view_permission_read_digests_but_change_nothing(api, claim_flow):
+def test_members_below_editor_read_digests_but_change_nothing(api, claim_flow):
     digest = make_digest(flow=claim_flow)
     delivery = DigestDelivery.objects.create(
         subscription=digest,
@@ -127,7 +134,8 @@ def test_users_with_the_view_permission_read_digests_but_change_nothing(api, cla
         api.post(f"/api/v1/digests/deliveries/{delivery.pk}/resend"),
         api.post(f"/api/v1/digests/deliveries/{delivery.pk}/mark-sent"),
     ):
-        assert error_shape(response, 403)["code"] == "permission_denied"
+        body = error_shape(response, 403)
+        assert body["code"] == "permission_denied" and "editor" in body["detail"]
     digest.refresh_from_db()
     delivery.refresh_from_db()
     assert digest.enabled and delivery.status == DeliveryStatus.FAILED
@@ -151,10 +159,82 @@ def test_a_digest_hidden_from_the_user_is_the_same_404_as_a_missing_one(outsider
         assert hidden == missing
 
 
+def test_another_teams_digest_and_delivery_are_404_on_every_url_and_absent_from_the_list(
+    api, other_editor_api, claim_flow
+):
+    ours = make_digest(name="Ours", flow=claim_flow)
+    theirs = make_digest(name="Theirs", team=team_named("other"))
+    now = timezone.now()
+    delivery = DigestDelivery.objects.create(
+        subscription=ours, period_key="k", period_start=now, period_end=now, status=DeliveryStatus.FAILED
+    )
+
+    assert [d["name"] for d in api.get("/api/v1/digests").json()["results"]] == ["Ours"]
+    assert [d["name"] for d in other_editor_api.get("/api/v1/digests").json()["results"]] == ["Theirs"]
+    url = f"/api/v1/digests/{ours.pk}"
+    for response in (
+        api.get(f"/api/v1/digests/{theirs.pk}"),
+        other_editor_api.get(url),
+        other_editor_api.get(f"{url}/deliveries"),
+        other_editor_api.get(f"{url}/preview"),
+        other_editor_api.patch(url, {"enabled": False}, format="json"),
+        other_editor_api.post(f"{url}/send"),
+        other_editor_api.delete(url),
+        other_editor_api.post(f"/api/v1/digests/deliveries/{delivery.pk}/resend"),
+        other_editor_api.post(f"/api/v1/digests/deliveries/{delivery.pk}/mark-sent"),
+    ):
+        assert error_shape(response, 404)["code"] == "not_found"
+    ours.refresh_from_db()
+    delivery.refresh_from_db()
+    assert ours.enabled and delivery.status == DeliveryStatus.FAILED and DigestDelivery.objects.count() == 1
+
+
+def test_the_same_name_in_two_teams__a_name_taken_in_the_team_is_400_on_name(staff_api, other_editor_api):
+    payload = {**DAILY, "flow": None, "agent": "pass"}
+    assert other_editor_api.post("/api/v1/digests", payload, format="json").status_code == 201
+    assert staff_api.post("/api/v1/digests", payload, format="json").status_code == 201
+
+    body = error_shape(staff_api.post("/api/v1/digests", payload, format="json"), 400)
+
+    assert body["errors"]["name"] == [f"A digest named {DAILY['name']!r} already exists in this team."]
+    assert DigestSubscription.objects.filter(name=DAILY["name"]).count() == 2
+
+
+def test_a_flow_or_schedule_of_another_team_is_400_as_one_that_does_not_exist(staff_api, claim_flow):
+    other = team_named("other")
+    flow(slug="theirs", team=other)
+    their_schedule = schedule_create(name="Theirs", agent_type="pass", kind="cron", cron="0 2 * * *", team=other)
+
+    body = error_shape(staff_api.post("/api/v1/digests", {**DAILY, "flow": "theirs"}, format="json"), 400)
+    assert body["errors"] == {"flow": ["No flow with slug 'theirs'."]}
+    by_schedule = {**DAILY, "flow": None, "schedule": their_schedule.pk}
+    body = error_shape(staff_api.post("/api/v1/digests", by_schedule, format="json"), 400)
+    assert body["errors"] == {"schedule": [f"No schedule with id {their_schedule.pk}."]}
+    ours = make_digest(flow=claim_flow)
+    for change in ({"flow": "theirs"}, {"schedule": their_schedule.pk}):
+        error_shape(staff_api.patch(f"/api/v1/digests/{ours.pk}", change, format="json"), 400)
+    ours.refresh_from_db()
+    assert ours.flow_id == claim_flow.pk and ours.schedule_id is None
+    assert DigestSubscription.objects.count() == 1
+
+
+def test_the_preview_of_an_agent_digest_ranks_only_its_teams_runs(api, outsider):
+    digest = make_digest(agent_type="pass", rank_by="output.score")
+    ours = runs_in_current_period(digest, "pass", [0.5])[0]
+    theirs = finished_run("pass", score=0.99, claim="C-theirs", at=ours.finished_at)
+    theirs.team = team_named("other")
+    theirs.save(update_fields=["team"])
+
+    preview = api.get(f"/api/v1/digests/{digest.pk}/preview").json()
+
+    assert preview["runs"] == 1 and str(ours.pk) in preview["text"]
+    assert "C-theirs" not in preview["text"] and str(theirs.pk) not in preview["html"]
+
+
 # --- create, change, delete ---------------------------------------------------------
 
 
-def test_staff_create_a_daily_digest__201_and_django_q_row(staff_api, claim_flow):
+def test_an_editor_creates_a_daily_digest__201_and_django_q_row(staff_api, claim_flow):
     response = staff_api.post("/api/v1/digests", DAILY, format="json")
     assert response.status_code == 201, response.content
     body = response.json()
@@ -164,7 +244,7 @@ def test_staff_create_a_daily_digest__201_and_django_q_row(staff_api, claim_flow
     assert body["period_description"] == "daily at 08:00 Europe/Paris"
     assert body["created_by"] == "staff" and body["last_delivery"] is None
     digest = DigestSubscription.objects.get(pk=body["id"])
-    assert digest.created_by.username == "staff"
+    assert digest.created_by.username == "staff" and digest.team.slug == "default"
     row = QSchedule.objects.get(pk=digest.q_schedule_id)
     assert row.func == services.CLOSE_TASK
     # 08:00 in Paris is 07:00 or 06:00 UTC; the next one is within a day.

@@ -16,7 +16,7 @@ from digests.models import DeliveryStatus, DigestDelivery
 from runs.models import Run, RunStatus
 from schedules import services as schedule_services
 from schedules.timing import Timing
-from tests.conftest import wait_for
+from tests.conftest import team_named, wait_for
 from tests.digests.factories import digest, finished_run
 from tests.schedules.factories import schedule
 
@@ -39,8 +39,9 @@ def delivery_in(status, **filters):
 
 def test_digest_after_each_scheduled_run__once_both_parts_top_5_in_order_with_links(clusters, smtp):
     clusters(2, **worker_env(smtp))
-    s = schedule(interval_seconds=1, input={"leads": LEADS})
-    digest(name="Best leads", schedule=s, period="after_run", items_path="leads", rank_by="score")
+    team = team_named("other")  # not the default team: the schedule's runs and the trigger stay in it
+    s = schedule(interval_seconds=1, input={"leads": LEADS}, team=team)
+    digest(name="Best leads", schedule=s, period="after_run", items_path="leads", rank_by="score", team=team)
     wait_for(lambda: Run.objects.filter(schedule=s).exists(), timeout=15, message="a scheduled run")
     schedule_services.schedule_update(schedule=s, enabled=False)
     runs = wait_for(
@@ -75,6 +76,7 @@ def test_period_digest__fired_twice_by_two_clusters__one_delivery_one_email(clus
     end = Timing(cron="0 8 * * *").latest_at_or_before(timezone.now())
     for score in (4, 6):
         finished_run(result={"score": score}, at=end - timedelta(hours=1))
+    finished_run(result={"score": 99}, at=end - timedelta(hours=1), team=team_named("other"))  # not its team's
     # The period has just ended: django-q2's row is due.
     QSchedule.objects.filter(pk=d.q_schedule_id).update(next_run=timezone.now() - timedelta(seconds=1))
     clusters(2, **worker_env(smtp))
@@ -82,6 +84,8 @@ def test_period_digest__fired_twice_by_two_clusters__one_delivery_one_email(clus
     wait_for(lambda: delivery_in(DeliveryStatus.SENT), timeout=15, message="the digest sent")
     time.sleep(2)
     assert DigestDelivery.objects.count() == 1 and len(smtp.inbox.messages) == 1
+    assert len(DigestDelivery.objects.get().run_ids) == 2
+    assert "score = 99" not in smtp.inbox.messages[0].get_body(("plain",)).get_content()
     assert QSchedule.objects.get(pk=d.q_schedule_id).next_run == end + timedelta(days=1)
 
 

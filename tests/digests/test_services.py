@@ -9,7 +9,9 @@ from digests import services
 from digests.exceptions import DigestInvalid
 from digests.models import DeliveryStatus, DigestDelivery, DigestSubscription
 from runs.models import RunStatus
+from tests.conftest import team_named
 from tests.digests.factories import PERIOD_END, digest, finished_run
+from tests.flows.factories import flow
 from tests.schedules.factories import schedule
 
 pytestmark = pytest.mark.django_db
@@ -213,3 +215,70 @@ def test_delivery_send__an_unranked_digest_says_latest_results_not_top(mail_to_s
     assert message["Subject"] == "Claims today: 1 latest result, 2026-11-20 08:00 to 2026-11-21 08:00 UTC"
     assert "The latest 1 result:" in message.get_body(("plain",)).get_content()
     assert "The latest 1 result</h2>" in message.get_body(("html",)).get_content()
+
+
+# --- teams ------------------------------------------------------------------------------
+
+
+def test_period_close__an_agent_digest_ranks_only_its_teams_runs():
+    other = team_named("other")
+    ours = digest(name="Ours", period="daily", send_at="08:00")
+    theirs = digest(name="Theirs", period="daily", send_at="08:00", team=other)
+    our_run = finished_run(result={"score": 1})
+    their_run = finished_run(result={"score": 9}, team=other)
+
+    ours_delivery, theirs_delivery = close(ours), close(theirs)
+
+    assert ours_delivery.run_ids == [str(our_run.pk)] and theirs_delivery.run_ids == [str(their_run.pk)]
+    content = services.delivery_content(delivery=ours_delivery)
+    assert str(their_run.pk) not in content.text and "score = 1" in content.text
+
+
+def test_delivery_content__reads_only_runs_of_the_digests_team():
+    d = digest(period="daily", send_at="08:00")
+    delivery = close(d)
+    intruder = finished_run(result={"score": 7}, team=team_named("other"))
+    DigestDelivery.objects.filter(pk=delivery.pk).update(run_ids=[str(intruder.pk)])
+    delivery.refresh_from_db()
+
+    assert "score = 7" not in services.delivery_content(delivery=delivery).text
+
+
+def test_after_run__claims_only_runs_of_the_digests_team():
+    s = schedule()
+    digest(name="Each run", schedule=s, period="after_run")
+    done = finished_run(result={"score": 5}, schedule=s, scheduled_for=PERIOD_END, at=timezone.now())
+    # A run pointing at the schedule but of another team (impossible through the services) is not mailed.
+    finished_run(result={"score": 6}, schedule=s, team=team_named("other"), at=timezone.now())
+
+    assert services.digest_after_run_claims() == 1
+    assert DigestDelivery.objects.get().run_id == done.pk
+
+
+def test_digest_create__a_name_is_unique_in_its_team_only():
+    other = team_named("other")
+    digest(name="Top claims")
+    assert digest(name="Top claims", team=other).team_id == other.pk
+
+    with pytest.raises(DigestInvalid) as raised:
+        digest(name="Top claims", team=other)
+
+    assert raised.value.errors == {"name": ["A digest named 'Top claims' already exists in this team."]}
+
+
+def test_digest_create_and_update__another_teams_flow_or_schedule_is_invalid_as_one_that_does_not_exist():
+    other = team_named("other")
+    their_flow, their_schedule = flow(slug="theirs", team=other), schedule(name="Theirs", team=other)
+
+    with pytest.raises(DigestInvalid) as raised:
+        digest(name="On their flow", flow=their_flow)
+    assert raised.value.errors == {"flow": ["No flow with slug 'theirs'."]}
+    with pytest.raises(DigestInvalid) as raised:
+        digest(name="On their schedule", schedule=their_schedule)
+    assert raised.value.errors == {"schedule": [f"No schedule with id {their_schedule.pk}."]}
+    ours = digest(name="Ours")
+    with pytest.raises(DigestInvalid):
+        services.digest_update(subscription=ours, schedule=their_schedule, period="after_run")
+    ours.refresh_from_db()
+    assert ours.schedule_id is None and ours.agent_type == "pass"
+    assert digest(name="Theirs", flow=their_flow, team=other).flow_id == their_flow.pk

@@ -5,16 +5,17 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from agentrunner.models import Role
 from flows import services
 from flows.models import Flow, FlowVersion
 from runs import services as run_services
 from runs.models import AttemptStatus, Run, RunStatus, Step, StepAttempt, StepStatus
+from tests.conftest import join
 
 pytestmark = pytest.mark.django_db
 
@@ -155,7 +156,7 @@ def test_add_flow__taken_slug_is_a_form_error(admin_client):
     response = admin_client.post(FLOW_ADD, form_data(DEFINITION))
 
     assert response.status_code == 200
-    assert "Flow with this Slug already exists." in response.content.decode()
+    assert "A flow with the slug &#x27;review&#x27; already exists in this team." in response.content.decode()
     assert Flow.objects.count() == 1
 
 
@@ -395,10 +396,10 @@ def test_run_now__input_the_flow_cannot_use_is_an_error_at_the_input(admin_clien
     assert not Run.objects.exists()
 
 
-def test_run_now__needs_the_permission_to_start_runs(client, django_user_model):
+def test_run_now__needs_the_runner_role_in_the_flows_team(client, django_user_model):
     flow = make_flow()
     viewer = django_user_model.objects.create_user(username="viewer", password="pw", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_flow"))
+    join(viewer, Role.VIEWER)
     client.force_login(viewer)
 
     assert client.get(change_url(flow)).status_code == 200

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Permission
 from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from agentrunner.models import Role
 from flows import services
 from flows.admin.json_lines import JSONPlaces, Place
 from flows.models import Flow
+from tests.conftest import join
 
 pytestmark = pytest.mark.django_db
 
@@ -182,7 +183,7 @@ def test_check__answers_post_only_to_people_who_may_edit_flows_and_writes_nothin
     assert check(client, "{}").status_code == 302  # not signed in: the admin's login page
 
     viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_flow"))
+    join(viewer, Role.VIEWER)  # reads the team's flows, edits none
     client.force_login(viewer)
     assert check(client, "{}").status_code == 403
 

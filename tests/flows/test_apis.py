@@ -1,17 +1,22 @@
-"""The flows API: definitions, versions, validation, starting runs; permissions and bad input.
+"""The flows API: definitions, versions, validation, starting runs; roles, team isolation and bad input.
 
-Who may read and run stored flows without permissions is in tests/agentrunner/test_api_permissions.py.
+`owner` is a runner of the default team, `staff_user` an editor of it, `outsider` a runner of team "other".
 """
 
 import uuid
 
 import pytest
 from django.core.management import call_command
+from rest_framework.authtoken.models import Token
 
+from agentrunner.models import Role
+from agentrunner.teams.services import team_default
+from flows.definition import MAX_MAX_STEPS
 from flows.models import Flow, FlowVersion
+from flows.services import max_steps_allowed
 from runs.models import Run, RunStatus, Step
 from schedules.models import Schedule
-from tests.conftest import client_for, grant
+from tests.conftest import client_for, join, team_named
 from tests.flows.factories import chain, flow
 from tests.schedules.factories import schedule
 
@@ -28,26 +33,138 @@ def error_shape(response, status):
 
 
 @pytest.fixture
-def api(owner):
-    """The owner, a non-staff user who may see stored flows (flows.view_flow), and so run them."""
-    grant(owner, "flows.view_flow")
-    return client_for(owner)
+def viewer_api(django_user_model):
+    """A viewer of the default team: reads its flows, starts nothing."""
+    user = django_user_model.objects.create_user(username="viewer", password="pw")
+    join(user, Role.VIEWER)
+    return client_for(user)
 
 
-def test_staff_create_a_flow__users_with_the_view_permission_read_it(staff_api, api, outsider):
+def test_an_editor_creates_a_flow__members_of_the_team_read_it_and_others_get_404(staff_api, api, viewer_api, outsider):
     response = staff_api.post("/api/v1/flows", {"slug": "demo", "name": "Demo", "definition": GOOD}, format="json")
     assert response.status_code == 201, response.content
     assert response.json()["version"] == 1 and response.json()["owner"] == "staff"
-    assert api.get("/api/v1/flows/demo").json()["definition"] == GOOD
-    assert [f["slug"] for f in api.get("/api/v1/flows").json()["results"]] == ["demo"]
+    assert Flow.objects.get(slug="demo").team.slug == "default"
+    for member in (api, viewer_api):
+        assert member.get("/api/v1/flows/demo").json()["definition"] == GOOD
+        assert [f["slug"] for f in member.get("/api/v1/flows").json()["results"]] == ["demo"]
     assert error_shape(client_for(outsider).get("/api/v1/flows/demo"), 404)["code"] == "not_found"
 
 
-def test_non_staff_cannot_change_flows(api):
+def test_runners_and_viewers_cannot_change_flows__403_naming_the_role(api, viewer_api):
     flow(slug="demo")
-    error_shape(api.post("/api/v1/flows", {"slug": "x", "name": "x", "definition": GOOD}, format="json"), 403)
-    error_shape(api.patch("/api/v1/flows/demo", {"enabled": False}, format="json"), 403)
-    error_shape(api.delete("/api/v1/flows/demo"), 403)
+    for client in (api, viewer_api):
+        body = error_shape(
+            client.post("/api/v1/flows", {"slug": "x", "name": "x", "definition": GOOD}, format="json"), 403
+        )
+        assert "editor" in body["detail"]
+        error_shape(client.patch("/api/v1/flows/demo", {"enabled": False}, format="json"), 403)
+        error_shape(client.put("/api/v1/flows/demo", {"name": "x", "definition": GOOD}, format="json"), 403)
+        error_shape(client.delete("/api/v1/flows/demo"), 403)
+    assert Flow.objects.get(slug="demo").enabled and Flow.objects.count() == 1
+
+
+def test_a_viewer_reads_and_validates_but_starts_no_run(viewer_api):
+    flow(slug="demo", definition=GOOD)
+    assert viewer_api.post("/api/v1/flows/validate", {"definition": GOOD}, format="json").json()["valid"] is True
+    body = error_shape(viewer_api.post("/api/v1/flows/demo/runs", {"input": {"x": 1}}, format="json"), 403)
+    assert "runner" in body["detail"]
+    error_shape(viewer_api.post("/api/v1/flow/execute", {"flow": GOOD, "input": {"x": 1}}, format="json"), 403)
+    assert not Run.objects.exists()
+
+
+# --- teams ---------------------------------------------------------------------------------------------------
+
+
+def test_the_same_slug_in_two_teams__each_team_sees_and_runs_its_own(api, outsider):
+    ours = flow(slug="demo", definition=GOOD)
+    theirs = flow(slug="demo", definition=chain(("a", "pass", {})), team=team_named("other"))
+    other_api = client_for(outsider)
+
+    assert api.get("/api/v1/flows/demo").json()["id"] == ours.pk
+    assert other_api.get("/api/v1/flows/demo").json()["id"] == theirs.pk
+    assert [f["id"] for f in other_api.get("/api/v1/flows").json()["results"]] == [theirs.pk]
+    run_id = other_api.post("/api/v1/flows/demo/runs", {}, format="json").json()["id"]
+    run = Run.objects.get(pk=run_id)
+    assert run.flow_version.flow_id == theirs.pk and run.team.slug == "other"
+    error_shape(api.get(f"/api/v1/runs/{run_id}"), 404)
+
+
+def test_an_editor_may_create_a_slug_another_team_uses__a_slug_taken_in_the_team_is_400_on_slug(staff_api):
+    flow(slug="theirs", team=team_named("other"))
+    payload = {"slug": "theirs", "name": "Ours", "definition": GOOD}
+    assert staff_api.post("/api/v1/flows", payload, format="json").status_code == 201
+
+    body = error_shape(staff_api.post("/api/v1/flows", payload, format="json"), 400)
+
+    assert list(body["errors"]) == ["slug"], body
+    assert body["errors"]["slug"] == ["The team already has a flow with the slug 'theirs'."]
+    assert "other" not in body["detail"]
+    assert Flow.objects.filter(slug="theirs").count() == 2
+
+
+def test_another_teams_flow_is_404_on_every_url_and_absent_from_the_list(staff_api, api):
+    theirs = flow(slug="theirs", definition=GOOD, team=team_named("other"))
+    flow(slug="ours", definition=GOOD)
+
+    assert [f["slug"] for f in api.get("/api/v1/flows").json()["results"]] == ["ours"]
+    for response in (
+        api.get("/api/v1/flows/theirs"),
+        api.get("/api/v1/flows/theirs/versions"),
+        api.post("/api/v1/flows/theirs/runs", {"input": {"x": 1}}, format="json"),
+        api.post("/api/v1/runs", {"flow": "theirs", "input": {"x": 1}}, format="json"),
+        staff_api.put("/api/v1/flows/theirs", {"name": "Mine", "definition": GOOD}, format="json"),
+        staff_api.patch("/api/v1/flows/theirs", {"enabled": False}, format="json"),
+        staff_api.delete("/api/v1/flows/theirs"),
+    ):
+        assert error_shape(response, 404)["code"] == "not_found"
+    theirs.refresh_from_db()
+    assert theirs.enabled and theirs.name == "theirs" and theirs.versions.count() == 1
+    assert not Run.objects.exists()
+
+
+def test_x_team_picks_the_team_of_a_member_of_two(staff_user, staff_api):
+    other = team_named("other")
+    join(staff_user, Role.RUNNER, other)
+    flow(slug="ours")
+    flow(slug="theirs", team=other)
+
+    assert error_shape(staff_api.get("/api/v1/flows"), 400)["code"] == "team_required"
+    staff_api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=staff_user).key}", HTTP_X_TEAM="other")
+    assert [f["slug"] for f in staff_api.get("/api/v1/flows").json()["results"]] == ["theirs"]
+    error_shape(staff_api.get("/api/v1/flows/ours"), 404)
+    # A runner there: starts runs of its flows, changes none.
+    assert staff_api.post("/api/v1/flows/theirs/runs", {}, format="json").status_code == 202
+    error_shape(staff_api.patch("/api/v1/flows/theirs", {"enabled": False}, format="json"), 403)
+
+
+def test_flow_execute__the_run_belongs_to_the_acting_team(outsider):
+    response = client_for(outsider).post("/api/v1/flow/execute", {"flow": GOOD, "input": {"x": 1}}, format="json")
+    assert response.status_code == 202, response.content
+    assert Run.objects.get(pk=response.json()["run_id"]).team.slug == "other"
+
+
+def test_flow_execute__an_identical_inline_definition_shares_a_version_within_a_team_only(api, outsider):
+    payload = {"flow": GOOD, "input": {"x": 1}}
+    ours = [api.post("/api/v1/flow/execute", payload, format="json").json()["run_id"] for _ in range(2)]
+    theirs = client_for(outsider).post("/api/v1/flow/execute", payload, format="json").json()["run_id"]
+
+    versions = [Run.objects.get(pk=run_id).flow_version_id for run_id in (*ours, theirs)]
+
+    # Sharing the other team's version would tell it that someone ran the same definition.
+    assert versions[0] == versions[1] and versions[2] != versions[0]
+
+
+def test_an_idempotency_key_reused_for_another_flow_or_input_is_409(api):
+    flow(slug="demo", definition=GOOD)
+    flow(slug="second", definition=GOOD)
+    first = api.post("/api/v1/flows/demo/runs", {"input": {"x": 1}, "idempotency_key": "k"}, format="json")
+    assert first.status_code == 202
+    again = api.post("/api/v1/flows/second/runs", {"input": {"x": 1}, "idempotency_key": "k"}, format="json")
+    assert error_shape(again, 409)["code"] == "idempotency_conflict"
+    other_input = api.post("/api/v1/flows/demo/runs", {"input": {"x": 2}, "idempotency_key": "k"}, format="json")
+    assert error_shape(other_input, 409)["code"] == "idempotency_conflict"
+    assert Run.objects.count() == 1
 
 
 def test_invalid_definition_is_400_with_every_problem_by_path(staff_api):
@@ -67,7 +184,8 @@ def test_invalid_definition_is_400_with_every_problem_by_path(staff_api):
     assert not Run.objects.exists()
 
 
-def test_validate_reports_errors_and_warnings_without_saving(api):
+def test_validate_reports_errors_and_warnings_without_saving(viewer_api):
+    api = viewer_api
     unreachable = chain(("a", "pass", {}), ("island", "pass", {}), conditions=[])
     body = api.post("/api/v1/flows/validate", {"definition": unreachable}, format="json").json()
     assert body["valid"] is True
@@ -195,7 +313,7 @@ def test_flow_execute_bad_input_is_400(api, payload):
     error_shape(api.post("/api/v1/flow/execute", payload, format="json"), 400)
 
 
-def test_resume_endpoint(api, owner):
+def test_resume_endpoint(api, outsider):
     flow(slug="demo", definition=GOOD)
     run_id = api.post("/api/v1/flows/demo/runs", {"input": {"x": 1}}, format="json").json()["id"]
     assert error_shape(api.post(f"/api/v1/runs/{run_id}/retry"), 409)["code"] == "not_resumable"
@@ -204,15 +322,8 @@ def test_resume_endpoint(api, owner):
     response = api.post(f"/api/v1/runs/{run_id}/retry")
     assert response.status_code == 202 and response.json()["status"] == RunStatus.RUNNING
     assert Step.objects.filter(run_id=run_id).count() == 2
-    error_shape(client_for_outsider(owner).post(f"/api/v1/runs/{run_id}/retry"), 404)
+    error_shape(client_for(outsider).post(f"/api/v1/runs/{run_id}/retry"), 404)
     error_shape(api.post(f"/api/v1/runs/{uuid.uuid4()}/retry"), 404)
-
-
-def client_for_outsider(owner):
-    from django.contrib.auth import get_user_model
-
-    outsider = get_user_model().objects.create_user(username="someone-else", password="pw")
-    return client_for(outsider)
 
 
 def test_demo_content_command_is_idempotent(api):
@@ -268,21 +379,21 @@ def looping(max_steps=None) -> dict:
     return chain(("a", "pass", {}), ("b", "pass", {}), conditions=conditions, **extra)
 
 
-def test_flow_execute__non_staff_asking_for_more_steps_than_allowed_is_400_and_nothing_stored(api):
+def test_flow_execute__a_runner_asking_for_more_steps_than_allowed_is_400_and_nothing_stored(api):
     body = error_shape(api.post("/api/v1/flow/execute", {"flow": looping(max_steps=101)}, format="json"), 400)
     assert body["code"] == "invalid_definition"
-    assert "from 1 to 100" in body["errors"]["max_steps"][0] and "staff" in body["errors"]["max_steps"][0]
+    assert "from 1 to 100" in body["errors"]["max_steps"][0] and "editor" in body["errors"]["max_steps"][0]
     assert not Run.objects.exists() and not FlowVersion.objects.exists()
     assert api.post("/api/v1/flow/execute", {"flow": looping(max_steps=100)}, format="json").status_code == 202
     assert api.post("/api/v1/flow/execute", {"flow": looping()}, format="json").status_code == 202
 
 
-def test_flow_execute__staff_keep_the_format_limit(staff_api):
+def test_flow_execute__editors_keep_the_format_limit(staff_api):
     assert staff_api.post("/api/v1/flow/execute", {"flow": looping(max_steps=10_000)}, format="json").status_code == 202
     error_shape(staff_api.post("/api/v1/flow/execute", {"flow": looping(max_steps=10_001)}, format="json"), 400)
 
 
-def test_flow_execute__the_non_staff_limit_is_a_setting(api, settings):
+def test_flow_execute__the_limit_below_editor_is_a_setting(api, settings):
     settings.FLOW_MAX_STEPS_NON_STAFF = 5
     error_shape(api.post("/api/v1/flow/execute", {"flow": looping(max_steps=6)}, format="json"), 400)
     # Left out, max_steps would be the default (100): more than allowed, so it must be given.
@@ -296,3 +407,14 @@ def test_validate__checks_max_steps_against_what_the_caller_may_ask_for(api, sta
     body = api.post("/api/v1/flows/validate", payload, format="json").json()
     assert body["valid"] is False and [p["path"] for p in body["problems"]] == ["max_steps"]
     assert staff_api.post("/api/v1/flows/validate", payload, format="json").json()["valid"] is True
+
+
+def test_max_steps__the_format_limit_is_for_editors_of_the_acting_team(staff_user, owner, outsider, superuser):
+    default, other = team_default(), team_named("other")
+    assert max_steps_allowed(user=staff_user, team=default) == MAX_MAX_STEPS
+    assert max_steps_allowed(user=staff_user, team=other) == 100  # an editor elsewhere is not one here
+    assert max_steps_allowed(user=owner, team=default) == 100
+    assert max_steps_allowed(user=superuser, team=other) == MAX_MAX_STEPS
+    # Without a team (an admin page before a team is chosen): an editor of any of one's teams.
+    assert max_steps_allowed(user=staff_user) == MAX_MAX_STEPS
+    assert max_steps_allowed(user=outsider) == 100

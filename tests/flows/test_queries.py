@@ -8,7 +8,7 @@ from django.urls import reverse
 from flows import services
 from flows.models import Flow
 from runs import services as run_services
-from tests.conftest import client_for, grant
+from tests.conftest import client_for
 from tests.flows.factories import chain, flow
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +55,7 @@ def add_versions(stored: Flow, count: int, *, user) -> None:
 
 @pytest.fixture
 def viewer(owner):
-    grant(owner, "flows.view_flow")
+    """A member of the default team (a runner), who reads its flows."""
     return owner
 
 

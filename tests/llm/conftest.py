@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentrunner.agents.base import AgentContext, AsyncAgentContext
+from agentrunner.teams.services import team_default
 from runs.models import Run, Step
 from tests.llm.fake_providers import ANTHROPIC, OPENAI, FakeProvider
 
@@ -16,7 +17,7 @@ PRICES = {
 
 @pytest.fixture
 def llm_settings(settings):
-    """No provider configured; small timeouts, retries and backoffs; no budgets."""
+    """No provider configured; small timeouts, retries and backoffs; no budgets and no team request limit."""
     settings.LLM_PROVIDERS = ["openai", "anthropic", "local"]
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
@@ -33,6 +34,8 @@ def llm_settings(settings):
     settings.LLM_BREAKER_FAILURES = 5
     settings.LLM_BREAKER_RESET_SECONDS = 30.0
     settings.LLM_MONTHLY_TOKEN_BUDGET = 0
+    settings.TEAM_MONTHLY_TOKEN_BUDGET = 0
+    settings.LLM_REQUESTS_PER_TEAM_PER_MINUTE = 0
     settings.LLM_BUDGET_WARNING_RATIO = 0.8
     settings.LLM_PRICES = PRICES
     return settings
@@ -67,9 +70,31 @@ def local_server(llm_settings):
     server.stop()
 
 
+def new_run(**fields) -> Run:
+    """A run row (no step), in the default team unless `team` is given."""
+    fields.setdefault("team", team_default())
+    return Run.objects.create(**fields)
+
+
+def context_for(run: Run, context_class=AgentContext, **fields) -> AgentContext:
+    """The context the engine gives a step of `run`: its owner, team and token budget."""
+    return context_class(
+        run_id=run.pk,
+        step_name="ask",
+        attempt=1,
+        input={},
+        owner_id=run.created_by_id,
+        team_id=run.team_id,
+        token_budget=run.token_budget,
+        **fields,
+    )
+
+
 @pytest.fixture
 def make_context(db, owner):
-    """`make_context(token_budget=None, user=owner)`: a run with one step (rows only) and its agent context.
+    """`make_context(token_budget=None, user=owner, team=None)`: a run with one step (rows only) and its agent context.
+
+    The run is in `team` (default: the default team).
 
     `asynchronous=True` gives an AsyncAgentContext, what the engine passes to async agents.
     """
@@ -81,9 +106,10 @@ def make_context(db, owner):
         input: dict | None = None,
         run: Run | None = None,
         asynchronous: bool = False,
+        team=None,
     ):
         if run is None:
-            run = Run.objects.create(agent_type="llm", created_by=user, token_budget=token_budget)
+            run = new_run(agent_type="llm", created_by=user, token_budget=token_budget, team=team or team_default())
         step = Step.objects.create(run=run, sequence=run.steps.count(), name="ask", agent_type="llm")
         context_class = AsyncAgentContext if asynchronous else AgentContext
         return context_class(
@@ -93,6 +119,7 @@ def make_context(db, owner):
             input=input or {},
             step_id=step.pk,
             owner_id=user.pk if user else None,
+            team_id=run.team_id,
             token_budget=token_budget,
         )
 

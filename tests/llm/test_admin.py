@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agentrunner.models import BreakerState, LLMCall, LLMOutcome, OwnerBudget, ProviderBreaker
-from runs.models import Run
+from tests.llm.conftest import new_run
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +46,7 @@ def call(*, run=None, owner=None, tokens=0, outcome=LLMOutcome.SUCCESS, provider
 
 
 def test_llm_calls__list_shows_columns_and_links_the_run(admin_client_, owner):
-    run = Run.objects.create(agent_type="llm")
+    run = new_run(agent_type="llm")
     call(run=run, owner=owner, tokens=1500)
     call(outcome=LLMOutcome.REFUSED_BUDGET, provider="")
 
@@ -70,7 +70,7 @@ def test_llm_calls__are_read_only(admin_client_):
 
 
 def test_llm_calls__filter_by_outcome_and_search_by_run_id(admin_client_):
-    run = Run.objects.create(agent_type="llm")
+    run = new_run(agent_type="llm")
     mine = call(run=run, outcome=LLMOutcome.ERROR)
     call(outcome=LLMOutcome.ERROR)
     call(run=run)
@@ -88,11 +88,11 @@ def test_llm_calls__filter_by_outcome_and_search_by_run_id(admin_client_):
 
 
 def test_llm_calls__list_queries_do_not_grow_with_rows(admin_client_, owner):
-    call(owner=owner, run=Run.objects.create(agent_type="llm"))
+    call(owner=owner, run=new_run(agent_type="llm"))
     with CaptureQueriesContext(connection) as one:
         admin_client_.get(CALLS)
     for _ in range(10):
-        call(owner=owner, run=Run.objects.create(agent_type="llm"))
+        call(owner=owner, run=new_run(agent_type="llm"))
     with CaptureQueriesContext(connection) as eleven:
         admin_client_.get(CALLS)
 
@@ -151,16 +151,39 @@ def test_breakers__list_states_and_reset_to_closed(admin_client_):
     assert ProviderBreaker.objects.get(provider="openai").state == BreakerState.CLOSED
 
 
-def test_breakers__the_reset_needs_the_change_permission(django_user_model):
+def test_breakers_and_budgets__superusers_only_whatever_the_django_permissions(django_user_model):
     from django.contrib.auth.models import Permission
 
-    staff = django_user_model.objects.create_user(username="viewer", password="pw", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(codename="view_providerbreaker"))
+    from agentrunner.models import Role
+    from tests.conftest import join
+
+    staff = django_user_model.objects.create_user(username="operator", password="pw", is_staff=True)
+    staff.user_permissions.set(Permission.objects.all())
+    join(staff, Role.ADMIN)  # a team's admin: the service's settings are not theirs
     ProviderBreaker.objects.create(provider="openai", state=BreakerState.OPEN, opened_at=timezone.now())
     client = Client()
     client.force_login(staff)
 
-    page = client.get(BREAKERS)
+    assert client.get(BREAKERS).status_code == 403
+    assert client.get(BUDGETS).status_code == 403
+    assert client.get(CALLS).status_code == 200
 
-    assert page.status_code == 200
-    assert b"reset_to_closed" not in page.content
+
+def test_llm_calls__a_teams_staff_see_only_its_calls(django_user_model):
+    from agentrunner.models import Role
+    from tests.conftest import join, team_named
+
+    alpha, beta = team_named("alpha"), team_named("beta")
+    staff = django_user_model.objects.create_user(username="ada", password="pw", is_staff=True)
+    join(staff, Role.VIEWER, alpha)
+    ours = call(run=new_run(team=alpha), tokens=10)
+    theirs = call(run=new_run(team=beta), tokens=20)
+    ours.team, theirs.team = alpha, beta
+    LLMCall.objects.bulk_update([ours, theirs], ["team"])
+    client = Client()
+    client.force_login(staff)
+
+    assert list(client.get(CALLS).context["cl"].result_list) == [ours]
+    assert list(client.get(CALLS, {"q": str(theirs.run_id)}).context["cl"].result_list) == []
+    assert client.get(reverse("admin:agentrunner_llmcall_change", args=[theirs.pk])).status_code == 302
+    assert client.get(reverse("admin:agentrunner_llmcall_change", args=[ours.pk])).status_code == 200

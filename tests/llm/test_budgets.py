@@ -1,4 +1,5 @@
-"""Token budgets: per run and per owner per calendar month (UTC), reserved before and settled after each request."""
+"""Token budgets: per run, and per owner and per team per calendar month (UTC), reserved before and settled after
+each request."""
 
 import asyncio
 import threading
@@ -12,13 +13,14 @@ from django.db import connection, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from agentrunner.agents.base import AgentContext, AsyncAgentContext, BudgetExceededError
+from agentrunner.agents.base import AsyncAgentContext, BudgetExceededError
 from agentrunner.llm import Completion, LLMUnavailable, acomplete, complete
 from agentrunner.llm.budgets import budget_reserve, month_bounds
 from agentrunner.llm.gateway import _longest_request_seconds
 from agentrunner.models import LLMCall, LLMOutcome, LLMReservation, OwnerBudget
 from runs.models import Run, Step
-from tests.llm.conftest import events
+from tests.conftest import team_named
+from tests.llm.conftest import context_for, events, new_run
 from tests.llm.fake_providers import ok, status
 
 pytestmark = pytest.mark.django_db
@@ -30,11 +32,12 @@ def ask(context, max_tokens=50):
     return complete(messages=HELLO, max_tokens=max_tokens, context=context)
 
 
-def spent(owner, tokens: int, *, at=None, run=None):
-    """Record earlier usage of `owner` (a successful call of `tokens` tokens)."""
+def spent(owner, tokens: int, *, at=None, run=None, team=None):
+    """Record earlier usage of `owner` (a successful call of `tokens` tokens), in `team` if given."""
     call = LLMCall.objects.create(
         owner=owner,
         run=run,
+        team=team,
         request_id=uuid.uuid4(),
         provider="openai",
         model="gpt-test",
@@ -205,6 +208,134 @@ def test_budget_refusal__is_logged(openai_server, make_context, caplog):
     assert (refused["budget"], refused["limit"], refused["estimate"]) == ("run", 1, 53)
 
 
+# --- The team's monthly budget -------------------------------------------------------------------------
+
+
+def test_team_budget__its_own_limit_refuses_a_call_that_does_not_fit(openai_server, owner, make_context):
+    team = team_named("claims")
+    team.monthly_token_limit = 1000
+    team.save()
+    spent(owner, 960, team=team)
+
+    with pytest.raises(BudgetExceededError) as caught:
+        ask(make_context(team=team), max_tokens=50)
+
+    message = str(caught.value)
+    assert "monthly token budget of team claims (1,000 tokens in" in message
+    assert "960 of 1,000 tokens used" in message and "up to 53 more" in message
+    assert openai_server.count == 0
+    refused = LLMCall.objects.get(outcome=LLMOutcome.REFUSED_BUDGET)
+    assert (refused.team_id, refused.owner_id, refused.error) == (team.pk, owner.pk, message)
+
+
+def test_team_budget__the_default_applies_to_a_team_without_its_own(openai_server, llm_settings, owner, make_context):
+    llm_settings.TEAM_MONTHLY_TOKEN_BUDGET = 1000
+    team = team_named("claims")  # monthly_token_limit empty: the default
+    spent(owner, 960, team=team)
+
+    with pytest.raises(BudgetExceededError, match="monthly token budget of team claims"):
+        ask(make_context(team=team), max_tokens=50)
+
+
+def test_team_budget__zero_means_unlimited(openai_server, llm_settings, owner, make_context):
+    llm_settings.TEAM_MONTHLY_TOKEN_BUDGET = 1000
+    team = team_named("claims")
+    team.monthly_token_limit = 0
+    team.save()
+    spent(owner, 10**9, team=team)
+
+    assert ask(make_context(team=team)).text == "hello"
+
+
+def test_team_budget__counts_every_members_calls_this_month_and_no_other_teams(
+    openai_server, owner, outsider, make_context
+):
+    team, other = team_named("claims"), team_named("other")
+    team.monthly_token_limit = 1000
+    team.save()
+    start, _ = month_bounds()
+    spent(outsider, 50_000, team=team, at=start - timedelta(microseconds=1))  # last month
+    spent(outsider, 50_000, team=other)  # another team
+    spent(outsider, 500, team=team)  # another member, this month
+    spent(owner, 400, team=team)
+
+    assert ask(make_context(team=team), max_tokens=50).text == "hello"  # 900 + 53 <= 1000
+    with pytest.raises(BudgetExceededError, match="915 of 1,000 tokens used"):  # + the 15 just spent
+        ask(make_context(team=team), max_tokens=100)
+
+
+@pytest.mark.parametrize(
+    ("owner_limit", "team_limit", "refused_by"),
+    [(1000, 500, "team claims"), (500, 1000, "user owner"), (500, 500, "user owner")],
+)
+def test_team_budget__beside_the_owners_the_strictest_refuses(
+    openai_server, owner, make_context, owner_limit, team_limit, refused_by
+):
+    team = team_named("claims")
+    team.monthly_token_limit = team_limit
+    team.save()
+    OwnerBudget.objects.create(user=owner, monthly_token_limit=owner_limit)
+    spent(owner, 460, team=team)
+
+    with pytest.raises(BudgetExceededError, match=f"monthly token budget of {refused_by} "):
+        ask(make_context(team=team), max_tokens=50)  # 460 + 53 fits 1000, not 500
+
+
+def test_team_budget__every_call_row_names_the_team(openai_server, owner, make_context):
+    team = team_named("claims")
+    openai_server.push(status(500))  # a failed try, then an answer
+
+    ask(make_context(team=team, token_budget=1000))
+
+    assert list(LLMCall.objects.values_list("outcome", "team_id").order_by("pk")) == [
+        (LLMOutcome.ERROR, team.pk),
+        (LLMOutcome.SUCCESS, team.pk),
+    ]
+
+
+def test_team_budget__the_reservation_holds_against_the_team(owner, make_context):
+    team = team_named("claims")
+    team.monthly_token_limit = 1000
+    team.save()
+    context = make_context(team=team)
+
+    budget_reserve(
+        run_id=context.run_id,
+        owner_id=owner.pk,
+        team_id=team.pk,
+        token_budget=None,
+        estimate=ESTIMATE,
+        request_id=uuid.uuid4(),
+        hold_seconds=90,
+    )
+    second = budget_reserve(
+        run_id=context.run_id,
+        owner_id=owner.pk,
+        team_id=team.pk,
+        token_budget=None,
+        estimate=1000 - ESTIMATE + 1,
+        request_id=uuid.uuid4(),
+        hold_seconds=90,
+    )
+
+    assert LLMReservation.objects.get().team_id == team.pk
+    assert (second.refused.kind, second.refused.used, second.refused.reserved) == ("team_monthly", 53, 53)
+
+
+def test_budget_warning__for_the_teams_monthly_budget(openai_server, owner, make_context, caplog):
+    caplog.set_level("INFO")
+    team = team_named("claims")
+    team.monthly_token_limit = 10_000
+    team.save()
+    spent(owner, 7_900, team=team)
+    openai_server.push(ok(prompt_tokens=100, completion_tokens=100))
+
+    ask(make_context(team=team))
+
+    (warning,) = events(caplog, "llm_budget_warning")
+    assert (warning["budget"], warning["team_id"], warning["used"]) == ("team_monthly", team.pk, 8_100)
+
+
 @pytest.mark.parametrize(
     ("moment", "start", "end"),
     [
@@ -231,17 +362,17 @@ CONCURRENT = 50
 
 
 def budget_fitting_ten(kind: str, owner, llm_settings) -> Run:
-    """A run whose run budget (or its owner's monthly budget) fits exactly FITS requests of ESTIMATE tokens."""
+    """A run whose run budget (or its owner's or its team's monthly budget) fits exactly FITS requests of ESTIMATE
+    tokens; the other budgets do not apply."""
     if kind == "run":
-        return Run.objects.create(agent_type="llm", created_by=owner, token_budget=FITS * ESTIMATE)
-    llm_settings.LLM_MONTHLY_TOKEN_BUDGET = FITS * ESTIMATE
-    return Run.objects.create(agent_type="llm", created_by=owner)
-
-
-def context_for(run: Run, context_class=AgentContext) -> AgentContext:
-    return context_class(
-        run_id=run.pk, step_name="ask", attempt=1, input={}, owner_id=run.created_by_id, token_budget=run.token_budget
-    )
+        return new_run(agent_type="llm", created_by=owner, token_budget=FITS * ESTIMATE)
+    if kind == "owner_monthly":
+        llm_settings.LLM_MONTHLY_TOKEN_BUDGET = FITS * ESTIMATE
+        return new_run(agent_type="llm", created_by=owner)
+    team = team_named("claims")
+    team.monthly_token_limit = FITS * ESTIMATE
+    team.save()
+    return new_run(agent_type="llm", created_by=owner, team=team)
 
 
 def assert_exactly_ten_answered(results: list, run: Run, server) -> None:
@@ -265,7 +396,7 @@ def slow_exact_answers(openai_server, llm_settings):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", ["run", "owner_monthly"])
+@pytest.mark.parametrize("kind", ["run", "owner_monthly", "team_monthly"])
 def test_budget__50_concurrent_requests_on_one_event_loop_spend_exactly_what_fits(
     slow_exact_answers, llm_settings, owner, kind
 ):
@@ -290,7 +421,7 @@ def test_budget__50_concurrent_requests_on_one_event_loop_spend_exactly_what_fit
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", ["run", "owner_monthly"])
+@pytest.mark.parametrize("kind", ["run", "owner_monthly", "team_monthly"])
 def test_budget__50_threads_calling_complete_at_once_spend_exactly_what_fits(
     slow_exact_answers, llm_settings, owner, kind
 ):
@@ -399,14 +530,19 @@ def test_reservation__refused_requests_reserve_nothing(openai_server, make_conte
 
 
 @pytest.mark.django_db(transaction=True)
-def test_budget_reserve__the_second_of_two_requests_waits_for_the_first_and_counts_its_reservation(owner):
-    """Two connections, one lock hand-off: B's check starts while A holds the run's lock, and must wait for it."""
+@pytest.mark.parametrize("kind", ["run", "team_monthly"])
+def test_budget_reserve__the_second_of_two_requests_waits_for_the_first_and_counts_its_reservation(
+    owner, llm_settings, kind
+):
+    """Two connections, one lock hand-off: B's check starts while A holds the run's (or the team's) lock, and
+    must wait for it."""
     if connection.vendor != "postgresql":
         pytest.skip("row locks: PostgreSQL (SQLite serialises whole transactions)")
-    run = Run.objects.create(agent_type="llm", created_by=owner, token_budget=FITS * ESTIMATE)
+    run = budget_fitting_ten(kind, owner, llm_settings)
     reserve = {
         "run_id": run.pk,
         "owner_id": owner.pk,
+        "team_id": run.team_id,
         "token_budget": run.token_budget,
         "request_id": uuid.uuid4(),
         "hold_seconds": 60,
@@ -438,10 +574,11 @@ def test_budget_reserve__the_second_of_two_requests_waits_for_the_first_and_coun
     b = threading.Thread(target=request_b)
     b.start()
     wait_until_waiting_for_a_lock(b_pid)
-    # FOR NO KEY UPDATE: rows referencing the locked run (steps, LLM calls) are still written meanwhile.
+    # FOR NO KEY UPDATE: rows referencing the locked run or team (steps, LLM calls, runs) are still written meanwhile.
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '2s'")
     Step.objects.create(run=run, sequence=0, name="other", agent_type="llm")
+    new_run(agent_type="llm", created_by=owner, team=run.team)
     a_may_commit.set()
     a.join(10)
     b.join(10)

@@ -10,10 +10,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from agentrunner.llm import breaker_states, owner_usage
+from agentrunner.llm import breaker_states, owner_usage, team_usage
 from agentrunner.models import BreakerState, LLMCall, LLMOutcome, OwnerBudget, ProviderBreaker
-from runs.models import AttemptStatus, Run, Step, StepAttempt
+from runs.models import AttemptStatus, Step, StepAttempt
 from runs.selectors import run_metrics
+from tests.conftest import team_named
+from tests.llm.conftest import new_run
 
 pytestmark = pytest.mark.django_db
 
@@ -29,11 +31,14 @@ LLM_KEYS = {
 }
 
 
-def call(*, run=None, step=None, owner=None, outcome=LLMOutcome.SUCCESS, prompt=0, completion=0, cost="0", ms=0):
+def call(
+    *, run=None, step=None, owner=None, team=None, outcome=LLMOutcome.SUCCESS, prompt=0, completion=0, cost="0", ms=0
+):
     return LLMCall.objects.create(
         run=run,
         step=step,
         owner=owner,
+        team=team,
         request_id=uuid.uuid4(),
         provider="openai",
         model="gpt-test",
@@ -58,7 +63,7 @@ def attempt(step, number, seconds, status=AttemptStatus.SUCCESS):
 
 
 def test_run_metrics__per_step_and_total(owner):
-    run = Run.objects.create(agent_type="", created_by=owner)
+    run = new_run(agent_type="", created_by=owner)
     extract = Step.objects.create(run=run, sequence=0, name="extract", agent_type="document-extractor")
     summarise = Step.objects.create(run=run, sequence=1, name="summarise", agent_type="llm")
     attempt(extract, 1, 1.5, AttemptStatus.FAILED)
@@ -69,7 +74,7 @@ def test_run_metrics__per_step_and_total(owner):
     call(run=run, step=summarise, prompt=50, completion=50, cost="0.0001", ms=100)
     call(run=run, step=summarise, outcome=LLMOutcome.REFUSED_BUDGET)
     call(run=run, step=None, prompt=1, completion=1, cost="0.00000003", ms=5)  # no step: in the total only
-    call(run=Run.objects.create(agent_type="llm"), prompt=999)  # another run
+    call(run=new_run(agent_type="llm"), prompt=999)  # another run
 
     with CaptureQueriesContext(connection) as queries:
         metrics = run_metrics(run)
@@ -108,7 +113,7 @@ def test_run_metrics__per_step_and_total(owner):
 
 
 def test_run_metrics__of_a_run_without_llm_calls_is_all_zero():
-    run = Run.objects.create(agent_type="pass")
+    run = new_run(agent_type="pass")
     Step.objects.create(run=run, name="pass", agent_type="pass")
 
     metrics = run_metrics(run)
@@ -149,6 +154,29 @@ def test_owner_usage__with_a_users_own_unlimited_budget(owner, llm_settings):
         None,
         None,
     )
+
+
+def test_team_usage__counts_every_members_calls_this_month_against_the_teams_limit(owner, outsider, llm_settings):
+    llm_settings.TEAM_MONTHLY_TOKEN_BUDGET = 1000
+    team, other = team_named("claims"), team_named("other")
+    now = timezone.now()
+    call(owner=owner, team=team, prompt=200, completion=50, cost="0.001")
+    call(owner=outsider, team=team, prompt=100)
+    old = call(owner=owner, team=team, prompt=10_000)
+    LLMCall.objects.filter(pk=old.pk).update(created_at=now - timedelta(days=40))
+    call(owner=owner, team=other, prompt=10_000)
+
+    usage = team_usage(team)
+
+    json.dumps(usage)
+    assert (usage["team_id"], usage["month"]) == (team.pk, now.astimezone(UTC).strftime("%Y-%m"))
+    assert (usage["limit"], usage["limit_source"]) == (1000, "default")
+    assert (usage["used_tokens"], usage["remaining_tokens"], usage["used_ratio"]) == (350, 650, 0.35)
+    assert (usage["calls"], usage["cost_usd"]) == (2, "0.00100000")
+    team.monthly_token_limit = 0
+    team.save()
+    unlimited = team_usage(team.pk)
+    assert (unlimited["limit"], unlimited["limit_source"], unlimited["remaining_tokens"]) == (0, "team", None)
 
 
 def test_breaker_states__lists_configured_providers_in_order_then_others(openai_server, local_server, llm_settings):

@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from agentrunner.teams.services import team_or_default
 from runs.models import (
     AttemptStatus,
     ConcurrencyKey,
@@ -38,8 +39,8 @@ ATTEMPT_FOR_RUN = {
 WAIT_KEY = "agent:wait"
 
 
-def make_run(status=RunStatus.PENDING, *, agent_type="wait", step_status=None, created_by=None, **fields):
-    """A run with one step and, once started, one attempt."""
+def make_run(status=RunStatus.PENDING, *, agent_type="wait", step_status=None, created_by=None, team=None, **fields):
+    """A run with one step and, once started, one attempt, in `team` (the default team if None)."""
     now = timezone.now()
     started = now - timedelta(seconds=5) if status != RunStatus.PENDING else None
     finished = now if status in (set(RunStatus) - {RunStatus.PENDING, RunStatus.RUNNING}) else None
@@ -50,6 +51,7 @@ def make_run(status=RunStatus.PENDING, *, agent_type="wait", step_status=None, c
         created_by=created_by,
         started_at=started,
         finished_at=finished,
+        team=team_or_default(team),
         **fields,
     )
     step = Step.objects.create(
@@ -129,6 +131,7 @@ def make_flow_run(*, slug: str, steps: int = 2, **fields) -> Run:
     """A finished run of a new two-task flow, with `steps` steps (as if its tasks looped)."""
     version = flow(slug=slug, definition=chain(("a", "pass", {}), ("b", "pass", {}))).current_version
     now = timezone.now()
+    fields["team"] = team_or_default(fields.get("team"))
     run = Run.objects.create(
         agent_type="",
         flow_version=version,

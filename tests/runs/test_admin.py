@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from agentrunner.adminkit import human_duration
 from agentrunner.agents import ConcurrencyPolicy, OnBusy
+from agentrunner.models import Role
 from runs import selectors, services
 from runs.models import (
     AgentPolicy,
@@ -25,6 +26,7 @@ from runs.models import (
     StepAttempt,
     StepStatus,
 )
+from tests.conftest import join
 from tests.runs.factories import make_run, make_waiting_run
 
 pytestmark = pytest.mark.django_db
@@ -348,9 +350,10 @@ def test_buttons__need_post(admin_client):
     assert run.status == RunStatus.PENDING
 
 
-def test_buttons__need_the_change_permission(client):
+def test_buttons__need_the_runner_role(client):
     viewer = get_user_model().objects.create_user(username="viewer", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_run"))
+    viewer.user_permissions.add(Permission.objects.get(codename="change_run"))  # no longer decides anything
+    join(viewer, Role.VIEWER)
     client.force_login(viewer)
     run = start_run()
 
@@ -553,8 +556,9 @@ def test_start_page__uploaded_document_becomes_the_extractor_input(admin_client)
     assert Run.objects.get().input == {"filename": "policy.txt", "text": "Policy Number: PL-9"}
 
 
-def test_start_page__needs_the_change_permission(client, django_user_model):
+def test_start_page__needs_the_runner_role(client, django_user_model):
     viewer = django_user_model.objects.create_user(username="viewer", password="pw", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_run"))
+    viewer.user_permissions.add(Permission.objects.get(codename="change_run"))  # no longer decides anything
+    join(viewer, Role.VIEWER)
     client.force_login(viewer)
     assert client.get(START_URL).status_code == 403

@@ -9,7 +9,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from agentrunner.models import Role
 from runs.models import AttemptStatus, RunStatus, StepAttempt, StepStatus
+from tests.conftest import join, team_named
 from tests.runs.factories import add_steps, make_flow_run, make_run, make_waiting_run
 
 pytestmark = pytest.mark.django_db
@@ -119,12 +121,17 @@ def test_live__queries_do_not_grow_with_steps_and_nothing_is_written(admin_clien
 
 def test_live__only_for_who_may_see_the_run(client, django_user_model):
     run = make_run(RunStatus.RUNNING)
+    no_team = django_user_model.objects.create_user(username="no-team", password="pw", is_staff=True)
+    no_team.user_permissions.add(Permission.objects.get(codename="view_run"))  # no longer decides anything
     outsider = django_user_model.objects.create_user(username="outsider", password="pw", is_staff=True)
+    join(outsider, Role.ADMIN, team_named("other"))
     viewer = django_user_model.objects.create_user(username="viewer", password="pw", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_run"))
+    join(viewer, Role.VIEWER)
 
-    client.force_login(outsider)
+    client.force_login(no_team)
     assert client.get(live_url(run)).status_code == 403
+    client.force_login(outsider)
+    assert client.get(live_url(run)).status_code == 404  # another team's run does not exist for them
     client.force_login(viewer)
     assert live(client, run)["finished"] is False
     client.logout()

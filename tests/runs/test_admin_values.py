@@ -10,6 +10,8 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from agentrunner.models import Role
+from agentrunner.teams.services import team_default
 from runs.admin.values import (
     TEXT_INLINE_MAX_CHARS,
     TREE_MAX_NODES,
@@ -20,6 +22,7 @@ from runs.admin.values import (
     without_documents,
 )
 from runs.models import Run, RunStatus, Step
+from tests.conftest import join, team_named
 from tests.flows.factories import chain, flow
 from tests.runs.factories import make_run
 
@@ -49,9 +52,12 @@ def pdf_run(**fields) -> Run:
     )
 
 
-def staff(django_user_model, *codenames, username="staff"):
+def staff(django_user_model, *codenames, username="staff", role=None, team=None):
+    """A staff member with these Django permissions and, if `role`, that role in `team` (the default team)."""
     user = django_user_model.objects.create_user(username=username, password="pw", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    if role is not None:
+        join(user, role, team)
     return user
 
 
@@ -184,14 +190,19 @@ def test_download__only_for_who_may_see_the_run(client, django_user_model):
     run = pdf_run()
     url = value_url(run, at="/pdf_base64")
 
-    client.force_login(staff(django_user_model, "view_flow", username="flows-only"))
+    # Django permissions no longer decide: a staff member of no team sees no runs at all.
+    client.force_login(staff(django_user_model, "view_run", username="no-team"))
     assert client.get(url).status_code == 403
     assert client.get(change_url(run)).status_code == 403  # the same rule as the run page
+
+    # Of another team: the run does not exist for them.
+    client.force_login(staff(django_user_model, username="other-team", role=Role.ADMIN, team=team_named("other")))
+    assert client.get(url).status_code == 404
 
     client.force_login(django_user_model.objects.create_user(username="not-staff", password="pw"))
     assert client.get(url).status_code == 302  # to the admin's login
 
-    client.force_login(staff(django_user_model, "view_run", username="viewer"))
+    client.force_login(staff(django_user_model, username="viewer", role=Role.VIEWER))
     assert client.get(url).content == PDF
 
 
@@ -229,7 +240,9 @@ def test_tree__a_huge_value_shows_its_first_values_and_offers_the_file(admin_cli
 
 def test_tree__a_flow_runs_steps_show_their_input_and_output(admin_client):
     version = flow(slug="docs", definition=chain(("copy", "pass", {"doc": "{{ input.doc }}"}))).current_version
-    run = Run.objects.create(agent_type="", flow_version=version, status=RunStatus.COMPLETED, input={"doc": PDF_BASE64})
+    run = Run.objects.create(
+        team=team_default(), agent_type="", flow_version=version, status=RunStatus.COMPLETED, input={"doc": PDF_BASE64}
+    )
     Step.objects.create(
         run=run, name="copy", agent_type="pass", status="SUCCESS", input={"doc": PDF_BASE64}, output={"ok": True}
     )
@@ -318,6 +331,7 @@ def test_run_now__latest_runs_document_is_kept_not_shown(admin_client):
     extractor_flow = flow(slug="extract", definition=definition)
     document = {"filename": "policy.pdf", "pdf_base64": PDF_BASE64}
     source = Run.objects.create(
+        team=team_default(),
         agent_type="",
         flow_version=extractor_flow.current_version,
         status=RunStatus.COMPLETED,
@@ -339,6 +353,7 @@ def test_run_now__latest_runs_document_is_kept_not_shown(admin_client):
 def test_run_now__chosen_file_replaces_the_document(admin_client):
     extractor_flow = flow(slug="extract", definition=chain(("extract", "document-extractor", "{{ input.document }}")))
     source = Run.objects.create(
+        team=team_default(),
         agent_type="",
         flow_version=extractor_flow.current_version,
         status=RunStatus.COMPLETED,
@@ -356,9 +371,19 @@ def test_run_now__chosen_file_replaces_the_document(admin_client):
 def test_run_now__from_a_run_of_another_flow_is_the_latest_run_instead(admin_client):
     mine = flow(slug="mine", definition=chain(("a", "pass", {"x": "{{ input.x }}"})))
     other = flow(slug="other", definition=chain(("a", "pass", {"x": "{{ input.x }}"})))
-    Run.objects.create(agent_type="", flow_version=mine.current_version, status=RunStatus.COMPLETED, input={"x": 1})
+    Run.objects.create(
+        team=team_default(),
+        agent_type="",
+        flow_version=mine.current_version,
+        status=RunStatus.COMPLETED,
+        input={"x": 1},
+    )
     foreign = Run.objects.create(
-        agent_type="", flow_version=other.current_version, status=RunStatus.COMPLETED, input={"x": 2}
+        team=team_default(),
+        agent_type="",
+        flow_version=other.current_version,
+        status=RunStatus.COMPLETED,
+        input={"x": 2},
     )
 
     response = admin_client.get(reverse("admin:flows_flow_run", args=[mine.pk]), {"from": foreign.pk})

@@ -215,15 +215,17 @@ def test_agents_list__schemas_and_effective_policies(api):
     assert agents["wait"]["input_schema"]["required"] == ["seconds"]
 
 
-def test_agents_patch__staff_changes_policy_effective_for_next_run(staff_api, api):
-    response = staff_api.patch("/api/v1/agents/wait", {"concurrency": {"limit": 1, "on_busy": "reject"}}, format="json")
+def test_agents_patch__superuser_changes_policy_effective_for_next_run(superuser_api, api):
+    response = superuser_api.patch(
+        "/api/v1/agents/wait", {"concurrency": {"limit": 1, "on_busy": "reject"}}, format="json"
+    )
     assert response.status_code == 200, response.content
     assert response.json()["concurrency"] == {"limit": 1, "on_busy": "reject"}
     assert response.json()["overridden"] is True
     payload = {"agent_type": "wait", "user_id": USER_ID, "input": {"seconds": 1}}
     assert api.post("/api/v1/agents/run", payload, format="json").status_code == 202
     assert api.post("/api/v1/agents/run", payload, format="json").status_code == 409
-    reset = staff_api.patch("/api/v1/agents/wait", {"concurrency": None}, format="json")
+    reset = superuser_api.patch("/api/v1/agents/wait", {"concurrency": None}, format="json")
     assert reset.json()["overridden"] is False
     assert api.post("/api/v1/agents/run", payload, format="json").status_code == 202
 
@@ -238,25 +240,31 @@ def test_agents_patch__staff_changes_policy_effective_for_next_run(staff_api, ap
         {},
     ],
 )
-def test_agents_patch__bad_policy_is_400(staff_api, payload):
-    error_shape(staff_api.patch("/api/v1/agents/wait", payload, format="json"), 400)
+def test_agents_patch__bad_policy_is_400(superuser_api, payload):
+    error_shape(superuser_api.patch("/api/v1/agents/wait", payload, format="json"), 400)
 
 
-def test_agents_patch__limit_beyond_32_bits_is_400_and_the_policy_unchanged(staff_api):
+def test_agents_patch__limit_beyond_32_bits_is_400_and_the_policy_unchanged(superuser_api):
     before = list(AgentPolicy.objects.values_list("agent_type", "override", "concurrency_limit", "on_busy"))
     body = error_shape(
-        staff_api.patch("/api/v1/agents/pass", {"concurrency": {"limit": 2**31, "on_busy": "queue"}}, format="json"),
+        superuser_api.patch(
+            "/api/v1/agents/pass", {"concurrency": {"limit": 2**31, "on_busy": "queue"}}, format="json"
+        ),
         400,
     )
     assert "concurrency.limit" in body["errors"], body
     assert list(AgentPolicy.objects.values_list("agent_type", "override", "concurrency_limit", "on_busy")) == before
     largest = {"concurrency": {"limit": 2**31 - 1, "on_busy": "queue"}}
-    assert staff_api.patch("/api/v1/agents/pass", largest, format="json").json()["concurrency"]["limit"] == 2**31 - 1
+    assert (
+        superuser_api.patch("/api/v1/agents/pass", largest, format="json").json()["concurrency"]["limit"] == 2**31 - 1
+    )
 
 
-def test_agents_patch__non_staff_403_unknown_404(api, staff_api):
+def test_agents_patch__only_superusers_403_unknown_404(api, staff_api, superuser_api):
+    """An agent's policy is shared by every team: a team's admin or staff may not change it."""
     error_shape(api.patch("/api/v1/agents/wait", {"concurrency": None}, format="json"), 403)
-    error_shape(staff_api.patch("/api/v1/agents/nope", {"concurrency": None}, format="json"), 404)
+    error_shape(staff_api.patch("/api/v1/agents/wait", {"concurrency": None}, format="json"), 403)
+    error_shape(superuser_api.patch("/api/v1/agents/nope", {"concurrency": None}, format="json"), 404)
 
 
 # --- runs -----------------------------------------------------------------------

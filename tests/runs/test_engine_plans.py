@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from agentrunner.teams.services import team_default
 from runs.engine import fastpath, recovery, slots
 from runs.models import AttemptStatus, Run, RunStatus, Step, StepAttempt, StepStatus
 
@@ -63,7 +64,7 @@ def burst(*, analyze_before: bool, finished: int = 3000, new: int = 600) -> list
     now = timezone.now()
 
     def runs_with_steps(n, run_status, step_status):
-        runs = Run.objects.bulk_create(Run(agent_type="pass", status=run_status) for _ in range(n))
+        runs = Run.objects.bulk_create(Run(agent_type="pass", status=run_status, team=team_default()) for _ in range(n))
         return Step.objects.bulk_create(
             Step(run=run, name="pass", agent_type="pass", status=step_status, queued_at=now, dispatched_at=now)
             for run in runs

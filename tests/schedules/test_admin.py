@@ -89,7 +89,7 @@ def test_list_shows_target_timing_state_next_time_and_last_run(admin_client):
     agent_schedule(
         name="Mornings", kind="cron", cron="0 7 * * 1-5", interval_seconds=None, timezone="Europe/Paris", enabled=False
     )
-    run = Run.objects.create(agent_type="", schedule=interval, status=RunStatus.FAILED)
+    run = Run.objects.create(agent_type="", schedule=interval, team=interval.team, status=RunStatus.FAILED)
     response = admin_client.get(LIST)
     assert response.status_code == 200
     html = response.content.decode()
@@ -116,7 +116,9 @@ def test_change_page_shows_next_fire_times_last_run_and_recent_slots(admin_clien
         name="<b>Mornings</b>", kind="cron", cron="0 9 * * *", interval_seconds=None, timezone="Europe/Paris"
     )
     t0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-    run = Run.objects.create(agent_type="wait", schedule=schedule, scheduled_for=t0, status=RunStatus.COMPLETED)
+    run = Run.objects.create(
+        agent_type="wait", schedule=schedule, team=schedule.team, scheduled_for=t0, status=RunStatus.COMPLETED
+    )
     ScheduleFire.objects.create(schedule=schedule, intended_at=t0, status=FireStatus.STARTED, run=run)
     ScheduleFire.objects.create(
         schedule=schedule,

@@ -1,5 +1,9 @@
-"""The schedules API: permissions, create/change/delete, validation by field, fire times in the zone, pause/resume,
-slot history."""
+"""The schedules API: roles and team isolation, create/change/delete, validation by field, fire times in the zone,
+pause/resume, slot history.
+
+`owner` is a runner of the default team (reads schedules), `staff_user` an editor of it, `outsider` a runner of
+team "other".
+"""
 
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -9,10 +13,12 @@ from django.core.management import call_command
 from django_q.models import Schedule as QSchedule
 from rest_framework.test import APIClient
 
+from agentrunner.models import Role
+from agentrunner.teams.services import team_default
 from runs.models import Run, RunStatus
 from schedules import selectors, services
 from schedules.models import FireStatus, Schedule, ScheduleFire
-from tests.conftest import client_for, grant
+from tests.conftest import client_for, join, team_named
 from tests.flows.factories import flow
 
 pytestmark = pytest.mark.django_db
@@ -43,22 +49,29 @@ def agent_schedule(name="Wait a second", **fields) -> Schedule:
     return services.schedule_create(name=name, **values)
 
 
+def run_of(schedule: Schedule | None = None, **fields) -> Run:
+    """A run row of the default team (the schedule's, if given)."""
+    team = schedule.team if schedule is not None else team_default()
+    return Run.objects.create(schedule=schedule, team=team, **{"agent_type": "wait", **fields})
+
+
 @pytest.fixture
 def claim_intake():
     return flow(slug="claim-intake")
 
 
 @pytest.fixture
-def api(owner):
-    """The owner, a non-staff user who may see schedules (schedules.view_schedule) but change nothing."""
-    grant(owner, "schedules.view_schedule")
-    return client_for(owner)
+def other_editor_api(django_user_model):
+    """An editor of team "other": may change its schedules, sees none of the default team's."""
+    user = django_user_model.objects.create_user(username="other-editor", password="pw")
+    join(user, Role.EDITOR, team_named("other"))
+    return client_for(user)
 
 
-# --- permissions ----------------------------------------------------------------
+# --- roles and teams ------------------------------------------------------------
 
 
-def test_staff_create_a_flow_schedule__users_with_the_view_permission_read_it(staff_api, api, outsider, claim_intake):
+def test_an_editor_creates_a_flow_schedule__members_of_the_team_read_it(staff_api, api, outsider, claim_intake):
     response = staff_api.post("/api/v1/schedules", CLAIM_EVERY_10_MIN, format="json")
     assert response.status_code == 201, response.content
     body = response.json()
@@ -69,7 +82,7 @@ def test_staff_create_a_flow_schedule__users_with_the_view_permission_read_it(st
     assert body["input"] == {"document": "Policy Number: PL-1"}
     assert body["last_run"] is None
     schedule = Schedule.objects.get(pk=body["id"])
-    assert schedule.created_by.username == "staff"
+    assert schedule.created_by.username == "staff" and schedule.team.slug == "default"
     row = QSchedule.objects.get(pk=schedule.q_schedule_id)
     assert (row.func, row.args, row.schedule_type, row.minutes) == (
         "schedules.tasks.schedule_fire",
@@ -84,7 +97,7 @@ def test_staff_create_a_flow_schedule__users_with_the_view_permission_read_it(st
     assert error_shape(client_for(outsider).get(f"/api/v1/schedules/{schedule.pk}"), 404)["code"] == "not_found"
 
 
-def test_non_staff_cannot_create_change_pause_or_delete(api, outsider, claim_intake):
+def test_runners_cannot_create_change_pause_or_delete__403_before_any_lookup(api, outsider, claim_intake):
     schedule = agent_schedule()
     for client in (api, client_for(outsider)):
         assert error_shape(client.post("/api/v1/schedules", CLAIM_EVERY_10_MIN, format="json"), 403)["code"] == (
@@ -96,6 +109,54 @@ def test_non_staff_cannot_create_change_pause_or_delete(api, outsider, claim_int
         error_shape(client.delete(f"/api/v1/schedules/{schedule.pk}"), 403)
     schedule.refresh_from_db()
     assert schedule.enabled and Schedule.objects.count() == 1 and QSchedule.objects.count() == 1
+
+
+def test_the_same_name_in_two_teams__a_name_taken_in_the_team_is_400_on_name(staff_api, other_editor_api):
+    agent_schedule(name="ok", team=team_named("other"))
+    assert staff_api.post("/api/v1/schedules", GOOD, format="json").status_code == 201
+
+    body = error_shape(other_editor_api.post("/api/v1/schedules", GOOD, format="json"), 400)
+
+    assert body["errors"]["name"] == ["A schedule named 'ok' already exists in this team."]
+    assert Schedule.objects.filter(name="ok").count() == 2
+
+
+def test_another_teams_schedule_is_404_on_every_url_and_absent_from_the_list(api, other_editor_api):
+    ours = agent_schedule(name="Ours")
+    theirs = agent_schedule(name="Theirs", team=team_named("other"))
+
+    assert [s["name"] for s in api.get("/api/v1/schedules").json()["results"]] == ["Ours"]
+    assert [s["name"] for s in other_editor_api.get("/api/v1/schedules").json()["results"]] == ["Theirs"]
+    theirs_url, ours_url = f"/api/v1/schedules/{theirs.pk}", f"/api/v1/schedules/{ours.pk}"
+    for response in (
+        api.get(theirs_url),
+        api.get(f"{theirs_url}/fires"),
+        other_editor_api.get(ours_url),
+        other_editor_api.get(f"{ours_url}/fires"),
+        other_editor_api.patch(ours_url, {"name": "Mine"}, format="json"),
+        other_editor_api.post(f"{ours_url}/pause"),
+        other_editor_api.post(f"{ours_url}/resume"),
+        other_editor_api.delete(ours_url),
+    ):
+        assert error_shape(response, 404)["code"] == "not_found"
+    ours.refresh_from_db()
+    assert ours.name == "Ours" and ours.enabled and Schedule.objects.count() == 2
+
+
+def test_a_flow_of_another_team_is_400_as_a_flow_that_does_not_exist(staff_api, claim_intake):
+    flow(slug="theirs", team=team_named("other"))
+    payload = {**CLAIM_EVERY_10_MIN, "flow": "theirs"}
+
+    body = error_shape(staff_api.post("/api/v1/schedules", payload, format="json"), 400)
+    ghost = error_shape(staff_api.post("/api/v1/schedules", {**payload, "flow": "ghost"}, format="json"), 400)
+
+    assert body["errors"] == {"flow": ["No flow 'theirs'."]} and ghost["errors"] == {"flow": ["No flow 'ghost'."]}
+    schedule = agent_schedule()
+    patched = staff_api.patch(f"/api/v1/schedules/{schedule.pk}", {"flow": "theirs"}, format="json")
+    assert error_shape(patched, 400)["errors"] == {"flow": ["No flow 'theirs'."]}
+    schedule.refresh_from_db()
+    assert schedule.flow_id is None and schedule.agent_type == "wait"
+    assert Schedule.objects.count() == 1
 
 
 def test_anonymous_gets_401():
@@ -354,7 +415,7 @@ def test_patch_enabled_false_is_a_pause(staff_api):
 
 def test_delete_removes_schedule_and_its_django_q_row__runs_stay(staff_api):
     schedule = agent_schedule()
-    run = Run.objects.create(agent_type="wait", input={"seconds": 1}, schedule=schedule)
+    run = run_of(schedule, input={"seconds": 1})
     assert staff_api.delete(f"/api/v1/schedules/{schedule.pk}").status_code == 204
     assert not Schedule.objects.exists() and not QSchedule.objects.exists()
     run.refresh_from_db()
@@ -368,10 +429,9 @@ def test_last_run_is_the_newest_run_of_the_schedule(api):
     schedule = agent_schedule()
     other = agent_schedule(name="Other")
     slot = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-    Run.objects.create(agent_type="wait", schedule=schedule, scheduled_for=slot - timedelta(minutes=10))
-    newest = Run.objects.create(
-        agent_type="wait",
-        schedule=schedule,
+    run_of(schedule, scheduled_for=slot - timedelta(minutes=10))
+    newest = run_of(
+        schedule,
         scheduled_for=slot,
         status=RunStatus.COMPLETED,
         finished_at=slot + timedelta(seconds=4),
@@ -389,8 +449,8 @@ def test_last_run_is_the_newest_run_of_the_schedule(api):
 def test_list_reads_in_a_fixed_number_of_queries(api, django_assert_max_num_queries):
     for index in range(6):
         schedule = agent_schedule(name=f"s{index}")
-        Run.objects.create(agent_type="wait", schedule=schedule)
-    # auth token, the user's own and groups' permissions, count, page of schedules (flow, django-q2 row, creator
+        run_of(schedule)
+    # auth token, the acting team (the user's membership), count, page of schedules (flow, django-q2 row, creator
     # joined), newest runs
     with django_assert_max_num_queries(6):
         body = api.get("/api/v1/schedules").json()
@@ -401,7 +461,7 @@ def test_fires_are_newest_first_and_paginated(api):
     schedule = agent_schedule()
     other = agent_schedule(name="Other")
     t0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-    run = Run.objects.create(agent_type="wait", schedule=schedule, scheduled_for=t0)
+    run = run_of(schedule, scheduled_for=t0)
     ScheduleFire.objects.create(schedule=schedule, intended_at=t0, status=FireStatus.STARTED, run=run)
     ScheduleFire.objects.create(
         schedule=schedule,

@@ -63,6 +63,7 @@ def add_slots(schedule: Schedule, count: int) -> None:
                 agent_type="pass",
                 status=run_status,
                 schedule=schedule,
+                team=schedule.team,
                 scheduled_for=at,
                 finished_at=None if run_status == RunStatus.RUNNING else at + timedelta(seconds=3),
             )

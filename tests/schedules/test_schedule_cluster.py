@@ -12,7 +12,7 @@ from runs.models import Run, RunStatus
 from schedules import services
 from schedules.models import FireStatus, ScheduleFire
 from schedules.timing import Timing
-from tests.conftest import wait_for
+from tests.conftest import team_named, wait_for
 from tests.schedules.factories import schedule
 
 pytestmark = pytest.mark.cluster
@@ -23,9 +23,9 @@ def completed_runs(s, at_least: int):
     return runs if len(runs) >= at_least else None
 
 
-def test_schedule_fires_at_its_time_and_starts_one_run_per_slot(clusters):
+def test_schedule_fires_at_its_time_and_starts_one_run_per_slot__in_the_schedules_team(clusters):
     clusters(1)
-    s = schedule(interval_seconds=2, input={"score": 3})
+    s = schedule(interval_seconds=2, input={"score": 3}, team=team_named("other"))
     runs = wait_for(lambda: completed_runs(s, 2), timeout=20, message="two scheduled runs")
     services.schedule_update(schedule=s, enabled=False)
     slots = [r.scheduled_for for r in runs]
@@ -33,7 +33,7 @@ def test_schedule_fires_at_its_time_and_starts_one_run_per_slot(clusters):
     for run in runs:
         assert run.scheduled_for.timestamp() % 2 == 0  # on the interval's boundaries
         assert timedelta(0) <= run.created_at - run.scheduled_for < timedelta(seconds=5)
-        assert run.result == {"score": 3}
+        assert run.result == {"score": 3} and run.team_id == s.team_id
         assert ScheduleFire.objects.get(schedule=s, intended_at=run.scheduled_for).run_id == run.pk
 
 

@@ -6,11 +6,12 @@ from django.db import IntegrityError, connection, connections, transaction
 from django_q.models import Schedule as QSchedule
 
 from agentrunner.db import save_unique_name
+from agentrunner.teams.services import team_default
 from runs.models import Run, RunStatus
 from schedules import services
 from schedules.exceptions import ScheduleInvalid
 from schedules.models import FireStatus, Schedule, ScheduleFire
-from tests.conftest import wait_for
+from tests.conftest import team_named, wait_for
 from tests.flows.factories import flow
 from tests.schedules.factories import schedule
 
@@ -69,13 +70,57 @@ def test_schedule_update__a_taken_name_is_invalid_on_name():
     with pytest.raises(ScheduleInvalid) as raised:
         services.schedule_update(schedule=other, name="Nightly")
 
-    assert raised.value.errors == {"name": ["A schedule named 'Nightly' already exists."]}
+    assert raised.value.errors == {"name": ["A schedule named 'Nightly' already exists in this team."]}
     other.refresh_from_db()
     assert other.name == "Hourly"
 
 
+# --- teams ------------------------------------------------------------------------
+
+
+def test_schedule_create__a_name_is_unique_in_its_team_only():
+    ours = schedule(name="Nightly")
+    theirs = schedule(name="Nightly", team=team_named("other"))
+
+    assert (ours.team.slug, theirs.team.slug) == ("default", "other")
+    with pytest.raises(ScheduleInvalid) as raised:
+        schedule(name="Nightly", team=team_named("other"))
+    assert raised.value.errors == {"name": ["A schedule named 'Nightly' already exists in this team."]}
+    renamed = schedule(name="Hourly", team=team_named("other"))
+    services.schedule_update(schedule=renamed, name="Nightly" + "!")  # free in its team
+    with pytest.raises(ScheduleInvalid):
+        services.schedule_update(schedule=renamed, name="Nightly")
+
+
+def test_schedule_create_and_update__another_teams_flow_is_invalid_as_one_that_does_not_exist():
+    theirs = flow(slug="theirs", team=team_named("other"))
+
+    with pytest.raises(ScheduleInvalid) as raised:
+        schedule(name="Uses theirs", flow=theirs, input={})
+    assert raised.value.errors == {"flow": ["No flow 'theirs'."]}
+    ours = schedule(name="Agent schedule")
+    with pytest.raises(ScheduleInvalid) as raised:
+        services.schedule_update(schedule=ours, flow=theirs)
+    assert raised.value.errors == {"flow": ["No flow 'theirs'."]}
+    ours.refresh_from_db()
+    assert ours.flow_id is None and ours.agent_type == "pass"
+    # In its own team the flow is fine.
+    assert schedule(name="Theirs too", flow=theirs, input={}, team=theirs.team).flow_id == theirs.pk
+
+
+def test_schedule_fire__the_run_belongs_to_the_schedules_team():
+    other = team_named("other")
+    agent = schedule(name="Agent", team=other)
+    flow_schedule = schedule(name="Flow", flow=flow(slug="scored", team=other), input={"score": 4}, team=other)
+
+    runs = [fire(agent).run, fire(flow_schedule).run]
+
+    assert [run.team_id for run in runs] == [other.pk, other.pk]
+    assert not Run.objects.filter(team=team_default()).exists()
+
+
 def nightly() -> Schedule:
-    return Schedule(name="Nightly", agent_type="pass", kind="interval", interval_seconds=600)
+    return Schedule(name="Nightly", team=team_default(), agent_type="pass", kind="interval", interval_seconds=600)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -95,7 +140,7 @@ def test_save_unique_name__a_name_a_concurrent_request_takes_after_the_check_is_
 
     def ours():  # checks the name (free: the rival's row is not committed), then waits on the unique index
         try:
-            save_unique_name(nightly(), invalid=ScheduleInvalid)
+            save_unique_name(nightly(), invalid=ScheduleInvalid, within="team")
         except ScheduleInvalid as exc:
             outcome["errors"] = exc.errors
         finally:
@@ -110,7 +155,7 @@ def test_save_unique_name__a_name_a_concurrent_request_takes_after_the_check_is_
     for thread in threads:
         thread.join(timeout=LOCK_WAIT_SECONDS)
 
-    assert outcome["errors"] == {"name": ["A schedule named 'Nightly' already exists."]}
+    assert outcome["errors"] == {"name": ["A schedule named 'Nightly' already exists in this team."]}
     assert Schedule.objects.filter(name="Nightly").count() == 1
 
 
@@ -123,10 +168,12 @@ def waiting_on_a_lock() -> bool:
 
 
 def test_save_unique_name__a_refusal_not_about_the_name_stays_an_integrity_error():
-    no_target = Schedule(name="Nothing to start", agent_type="", kind="interval", interval_seconds=600)
+    no_target = Schedule(
+        name="Nothing to start", team=team_default(), agent_type="", kind="interval", interval_seconds=600
+    )
 
     with pytest.raises(IntegrityError):
-        save_unique_name(no_target, invalid=ScheduleInvalid)
+        save_unique_name(no_target, invalid=ScheduleInvalid, within="team")
 
 
 def test_schedule_fire__starts_one_run_for_its_slot():
@@ -150,7 +197,7 @@ def test_run_schedule_slot__is_unique_in_the_database():
     s = schedule(overlap="allow")
     fire(s)
     with pytest.raises(IntegrityError):
-        Run.objects.create(agent_type="pass", schedule=s, scheduled_for=SLOT)
+        Run.objects.create(agent_type="pass", schedule=s, scheduled_for=SLOT, team=s.team)
 
 
 def test_schedule_fire__moves_django_q_next_run_to_our_next_slot():
