@@ -272,6 +272,32 @@ def run_start_limits(*, user, team) -> list[tuple[str, int]]:
     ]
 
 
+def run_start_acquire(*, user, team) -> Decision:
+    """Count one run start by `user` in `team` if the limits allow it (the API's throttle, the admin's start
+    pages); a refusal is logged as `rate_limited` and counts nothing."""
+    limits = [(key, limit) for key, limit in run_start_limits(user=user, team=team) if limit]
+    if not limits:
+        return ALLOWED
+    decision = acquire(limits)
+    if not decision.allowed:
+        log.warning(
+            "rate_limited",
+            user_id=user.pk,
+            team=team.slug,
+            key=decision.key,
+            limit=decision.limit,
+            retry_after=decision.retry_after_seconds,
+        )
+    return decision
+
+
+def refusal_message(decision: Decision) -> str:
+    """e.g. "Too many run starts in this team: try again in 17 seconds." (for people, in the admin)."""
+    whose = "by you in this team" if ":user:" in (decision.key or "") else "in this team"
+    seconds = decision.retry_after_seconds
+    return f"Too many run starts {whose}: try again in {seconds} second{'s' if seconds != 1 else ''}."
+
+
 class RunStartThrottle(BaseThrottle):
     """The run-start limits on an API operation that starts runs: over them, a 429 with Retry-After.
 
@@ -284,22 +310,10 @@ class RunStartThrottle(BaseThrottle):
     decision = ALLOWED
 
     def allow_request(self, request, view) -> bool:
-        limits = [(key, limit) for key, limit in run_start_limits(user=request.user, team=request.acting.team) if limit]
-        if not limits:
-            return True
         is_replay = getattr(view, "is_replay", None)
         if is_replay is not None and is_replay(request):
             return True
-        self.decision = acquire(limits)
-        if not self.decision.allowed:
-            log.warning(
-                "rate_limited",
-                user_id=request.user.pk,
-                team=request.acting.team.slug,
-                key=self.decision.key,
-                limit=self.decision.limit,
-                retry_after=self.decision.retry_after_seconds,
-            )
+        self.decision = run_start_acquire(user=request.user, team=request.acting.team)
         return self.decision.allowed
 
     def wait(self) -> int:

@@ -18,6 +18,7 @@ from agentrunner.adminkit import JSONObjectFormField
 from agentrunner.agents import InvalidAgentInput
 from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.errors import ServiceError
+from agentrunner.ratelimit import refusal_message, run_start_acquire
 from flows import selectors
 from flows.models import FlowVersion
 from flows.references import INPUT, Reference, ReferenceSyntaxError, iter_templates, parse_template, references_in
@@ -92,6 +93,9 @@ def _source_run(request, flow) -> Run | None:
 def _start(request, form: FlowRunForm, version: FlowVersion | None, run_input: dict) -> Run | None:
     if version is None:
         form.add_error(None, "This flow has no version to run.")
+        return None
+    if not (decision := run_start_acquire(user=request.user, team=version.flow.team)).allowed:
+        form.add_error(None, refusal_message(decision))
         return None
     try:
         run, _ = run_services.flow_run_create(

@@ -33,6 +33,7 @@ from agentrunner.adminkit import (
 from agentrunner.agents import InvalidAgentInput, UnknownAgentType
 from agentrunner.errors import ServiceError
 from agentrunner.models import Role
+from agentrunner.ratelimit import refusal_message, run_start_acquire
 from runs import selectors, services
 from runs.admin.display import (
     FLOW_GRAPH_HELP,
@@ -499,6 +500,9 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
     def _rerun(self, request, run: Run) -> Run | None:
         """Start a re-run through the service; on a refusal, tell the user why and return None."""
         short = str(run.pk)[:8]
+        if not (decision := run_start_acquire(user=request.user, team=run.team)).allowed:
+            self.message_user(request, f"Run {short} was not re-run: {refusal_message(decision)}", messages.ERROR)
+            return None
         try:
             new_run = services.run_rerun(run=run, created_by=request.user)
         except AgentBusy as exc:

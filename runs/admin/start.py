@@ -22,6 +22,7 @@ from agentrunner.agents import InvalidAgentInput, all_agents
 from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.errors import ServiceError
 from agentrunner.models import Role, Team
+from agentrunner.ratelimit import refusal_message, run_start_acquire
 from runs import services
 from runs.admin.display import run_link
 from runs.admin.documents import KeptDocumentsForm, visible_run
@@ -104,6 +105,8 @@ def run_start_view(model_admin: ModelAdmin, request):
     form = RunStartForm(request.POST or None, request.FILES or None, initial=initial, source=source, teams=teams)
     if request.method == "POST" and form.is_valid():
         data = form.agent_input()
+        if form.is_valid() and not (decision := run_start_acquire(user=request.user, team=form.chosen_team())).allowed:
+            form.add_error(None, refusal_message(decision))
         if form.is_valid():
             try:
                 run, _ = services.run_create(

@@ -548,6 +548,15 @@ def test_start_page__busy_reject_agent_is_a_form_error(admin_client):
     assert Run.objects.count() == 1
 
 
+def test_start_page__counts_against_the_run_start_limits_as_the_api_does(admin_client, settings):
+    settings.RUN_STARTS_PER_USER_PER_MINUTE = 1
+    assert admin_client.post(START_URL, {"agent_type": "pass", "input": "{}"}).status_code == 302
+    response = admin_client.post(START_URL, {"agent_type": "pass", "input": "{}"})
+    assert response.status_code == 200
+    assert "Too many run starts by you in this team: try again in" in response.content.decode()
+    assert Run.objects.count() == 1
+
+
 def test_start_page__uploaded_document_becomes_the_extractor_input(admin_client):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
