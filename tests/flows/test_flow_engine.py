@@ -8,6 +8,7 @@ from flows import services as flow_services
 from runs import engine, services
 from runs.exceptions import AgentBusy
 from runs.models import Run, RunStatus, Slot, Step, StepStatus
+from tests.conftest import team_named
 from tests.flows.factories import chain, flow
 
 pytestmark = pytest.mark.django_db
@@ -172,6 +173,21 @@ def test_flow_concurrency_reject__second_run_is_refused():
     services.flow_run_create(version=f.current_version, input={})
     with pytest.raises(AgentBusy):
         services.flow_run_create(version=f.current_version, input={})
+
+
+def test_flow_concurrency__a_flows_slots_count_per_team():
+    """Two teams' flows of the same slug are two flows: one team at its limit does not hold back the other."""
+    busy = {"limit": 1, "on_busy": "reject"}
+    ours = flow(slug="intake", definition=chain(("a", "pass", {}), concurrency=busy))
+    theirs = flow(slug="intake", definition=chain(("a", "pass", {}), concurrency=busy), team=team_named("other"))
+    mine, _ = services.flow_run_create(version=ours.current_version, input={})
+    other, _ = services.flow_run_create(version=theirs.current_version, input={})
+    assert (mine.team, other.team) == (ours.team, theirs.team)
+    assert mine.concurrency_key != other.concurrency_key
+    with pytest.raises(AgentBusy):
+        services.flow_run_create(version=ours.current_version, input={})
+    with pytest.raises(AgentBusy):
+        services.flow_run_create(version=theirs.current_version, input={})
 
 
 def test_flow_concurrency_per_input_key():
