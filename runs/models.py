@@ -127,6 +127,14 @@ class Run(models.Model):
         help_text="The team the run belongs to: only its members see it.",
     )
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    request_id = models.CharField(
+        "request id",
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The id of the API request that started the run (django-structlog's request_id); the worker's "
+        "log lines for the run carry it too.",
+    )
     concurrency_key = models.CharField(max_length=200, blank=True, default="")
     token_budget = models.PositiveIntegerField(
         "token budget",
