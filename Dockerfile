@@ -23,9 +23,12 @@ RUN SECRET_KEY=build-only DEBUG=0 python manage.py collectstatic --noinput -v0 \
 USER agentrunner
 EXPOSE 8000
 
-# web: GET /api/v1/health must answer 200; worker: this container's cluster must be running.
+# Liveness by role (docker-entrypoint.sh writes the role): web: GET /health/live answers 200 (the process
+# serves; a missing worker or database must not get a healthy web server restarted); worker: this
+# container's own cluster is running. Route traffic on GET /health/ready (database and broker) instead.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD python manage.py healthcheck "$(cat /tmp/agentrunner-role 2>/dev/null || echo web)"
+    CMD python manage.py healthcheck "$(cat /tmp/agentrunner-role 2>/dev/null || echo web)" \
+        --url http://127.0.0.1:8000/health/live
 
 ENTRYPOINT ["/app/docker-entrypoint.sh"]
 CMD ["web"]

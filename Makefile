@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench install install-dev clean
+.PHONY: run test lint bench cluster-demo install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+
+## cluster-demo: docker-compose.yml's topology without Docker: 1 web and 3 worker clusters against PostgreSQL
+## and Redis share 300 runs (bench/cluster_demo.py; its own database on DATABASE_URL's server, Redis database 13)
+cluster-demo: install-dev
+	$(BIN)/python bench/cluster_demo.py
 
 ## bench: engine overhead vs bare django-q2, schedules, async steps, on PostgreSQL (prints figures, asserts nothing)
 bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres

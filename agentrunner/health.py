@@ -1,7 +1,11 @@
-"""GET /api/v1/health: database, broker and worker-cluster liveness.
+"""Health: the full report (GET /api/v1/health) and the two probes (GET /health/live, /health/ready).
 
 The report is computed at most once per HEALTH_CACHE_SECONDS in each web process (default 2 s): a probe or
 a dashboard polling it many times a second costs one set of checks, not one per request.
+
+The probes are for orchestrators, by role: `/health/live` says only that this process answers (restart it
+when it does not), `/health/ready` that it can serve (database and broker answer; the worker clusters too
+with `?workers=1`). A web server whose workers are down is alive and ready: restarting it would not help.
 """
 
 import threading
@@ -11,6 +15,9 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.status import Stat
@@ -73,6 +80,13 @@ def _broker() -> str:
     if not broker.ping():
         raise ConnectionError("broker did not answer")
     return f"{broker.__class__.__name__}, {broker.queue_size()} queued"
+
+
+def _broker_ping() -> str:
+    broker = get_broker()
+    if not broker.ping():
+        raise ConnectionError("broker did not answer")
+    return broker.__class__.__name__
 
 
 STOPPED = ("Stopped", "Stopping")
@@ -177,3 +191,22 @@ def _report() -> dict:
         }
         _cached = (started, body)
         return body
+
+
+# Plain Django views, outside the API (no authentication, throttling or schema): a probe must stay cheap.
+@never_cache
+@require_GET
+def live(request):
+    """GET /health/live: 200 whenever this process answers; nothing else is checked (no database query)."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def ready(request):
+    """GET /health/ready: 200 when the database and the broker answer (and a worker cluster runs, if `?workers=1`)."""
+    checked = {"database": _check(_database), "broker": _check(_broker_ping)}
+    if request.GET.get("workers") in ("1", "true", "yes"):
+        checked["workers"] = _check(_workers)
+    ok = all(c["ok"] for c in checked.values())
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checked}, status=200 if ok else 503)

@@ -2,6 +2,14 @@
 
 import structlog
 
+REQUEST_ID_MAX_CHARS = 64  # Run.request_id's column; a client's X-Request-ID may be longer
+
+
+def current_request_id() -> str:
+    """The id django-structlog bound for the request being served ("" outside a request)."""
+    value = structlog.contextvars.get_contextvars().get("request_id")
+    return str(value)[:REQUEST_ID_MAX_CHARS] if value else ""
+
 
 def build_logging(*, level: str, fmt: str) -> dict:
     """Configure structlog and return Django's LOGGING dict."""

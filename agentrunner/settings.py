@@ -71,6 +71,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "agentrunner.metrics.MetricsMiddleware",  # first: counts and times every answer, static files and redirects too
     "django.middleware.security.SecurityMiddleware",
     # Serves admin and API-docs assets under gunicorn, no web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -175,7 +176,9 @@ REQUEST_BODY_SECONDS = env_number("REQUEST_BODY_SECONDS", 30.0)
 # --- Security (manage.py check --deploy is clean with DEBUG=0) -------------
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+    # Health checks, probes and Prometheus' scrapes come over plain HTTP from inside the host, pod or compose
+    # network (the image's HEALTHCHECK, deploy/prometheus/prometheus.yml).
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^health/(live|ready)$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_number("SECURE_HSTS_SECONDS", 31536000, int)
@@ -242,6 +245,14 @@ for _name in ("RUN_STARTS_PER_USER_PER_MINUTE", "RUN_STARTS_PER_TEAM_PER_MINUTE"
 
 # GET /api/v1/health reuses its report this long in each web process (0: checks on every request).
 HEALTH_CACHE_SECONDS = env_number("HEALTH_CACHE_SECONDS", 2.0)
+
+# --- Metrics (GET /metrics, agentrunner/metrics.py) ---
+# Set: /metrics asks for `Authorization: Bearer <METRICS_TOKEN>`. Unset: it answers loopback clients only.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# The duration histograms cover runs (and LLM calls) of this many last seconds: bounded scrape cost.
+METRICS_WINDOW_SECONDS = env_number("METRICS_WINDOW_SECONDS", 3600.0)
+if METRICS_WINDOW_SECONDS <= 0:
+    raise ImproperlyConfigured("METRICS_WINDOW_SECONDS must be above 0.")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Agent Runner API",
@@ -313,8 +324,10 @@ FLOW_MAX_STEPS_NON_STAFF = env_number("FLOW_MAX_STEPS_NON_STAFF", 100, int)
 if not 1 <= FLOW_MAX_STEPS_NON_STAFF <= 10_000:
     raise ImproperlyConfigured("FLOW_MAX_STEPS_NON_STAFF must be from 1 to 10000.")
 
-# Extra modules whose import registers agents (the built-ins are always loaded).
-AGENT_MODULES = env.list("AGENT_MODULES", default=[])
+# Extra modules whose import registers agents (the built-ins are always loaded). In development (make run)
+# the default loads the demo's sample agents: the flow-manager's task1-task3 (samples/flow_manager.py).
+DEMO_AGENT_MODULES = ["samples.flow_manager"]
+AGENT_MODULES = env.list("AGENT_MODULES", default=DEMO_AGENT_MODULES if DEBUG else [])
 
 # --- Outbound HTTP (http-request agent) ---------------------------------------
 # Off by default: agents reach no network unless the operator allows it.

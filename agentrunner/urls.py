@@ -2,13 +2,17 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from agentrunner import views
+from agentrunner import health, views
 from agentrunner.health import HealthApi
+from agentrunner.metrics import metrics_view
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
+    path("health/live", health.live, name="health-live"),
+    path("health/ready", health.ready, name="health-ready"),
     path("api/v1/health", HealthApi.as_view(), name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include("runs.urls")),
     path("api/v1/", include("flows.urls")),
     path("api/v1/", include("schedules.urls")),

@@ -28,6 +28,7 @@ from typing import Any
 
 import jsonschema
 
+from agentrunner.agents import base as agent_defaults
 from agentrunner.agents.registry import all_agents
 from agentrunner.errors import ServiceError
 from agentrunner.validators import INT32_MAX
@@ -81,10 +82,12 @@ CONDITION_VARIABLES = frozenset({"output", "status", "error", "input", "steps"})
 DEFAULT_MAX_STEPS = 100
 MAX_MAX_STEPS = 10_000
 MAX_TIMEOUT_SECONDS = 86_400
-DEFAULT_MAX_ATTEMPTS = 1
+# A task's retry settings left out are its agent's (agentrunner.agents.base: by default 5 attempts, after 2, 4, 8
+# and 16 s); these apply to an agent not registered in this process.
+DEFAULT_MAX_ATTEMPTS = agent_defaults.DEFAULT_MAX_ATTEMPTS
 MAX_MAX_ATTEMPTS = 100
-DEFAULT_BACKOFF_SECONDS = 1
-DEFAULT_MAX_BACKOFF_SECONDS = 300
+DEFAULT_BACKOFF_SECONDS = agent_defaults.DEFAULT_BACKOFF_SECONDS
+DEFAULT_MAX_BACKOFF_SECONDS = agent_defaults.DEFAULT_MAX_BACKOFF_SECONDS
 MAX_BACKOFF_SECONDS = 86_400
 
 _FLOW_KEYS = ("name", "description", "start_task", "max_steps", "concurrency", "budget", "tasks", "conditions")
@@ -624,19 +627,23 @@ def parse_definition(definition: Any) -> FlowDefinition:
     if errors:
         raise InvalidFlowDefinition(errors)
     tasks = {}
+    agents = all_agents()
     for raw in definition["tasks"]:
         retry = raw.get("retry") or {}
-        backoff = retry.get("backoff_seconds") or DEFAULT_BACKOFF_SECONDS
+        agent_name = raw.get("agent") or raw["name"]
+        agent = agents.get(agent_name)
+        backoff = retry.get("backoff_seconds") or (agent.backoff_seconds if agent else DEFAULT_BACKOFF_SECONDS)
+        cap = agent.max_backoff_seconds if agent else DEFAULT_MAX_BACKOFF_SECONDS
         tasks[raw["name"]] = Task(
             name=raw["name"],
             description=raw.get("description") or "",
-            agent=raw.get("agent") or raw["name"],
+            agent=agent_name,
             input=copy.deepcopy(raw["input"]) if raw.get("input") is not None else {},
             retry=RetryPolicy(
-                max_attempts=retry.get("max_attempts") or DEFAULT_MAX_ATTEMPTS,
+                max_attempts=retry.get("max_attempts") or (agent.max_attempts if agent else DEFAULT_MAX_ATTEMPTS),
                 backoff_seconds=backoff,
                 # A backoff above the default cap raises the cap rather than being cut to it.
-                max_backoff_seconds=retry.get("max_backoff_seconds") or max(DEFAULT_MAX_BACKOFF_SECONDS, backoff),
+                max_backoff_seconds=retry.get("max_backoff_seconds") or max(cap, backoff),
             ),
             timeout_seconds=raw.get("timeout_seconds"),
         )

@@ -2,7 +2,15 @@
 
 from agentrunner.errors import InvalidFields, ServiceError
 
-__all__ = ["AgentBusy", "InvalidFields", "RunAlreadyFinished", "RunError", "RunNotFound"]
+__all__ = [
+    "AgentBusy",
+    "InvalidFields",
+    "RunAlreadyDecided",
+    "RunAlreadyFinished",
+    "RunError",
+    "RunNotFailed",
+    "RunNotFound",
+]
 
 
 class RunError(ServiceError):
@@ -37,3 +45,17 @@ class IdempotencyConflict(RunError):
 
     status_code = 409
     code = "idempotency_conflict"
+
+
+class RunNotFailed(RunError):
+    """Only a FAILED run can be retried or dismissed."""
+
+    status_code = 409
+    code = "not_failed"
+
+
+class RunAlreadyDecided(RunError):
+    """Someone already retried or dismissed this failure of the run."""
+
+    status_code = 409
+    code = "already_decided"

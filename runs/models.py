@@ -365,3 +365,58 @@ class EngineTick(models.Model):
 
     def __str__(self):
         return f"engine tick (next at {self.next_at})"
+
+
+class DecisionKind(models.TextChoices):
+    RETRY = "retry", "Retried"
+    DISMISS = "dismiss", "Dismissed"
+
+
+class RunDecision(models.Model):
+    """What a person decided about one failure of a run (retry it, or dismiss it with a reason); all are kept.
+
+    A FAILED run needs attention until a decision answers its current failure (`failed_at` = the run's
+    finished time): a flow run resumed by a retry that fails again has a new finished time, so it needs
+    attention again; an agent run retried as a new run is answered, and the new run is the one to watch.
+    """
+
+    # Looked up through the (run, failed_at) unique index: no index of its own.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="decisions", db_index=False)
+    kind = models.CharField("decision", max_length=10, choices=DecisionKind.choices)
+    reason = models.TextField("reason", blank=True, default="", help_text="Why it was dismissed (required then).")
+    failed_at = models.DateTimeField(
+        "failure answered", help_text="When the run failed (its finished time then): the failure this decides."
+    )
+    error_code = models.CharField(
+        "error code", max_length=50, blank=True, default="", help_text="The run's error code at that failure."
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField("decided at", auto_now_add=True)
+    new_run = models.ForeignKey(
+        Run,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # read from the decision, never searched by
+        help_text="The run a retry started (an agent run's retry); empty when a flow run resumed in place.",
+    )
+
+    class Meta:
+        verbose_name = "decision on a failed run"
+        verbose_name_plural = "decisions on failed runs"
+        ordering = ["run_id", "decided_at"]
+        constraints = [
+            # One decision per failure (two people retrying at once start one retry); it also serves the
+            # "needs attention" query: EXISTS (decision WHERE run_id = run.id AND failed_at = run.finished_at).
+            models.UniqueConstraint(fields=["run", "failed_at"], name="run_decision_one_per_failure"),
+            models.CheckConstraint(
+                condition=~Q(kind="dismiss") | (~Q(reason="") & Q(new_run__isnull=True)),
+                name="run_decision_dismiss_has_reason",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} run {self.run_id}"

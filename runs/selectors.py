@@ -5,7 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import CharField, Count, F, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value, Window
+from django.db.models import (
+    CharField,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    Window,
+)
 from django.db.models.functions import Coalesce, Concat, Rank
 
 from agentrunner.agents import ConcurrencyPolicy, OnBusy, UnknownAgentType, all_agents
@@ -14,7 +27,17 @@ from agentrunner.models import LLMCall
 from flows.exceptions import FlowNotFound
 from flows.models import FlowVersion
 from runs.exceptions import RunNotFound
-from runs.models import WAITING_QUEUE, AgentPolicy, ConcurrencyKey, Run, Slot, Step, StepAttempt
+from runs.models import (
+    WAITING_QUEUE,
+    AgentPolicy,
+    ConcurrencyKey,
+    Run,
+    RunDecision,
+    RunStatus,
+    Slot,
+    Step,
+    StepAttempt,
+)
 
 
 def agent_policy_in_effect(*, agent_type: str, override: tuple[int | None, str] | None) -> ConcurrencyPolicy | None:
@@ -123,6 +146,85 @@ def run_get(*, team, run_id) -> Run:
     if run is None:
         raise RunNotFound()
     return run
+
+
+# -- the failed-run queue ("needs attention")
+
+# The coarse class of a run's error code: what kind of trouble it was, for sorting a queue of failures.
+ERROR_CLASSES = {
+    "worker": ("worker_lost", "worker_interrupted", "worker_shutdown", "lease_lost", "shutdown", "start_deadline"),
+    "timeout": ("timeout",),
+    "input": ("invalid_input", "unknown_agent_type"),
+    "llm": ("llm_rate_limited", "rate_limited", "budget_exceeded"),  # and every code starting with llm_
+    "flow": ("max_steps", "condition_too_costly", "invalid_definition"),
+    "agent": ("retryable_error", "non_retryable_error", "run_error", "error"),
+}
+ERROR_CLASS_HELP = (
+    "Coarse class of `error_code`: worker (the process running it was lost or stopped: a retry usually works), "
+    "timeout, input (the input does not fit: a retry with the same input fails again), llm (a provider or a "
+    "budget refused), flow (a flow limit), agent (the agent's own error), other; empty when the run has no error."
+)
+_CLASS_OF = {code: name for name, codes in ERROR_CLASSES.items() for code in codes}
+
+
+def error_class(code: str) -> str:
+    """The coarse class of an error code (`ERROR_CLASSES`); "" for no code, "other" for one not listed."""
+    if not code:
+        return ""
+    if code in _CLASS_OF:
+        return _CLASS_OF[code]
+    return "llm" if code.startswith("llm_") else "other"
+
+
+def _answered():
+    """A decision answering the outer run's current failure (its finished time, or creation time if it has none)."""
+    return RunDecision.objects.filter(
+        run=OuterRef("pk"), failed_at=Coalesce(OuterRef("finished_at"), OuterRef("created_at"))
+    )
+
+
+def runs_needing_attention(runs: QuerySet[Run]) -> QuerySet[Run]:
+    """The FAILED runs of `runs` that nobody retried or dismissed since they (last) failed."""
+    return runs.filter(status=RunStatus.FAILED).filter(~Exists(_answered()))
+
+
+def runs_not_needing_attention(runs: QuerySet[Run]) -> QuerySet[Run]:
+    """The runs of `runs` that are not FAILED, or whose current failure someone retried or dismissed."""
+    return runs.exclude(Q(status=RunStatus.FAILED), ~Exists(_answered()))
+
+
+def runs_with_attention(runs: QuerySet[Run]) -> QuerySet[Run]:
+    """`runs` annotated with `answered_as`: the kind of the decision answering the run's current failure, or None
+    (the admin list)."""
+    return runs.annotate(answered_as=Subquery(_answered().values("kind")[:1]))
+
+
+def run_resolutions(*, runs) -> dict:
+    """For each run of `runs` (a page): {run id: its latest decision}, in one query whatever their number."""
+    latest: dict = {}
+    for decision in RunDecision.objects.filter(run_id__in=[r.pk for r in runs]).select_related("decided_by"):
+        if decision.run_id not in latest or decision.decided_at >= latest[decision.run_id].decided_at:
+            latest[decision.run_id] = decision
+    return latest
+
+
+def run_resolution(*, run: Run, latest: RunDecision | None) -> RunDecision | None:
+    """The decision that answers `run` now: its latest one, unless the run failed again after it (None then)."""
+    if latest is None:
+        return None
+    if run.status == RunStatus.FAILED and latest.failed_at != (run.finished_at or run.created_at):
+        return None
+    return latest
+
+
+def run_needs_attention(*, run: Run, latest: RunDecision | None) -> bool:
+    """Whether `run` is FAILED and no decision answers its current failure (`runs_needing_attention` for one run)."""
+    return run.status == RunStatus.FAILED and run_resolution(run=run, latest=latest) is None
+
+
+def run_decisions(*, run: Run) -> QuerySet[RunDecision]:
+    """Every decision on `run`, oldest first, with who made it and the run a retry started."""
+    return run.decisions.select_related("decided_by", "new_run").order_by("decided_at")
 
 
 def run_idempotency_key_used(*, user, key: str) -> bool:

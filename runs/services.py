@@ -28,8 +28,26 @@ from runs.engine.queue import (
     step_enqueue,
     steps_dispatch_on_commit,
 )
-from runs.exceptions import AgentBusy, RunAlreadyFinished, RunNotFound
-from runs.models import WAITING_QUEUE, AgentPolicy, Run, RunStatus, Slot, Step, StepStatus
+from runs.exceptions import (
+    AgentBusy,
+    InvalidFields,
+    RunAlreadyDecided,
+    RunAlreadyFinished,
+    RunError,
+    RunNotFailed,
+    RunNotFound,
+)
+from runs.models import (
+    WAITING_QUEUE,
+    AgentPolicy,
+    DecisionKind,
+    Run,
+    RunDecision,
+    RunStatus,
+    Slot,
+    Step,
+    StepStatus,
+)
 from runs.selectors import agent_policy_get
 
 log = structlog.get_logger("agentrunner.runs")
@@ -48,10 +66,12 @@ def run_create(
     rerun_of: Run | None = None,
     token_budget: int | None = None,
     team: Team | None = None,
+    request_id: str = "",
 ) -> tuple[Run, bool]:
     """Validate and start a run of an agent; return (run, created). Raise AgentBusy on a `reject` agent at its limit.
 
-    The run belongs to `team` (the default team if None: code outside a request, tests).
+    The run belongs to `team` (the default team if None: code outside a request, tests). `request_id` is the API
+    request's that starts it: the worker's log lines for the run carry it.
     """
     try:
         agent = get_agent(agent_type)
@@ -68,6 +88,7 @@ def run_create(
         "created_by_id": getattr(created_by, "pk", None),
         "idempotency_key": idempotency_key,
         "team": team_or_default(team),
+        "request_id": request_id,
     }
 
     def first_step(run: Run, *, key: str = "") -> Step:
@@ -79,6 +100,8 @@ def run_create(
             agent_type=agent_type,
             input=data,
             max_attempts=agent.max_attempts,
+            backoff_seconds=agent.backoff_seconds,
+            max_backoff_seconds=agent.max_backoff_seconds,
             concurrency_key=key,
             queued_at=now,
             dispatched_at=None if key else now,
@@ -251,11 +274,12 @@ def flow_run_create(
     rerun_of: Run | None = None,
     token_budget: int | None = None,
     team: Team | None = None,
+    request_id: str = "",
 ) -> tuple[Run, bool]:
     """Start a run of a flow version; return (run, created). Raise AgentBusy on a `reject` flow at its limit.
 
     The run's token budget is the request's, else the flow's `budget.max_tokens`. The run belongs to the flow's
-    team; a run of an inline version (no flow) to `team` (the default team if None).
+    team; a run of an inline version (no flow) to `team` (the default team if None). `request_id`: as run_create's.
     """
     if version.flow is not None and not version.flow.enabled:
         raise FlowDisabled(f"Flow {version.flow.slug!r} is disabled; enable it to start runs.")
@@ -308,6 +332,7 @@ def flow_run_create(
                 created_by_id=created_by_id,
                 idempotency_key=idempotency_key,
                 team=team,
+                request_id=request_id,
             )
             start(run)
         return run
@@ -348,3 +373,97 @@ def run_resume(*, run_id: uuid.UUID) -> Run:
         step_enqueue(step=retry, run=run)
     log.info("run_resumed", run_id=str(run.id), step=failed.name)
     return run
+
+
+# -- the failed-run queue: every retry or dismissal of a FAILED run is a RunDecision
+# (These errors belong in runs/exceptions.py; they are here while that file is not this change's.)
+
+
+def _failed_run_lock(*, run_id: uuid.UUID, not_failed: type[RunError]) -> Run:
+    """The FAILED, undecided run `run_id`, its steps and its row locked until the transaction ends."""
+    # Lock order as in the engine and run_cancel: the run's step rows first, then the run. The run's row lock
+    # makes a second decision on the same failure wait for the first and then see it (PostgreSQL); the unique
+    # (run, failed_at) index refuses it everywhere (SQLite has no row locks).
+    list(Step.objects.select_for_update(of=("self",)).filter(run_id=run_id).values_list("pk", flat=True))
+    run = Run.objects.select_for_update(of=("self",)).filter(pk=run_id).first()
+    if run is None:
+        raise RunNotFound()
+    if run.status != RunStatus.FAILED:
+        raise not_failed(f"Run {run.id} is {run.status}: only a FAILED run can be retried or dismissed.")
+    if RunDecision.objects.filter(run=run, failed_at=_failed_at(run)).exists():
+        raise RunAlreadyDecided(f"Run {run.id}'s failure was already retried or dismissed.")
+    return run
+
+
+def _failed_at(run: Run):
+    # Every path that fails a run sets finished_at (engine.finish.run_end); the creation time stands in for a
+    # row written by hand without one, as the "needs attention" selector does.
+    return run.finished_at or run.created_at
+
+
+def _decide(*, run_id: uuid.UUID, act, not_failed: type[RunError]) -> RunDecision:
+    try:
+        with transaction.atomic():
+            run = _failed_run_lock(run_id=run_id, not_failed=not_failed)
+            return act(run)
+    except IntegrityError:
+        # A concurrent decision on the same failure committed first (the unique index; SQLite has no row lock).
+        if RunDecision.objects.filter(run_id=run_id).exists():
+            raise RunAlreadyDecided(f"Run {run_id}'s failure was already retried or dismissed.") from None
+        raise
+
+
+def run_retry(*, run_id: uuid.UUID, decided_by=None) -> RunDecision:
+    """Retry a FAILED run and keep the decision: a flow run resumes from its failed step, an agent run starts anew.
+
+    An agent run's retry is a new run with the same agent, input, user and budget (`rerun_of` = the failed run),
+    so the failed run keeps its error and attempts as they were. Raise RunNotResumable, RunAlreadyDecided, or what
+    starting a run raises (AgentBusy, UnknownAgentType, InvalidAgentInput); then nothing is decided.
+    """
+
+    def act(run: Run) -> RunDecision:
+        failed_at, error_code = _failed_at(run), run.error_code
+        new_run = None
+        if run.flow_version_id:
+            run_resume(run_id=run.pk)
+        else:
+            new_run = run_rerun(run=run, created_by=decided_by)
+        return RunDecision.objects.create(
+            run=run,
+            kind=DecisionKind.RETRY,
+            failed_at=failed_at,
+            error_code=error_code,
+            decided_by=decided_by,
+            new_run=new_run,
+        )
+
+    # `not_resumable`: the code this endpoint answered before agent runs could be retried too.
+    decision = _decide(run_id=run_id, act=act, not_failed=RunNotResumable)
+    log.info(
+        "run_retried",
+        run_id=str(run_id),
+        new_run_id=str(decision.new_run_id) if decision.new_run_id else None,
+        decided_by=getattr(decided_by, "pk", None),
+    )
+    return decision
+
+
+def run_dismiss(*, run_id: uuid.UUID, reason: str, decided_by=None) -> RunDecision:
+    """Dismiss a FAILED run with a reason (it no longer needs attention); raise RunNotFailed or RunAlreadyDecided."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidFields({"reason": ["Say why the run is dismissed."]})
+
+    def act(run: Run) -> RunDecision:
+        return RunDecision.objects.create(
+            run=run,
+            kind=DecisionKind.DISMISS,
+            reason=reason,
+            failed_at=_failed_at(run),
+            error_code=run.error_code,
+            decided_by=decided_by,
+        )
+
+    decision = _decide(run_id=run_id, act=act, not_failed=RunNotFailed)
+    log.info("run_dismissed", run_id=str(run_id), decided_by=getattr(decided_by, "pk", None))
+    return decision

@@ -12,5 +12,6 @@ urlpatterns = [
     path("runs/<uuid:run_id>", operations(get=runs.RunDetailApi, delete=runs.RunCancelApi), name="runs-detail"),
     path("runs/<uuid:run_id>/steps", steps.RunStepsApi.as_view(), name="runs-steps"),
     path("runs/<uuid:run_id>/retry", runs.RunRetryApi.as_view(), name="runs-retry"),
+    path("runs/<uuid:run_id>/dismiss", runs.RunDismissApi.as_view(), name="runs-dismiss"),
     path("runs/<uuid:run_id>/metrics", steps.RunMetricsApi.as_view(), name="runs-metrics"),
 ]

@@ -44,6 +44,7 @@ class FlakyAgent(Agent):
     description = "Test agent: fails retryably before attempt `succeed_on`."
     input_schema = {"type": "object", "properties": {"succeed_on": {"type": "integer", "minimum": 1}}}
     max_attempts = 3
+    backoff_seconds = 1  # not the default 2: retries after 1 and 2 s keep the tests that wait for them short
 
     def run(self, context: AgentContext) -> dict:
         if context.attempt < context.input.get("succeed_on", 1):
@@ -95,6 +96,7 @@ class AsyncFlakyAgent(Agent):
     description = "Test agent: async; fails retryably before attempt `succeed_on`."
     input_schema = {"type": "object", "properties": {"succeed_on": {"type": "integer", "minimum": 1}}}
     max_attempts = 3
+    backoff_seconds = 1  # not the default 2: retries after 1 and 2 s keep the tests that wait for them short
 
     async def run(self, context: AsyncAgentContext) -> dict:
         await asyncio.sleep(0.05)
@@ -110,6 +112,7 @@ class BlockingAgent(Agent):
     name = "test-block"
     description = "Test agent: sync; blocks its thread."
     input_schema = {"type": "object", "properties": {"seconds": {"type": "number", "minimum": 0}}}
+    max_attempts = 1  # a blocker killed by django-q2's timeout fails (not retried, as the default would)
 
     def run(self, context: AgentContext) -> dict:
         time.sleep(context.input.get("seconds", 1))

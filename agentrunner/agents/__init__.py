@@ -1,4 +1,4 @@
-"""The agent SDK: subclass `Agent`, decorate with `@register`, one module per agent."""
+"""The agent SDK: subclass `Agent`, decorate with `@register`, one module per agent; or `@task` a plain function."""
 
 from agentrunner.agents.base import (
     Agent,
@@ -13,6 +13,7 @@ from agentrunner.agents.base import (
     RateLimitedError,
     RetryableAgentError,
 )
+from agentrunner.agents.functions import TaskFailed, TaskResult, task
 from agentrunner.agents.registry import UnknownAgentType, all_agents, get_agent, register
 
 __all__ = [
@@ -27,8 +28,11 @@ __all__ = [
     "OnBusy",
     "RateLimitedError",
     "RetryableAgentError",
+    "TaskFailed",
+    "TaskResult",
     "UnknownAgentType",
     "all_agents",
     "get_agent",
     "register",
+    "task",
 ]

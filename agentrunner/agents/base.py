@@ -83,6 +83,12 @@ class InvalidAgentInput(AgentError):
         super().__init__("Invalid agent input: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()))
 
 
+# A step's retries unless its agent (or its flow task) says otherwise, as the platform specifies: a retryable
+# error (RetryableAgentError, a timeout, a lost worker) is tried again after 2, 4, 8 and 16 s, 5 attempts in all.
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_BACKOFF_SECONDS = 2  # the first retry's delay; doubles each attempt
+DEFAULT_MAX_BACKOFF_SECONDS = 300  # no retry waits longer
+
 # How often a sync caller's async wait (AgentContext.sleep_async) looks at the cancel event.
 SYNC_CANCEL_CHECK_SECONDS = 0.05
 
@@ -178,8 +184,11 @@ class Agent:
     description: ClassVar[str] = ""
     input_schema: ClassVar[dict] = {"type": "object"}
     concurrency: ClassVar[ConcurrencyPolicy] = ConcurrencyPolicy()
-    # Attempts in total for a step of this agent (retryable errors, lost workers).
-    max_attempts: ClassVar[int] = 1
+    # Attempts in total for a step of this agent (retryable errors, timeouts, lost workers); 1 = never retried.
+    max_attempts: ClassVar[int] = DEFAULT_MAX_ATTEMPTS
+    # Seconds before the first retry, doubling each attempt, at most max_backoff_seconds.
+    backoff_seconds: ClassVar[float] = DEFAULT_BACKOFF_SECONDS
+    max_backoff_seconds: ClassVar[float] = DEFAULT_MAX_BACKOFF_SECONDS
 
     def validate_input(self, data: Any) -> dict:
         """Return the input if it matches `input_schema`, else raise InvalidAgentInput with every error."""

@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agentrunner.api import RATE_LIMITED, RETRY_AFTER, UNAUTHORIZED, JSONObjectField, role_response
+from agentrunner.logging import current_request_id
 from agentrunner.models import Role
 from agentrunner.ratelimit import RunStartThrottle
 from flows import selectors, services
@@ -84,7 +85,7 @@ class FlowExecuteApi(APIView):
         team = request.acting.team
         version = services.inline_version(definition=values["flow"], created_by=request.user, team=team)
         run, _ = run_services.flow_run_create(
-            version=version, input=values["input"], created_by=request.user, team=team
+            version=version, input=values["input"], created_by=request.user, team=team, request_id=current_request_id()
         )
         run = selectors.flow_run_wait(run=run, seconds=values["wait"])
         if not run.is_finished:

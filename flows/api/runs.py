@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agentrunner.api import NOT_FOUND, RATE_LIMITED, RETRY_AFTER, UNAUTHORIZED, JSONObjectField, role_response
+from agentrunner.logging import current_request_id
 from agentrunner.models import Role
 from agentrunner.ratelimit import RunStartThrottle
 from agentrunner.validators import INT32_MAX
@@ -69,7 +70,9 @@ class FlowRunStartApi(APIView):
         data = FlowRunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        run, created = run_services.flow_run_create(version=flow.current_version, created_by=request.user, **values)
+        run, created = run_services.flow_run_create(
+            version=flow.current_version, created_by=request.user, request_id=current_request_id(), **values
+        )
         # A key reused for another flow, input or team answers nothing of that run (as POST /runs).
         same = run.flow_version_id is not None and run.flow_version.flow_id == flow.pk and run.team_id == flow.team_id
         if not created and (not same or run.input != values["input"]):

@@ -35,6 +35,7 @@ from agentrunner.errors import ServiceError
 from agentrunner.models import Role
 from agentrunner.ratelimit import refusal_message, run_start_acquire
 from runs import selectors, services
+from runs.admin import dead_letters
 from runs.admin.display import (
     FLOW_GRAPH_HELP,
     STEP_COLOURS,
@@ -117,13 +118,19 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
         "duration_display",
     ]
     list_display_links = ["short_id"]
-    list_filter = [RunStatusFilter, "agent_type", "schedule", ("created_at", CreatedFilter)]
+    list_filter = [
+        RunStatusFilter,
+        dead_letters.NeedsAttentionFilter,
+        "agent_type",
+        "schedule",
+        ("created_at", CreatedFilter),
+    ]
     list_select_related = ["created_by", "flow_version__flow"]
     ordering = ["-created_at"]
     search_fields = ["agent_type"]  # the real search is get_search_results
     search_help_text = "Search by run id (full, or the 8-character short id), user id, agent name or flow slug."
     empty_value_display = EMPTY
-    actions = ["cancel_runs", "rerun_runs"]
+    actions = ["cancel_runs", "rerun_runs", "retry_failed_runs", "dismiss_failed_runs"]
 
     summary_fields = [
         "status_badge",
@@ -152,6 +159,7 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
         "flow_display",
         "flow_graph_display",
         "step_values",
+        "decisions_display",
     ]
 
     # -- permissions: nothing is edited in a form; the runner role in the run's team allows cancel and re-run
@@ -208,7 +216,7 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         waiting = Step.objects.filter(run=OuterRef("pk"), status=StepStatus.WAITING)
-        return super().get_queryset(request).annotate(is_waiting=Exists(waiting))
+        return selectors.runs_with_attention(super().get_queryset(request).annotate(is_waiting=Exists(waiting)))
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -239,7 +247,8 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Run):
-        return run_badge(obj)
+        note = dead_letters.attention_note(obj)  # a failed run: needs attention or dealt with, and its error class
+        return format_html("{}{}", run_badge(obj), note) if note else run_badge(obj)
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Run):
@@ -318,6 +327,13 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
             )
         if obj is not None and obj.flow_version_id:
             fieldsets.append(("Flow", {"fields": ["flow_graph_display"], "description": FLOW_GRAPH_HELP}))
+        if obj is not None and (obj.status == RunStatus.FAILED or obj.decisions.exists()):
+            fieldsets.append(
+                (
+                    "Retried or dismissed",
+                    {"fields": ["decisions_display"], "description": dead_letters.ATTENTION_HELP},
+                )
+            )
         fieldsets.append(("Input", {"fields": ["input_pretty"]}))
         fieldsets.append(("Result", {"fields": ["result_pretty"]}))
         if obj is not None and (obj.error or obj.error_code) and obj.status != RunStatus.CANCELLED:
@@ -337,7 +353,13 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
 
     @admin.display(description="error code")
     def error_code_display(self, obj: Run):
-        return format_html("<code>{}</code>", obj.error_code) if obj.error_code else EMPTY
+        if not obj.error_code:
+            return EMPTY
+        return format_html("<code>{}</code> ({} error)", obj.error_code, selectors.error_class(obj.error_code))
+
+    @admin.display(description="decisions")
+    def decisions_display(self, obj: Run):
+        return dead_letters.decisions_html(obj)
 
     @admin.display(description="cancel requested")
     def cancel_requested(self, obj: Run):
@@ -486,6 +508,14 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
             message = format_html("Started {} new run(s): {}", len(started), run_links(r.pk for r in started))
             self.message_user(request, message, messages.SUCCESS)
 
+    @admin.action(description="Retry selected failed runs", permissions=["operate"])
+    def retry_failed_runs(self, request, queryset):
+        dead_letters.retry_runs(self, request, queryset)
+
+    @admin.action(description="Dismiss selected failed runs (asks why)", permissions=["operate"])
+    def dismiss_failed_runs(self, request, queryset):
+        return dead_letters.dismiss_runs(self, request, queryset)
+
     def _cancel(self, request, run: Run) -> str:
         """Cancel one run through the service; return "cancelled", "stopping" or "finished"."""
         if run.is_finished:
@@ -546,6 +576,16 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
                 self.admin_site.admin_view(self.resume_view),
                 name=f"{prefix}_resume",
             ),
+            path(
+                "<path:object_id>/retry/",
+                self.admin_site.admin_view(self.resume_view),
+                name=f"{prefix}_retry",
+            ),
+            path(
+                "<path:object_id>/dismiss/",
+                self.admin_site.admin_view(self.dismiss_view),
+                name=f"{prefix}_dismiss",
+            ),
             path("<path:object_id>/value/", self.admin_site.admin_view(self.value_view), name=f"{prefix}_value"),
             path("<path:object_id>/live/", self.admin_site.admin_view(self.live_view), name=f"{prefix}_live"),
             *super().get_urls(),
@@ -591,17 +631,14 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:runs_run_change", args=[run.pk]))
 
     def resume_view(self, request, object_id):
+        # "Resume" (a flow run) and "Retry" (an agent run) are one decision on a failed run: runs.services.run_retry.
         run = self._button_run(request, object_id)
         if not isinstance(run, Run):
             return run
-        try:
-            services.run_resume(run_id=run.pk)
-        except ServiceError as exc:
-            self.message_user(request, f"The run was not resumed: {exc}", messages.ERROR)
-        else:
-            self.log_change(request, run, "Resumed from its failed step.")
-            self.message_user(request, "The run resumes from its failed step.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:runs_run_change", args=[run.pk]))
+        return dead_letters.retry_view(self, request, run)
+
+    def dismiss_view(self, request, object_id):
+        return dead_letters.dismiss_view(self, request, object_id)
 
     def rerun_view(self, request, object_id):
         run = self._button_run(request, object_id)
@@ -619,4 +656,7 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["can_operate"] = obj is not None and self.has_operate_permission(request, obj)
+        context["needs_attention"] = (
+            obj is not None and selectors.runs_needing_attention(Run.objects.filter(pk=obj.pk)).exists()
+        )
         return super().render_change_form(request, context, add, change, form_url, obj)

@@ -24,6 +24,7 @@ from agentrunner.api import (
     SafeJSONParser,
     error_response,
 )
+from agentrunner.logging import current_request_id
 from agentrunner.models import Role
 from agentrunner.ratelimit import RunStartThrottle
 from agentrunner.validators import INT32_MAX, validate_storable_json
@@ -169,6 +170,7 @@ class AgentRunApi(APIView):
             created_by=request.user,
             token_budget=data.validated_data.get("token_budget"),
             team=request.acting.team,
+            request_id=current_request_id(),
         )
         return Response({"run_id": str(run.id)}, status=status.HTTP_202_ACCEPTED)
 

@@ -1,6 +1,8 @@
-"""Runs: list, start, read, cancel and resume them (`/runs`, `/runs/{id}`, `/runs/{id}/retry`)."""
+"""Runs: list, start, read, cancel them; retry or dismiss failed ones (`/runs`, `/runs/{id}`, `/runs/{id}/retry`,
+`/runs/{id}/dismiss`)."""
 
 import django_filters
+from django_filters.widgets import BooleanWidget
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -18,18 +20,23 @@ from agentrunner.api import (
     RETRY_AFTER,
     UNAUTHORIZED,
     CachedFieldsMixin,
+    ErrorSerializer,
     IdFilter,
     IsoDateTimeFilter,
     JSONObjectField,
     error_response,
 )
+from agentrunner.logging import current_request_id
 from agentrunner.models import Role
 from agentrunner.ratelimit import RunStartThrottle
 from agentrunner.validators import INT32_MAX
 from runs import selectors, services
-from runs.api.examples import BAD_RUN_REQUEST, BUSY, RUN_FINISHED_ERR
+from runs.api.examples import BAD_RUN_REQUEST, BUSY, EXAMPLE_RUN_ID, RUN_FINISHED_ERR
 from runs.exceptions import IdempotencyConflict
-from runs.models import Run, RunStatus
+from runs.models import DecisionKind, Run, RunStatus
+
+NOT_FAILED_DETAIL = f"Run {EXAMPLE_RUN_ID} is COMPLETED: only a FAILED run can be retried or dismissed."
+ALREADY_DECIDED_DETAIL = f"Run {EXAMPLE_RUN_ID}'s failure was already retried or dismissed."
 
 BlockedBySerializer = inline_serializer(
     name="BlockedBy",
@@ -57,6 +64,27 @@ FlowRefSerializer = inline_serializer(
 )
 
 
+class RunResolutionSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=DecisionKind.choices,
+        help_text="retry: retried (a flow run resumed in place, an agent run as `new_run`); dismiss: left as it is.",
+    )
+    reason = serializers.CharField(help_text="Why it was dismissed; empty for a retry.")
+    decided_by = serializers.SerializerMethodField(help_text="Username of who decided; null if the account is gone.")
+    decided_at = serializers.DateTimeField()
+    failed_at = serializers.DateTimeField(help_text="The failure this answers (the run's finished time then).")
+    error_code = serializers.CharField(help_text="The run's error code at that failure.")
+    new_run = serializers.UUIDField(
+        source="new_run_id", allow_null=True, help_text="The new run an agent run's retry started; else null."
+    )
+
+    class Meta:
+        ref_name = "RunResolution"
+
+    def get_decided_by(self, decision) -> str | None:
+        return decision.decided_by.get_username() if decision.decided_by_id else None
+
+
 class RunOutputSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     flow = serializers.SerializerMethodField(
         help_text="The flow version this run executes (slug null for an inline flow); null for a single-agent run."
@@ -64,6 +92,15 @@ class RunOutputSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     blocked_by = serializers.SerializerMethodField(
         help_text="While the run waits for a concurrency slot: who holds it, slots used / limit and its "
         "place in the queue. Null otherwise."
+    )
+    error_class = serializers.SerializerMethodField(help_text=selectors.ERROR_CLASS_HELP)
+    needs_attention = serializers.SerializerMethodField(
+        help_text="True for a FAILED run that nobody retried or dismissed since it (last) failed: the failed-run "
+        "queue (`?status=FAILED&unresolved=1`)."
+    )
+    resolution = serializers.SerializerMethodField(
+        help_text="The decision that answers this run (retried or dismissed, by whom, when, why); null when "
+        "none does, e.g. a retried flow run that failed again."
     )
 
     class Meta:
@@ -78,6 +115,9 @@ class RunOutputSerializer(CachedFieldsMixin, serializers.ModelSerializer):
             "result",
             "error",
             "error_code",
+            "error_class",
+            "needs_attention",
+            "resolution",
             "user_id",
             "idempotency_key",
             "token_budget",
@@ -106,6 +146,25 @@ class RunOutputSerializer(CachedFieldsMixin, serializers.ModelSerializer):
             "version": version.number,
             "version_id": version.pk,
         }
+
+    def _latest_decision(self, run):
+        page = self.context.get("resolutions")  # a list reads its whole page's decisions at once
+        if page is not None:
+            return page.get(run.pk)
+        if run.status == RunStatus.PENDING:
+            return None  # never failed (a resumed run goes on RUNNING): no query on the run-start path
+        return selectors.run_resolutions(runs=[run]).get(run.pk)
+
+    def get_error_class(self, run) -> str:
+        return selectors.error_class(run.error_code)
+
+    def get_needs_attention(self, run) -> bool:
+        return selectors.run_needs_attention(run=run, latest=self._latest_decision(run))
+
+    @extend_schema_field(RunResolutionSerializer(allow_null=True))
+    def get_resolution(self, run):
+        decision = selectors.run_resolution(run=run, latest=self._latest_decision(run))
+        return None if decision is None else RunResolutionSerializer(decision).data
 
     @extend_schema_field(BlockedBySerializer)
     def get_blocked_by(self, run):
@@ -154,10 +213,30 @@ class RunFilter(django_filters.FilterSet):
     schedule = IdFilter(field_name="schedule_id", help_text="A schedule's id: the runs it started.")
     created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    unresolved = django_filters.BooleanFilter(
+        method="filter_unresolved",
+        widget=BooleanWidget,  # 1/0 and true/false (Django's own widget reads "1" as unknown)
+        help_text="1/true: only the failed-run queue, FAILED runs nobody retried or dismissed since they (last) "
+        "failed; 0/false: every other run.",
+    )
 
     class Meta:
         model = Run
-        fields = ["status", "agent_type", "flow", "user_id", "schedule", "created_after", "created_before"]
+        fields = [
+            "status",
+            "agent_type",
+            "flow",
+            "user_id",
+            "schedule",
+            "created_after",
+            "created_before",
+            "unresolved",
+        ]
+
+    def filter_unresolved(self, queryset, name, value):
+        if value is None:
+            return queryset
+        return selectors.runs_needing_attention(queryset) if value else selectors.runs_not_needing_attention(queryset)
 
 
 class RunListApi(generics.ListAPIView):
@@ -170,16 +249,18 @@ class RunListApi(generics.ListAPIView):
         return selectors.run_list(team=self.request.acting.team)
 
     def get_serializer(self, *args, **kwargs):
-        if kwargs.get("many") and args:  # a page of runs: why each waits, in a few queries for all
-            kwargs.setdefault("context", self.get_serializer_context())["blocked_by"] = selectors.runs_blocked_by(
-                runs=args[0]
-            )
+        if kwargs.get("many") and args:  # a page of runs: why each waits and its decision, in a few queries for all
+            context = kwargs.setdefault("context", self.get_serializer_context())
+            context["blocked_by"] = selectors.runs_blocked_by(runs=args[0])
+            context["resolutions"] = selectors.run_resolutions(runs=args[0])
         return super().get_serializer(*args, **kwargs)
 
     @extend_schema(
         operation_id="runs_list",
         summary="List runs",
-        description="The team's runs, newest first: every member of a team sees all its runs.",
+        description="The team's runs, newest first: every member of a team sees all its runs. "
+        "`?status=FAILED&unresolved=1` is the failed-run queue: the failures nobody retried or dismissed yet "
+        "(`POST /runs/{id}/retry`, `POST /runs/{id}/dismiss`), each with its `error_code` and `error_class`.",
         responses={
             200: RunOutputSerializer(many=True),
             400: error_response("Bad filter.", "Invalid request.", "invalid"),
@@ -251,6 +332,7 @@ class RunStartApi(APIView):
             "idempotency_key": values["idempotency_key"],
             "token_budget": values.get("token_budget"),
             "team": request.acting.team,
+            "request_id": current_request_id(),
         }
         if "flow" in values:
             version = selectors.flow_version_current(values["flow"], team=request.acting.team)
@@ -299,27 +381,119 @@ class RunCancelApi(APIView):
 
 
 class RunRetryApi(APIView):
+    throttle_classes = [RunStartThrottle]  # a retry starts work again, as a start does
     write_role = Role.RUNNER
 
     @extend_schema(
         operation_id="runs_retry",
-        summary="Resume a failed flow run from its failed step",
-        description="Earlier steps' outputs are kept; the failed task runs again as a new step.",
+        summary="Retry a failed run",
+        description="A FAILED flow run resumes from its failed step (earlier steps' outputs are kept; the failed "
+        "task runs again as a new step). A FAILED agent run starts again as a new run with the same agent, input, "
+        "user and token budget, whose `rerun_of` is this run; the failed run keeps its error and attempts as they "
+        "were. Either way the decision is kept (the failed run's `resolution`) and the run leaves the failed-run "
+        "queue; a resumed flow run that fails again, or the new run failing, is back in it. The answer is the run "
+        "to follow: the same run (flow) or the new one (agent). Needs the runner role in the run's team; counts "
+        "against the run-start limits.",
         request=None,
+        parameters=[RETRY_AFTER],
         responses={
-            202: RunOutputSerializer,
+            202: OpenApiResponse(
+                RunOutputSerializer, description="The run carrying the retry: the resumed flow run, or the new run."
+            ),
+            400: BAD_RUN_REQUEST,
             401: UNAUTHORIZED,
             404: NOT_FOUND,
-            409: error_response(
-                "Not a FAILED flow run.",
-                "Run ... is COMPLETED: only a FAILED flow run can be resumed.",
-                "not_resumable",
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Not FAILED (`not_resumable`), already retried or dismissed (`already_decided`), or "
+                "the agent is at its concurrency limit (`agent_busy`). Nothing was started or decided.",
+                examples=[
+                    OpenApiExample(
+                        "not failed",
+                        value={"detail": NOT_FAILED_DETAIL, "code": "not_resumable"},
+                        response_only=True,
+                        status_codes=["409"],
+                    ),
+                    OpenApiExample(
+                        "already decided",
+                        value={"detail": ALREADY_DECIDED_DETAIL, "code": "already_decided"},
+                        response_only=True,
+                        status_codes=["409"],
+                    ),
+                ],
             ),
+            429: RATE_LIMITED,
         },
         tags=["runs"],
     )
     def post(self, request, run_id):
-        return Response(
-            RunOutputSerializer(services.run_resume(run_id=run_get(request, run_id).pk)).data,
-            status=status.HTTP_202_ACCEPTED,
-        )
+        decision = services.run_retry(run_id=run_get(request, run_id).pk, decided_by=request.user)
+        carrier = decision.new_run if decision.new_run_id else decision.run
+        carrier.refresh_from_db()
+        return Response(RunOutputSerializer(carrier).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RunDismissInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=2000, help_text="Why nobody will retry it (kept with the decision, shown on the run)."
+    )
+
+    class Meta:
+        ref_name = "RunDismissRequest"
+
+
+class RunDismissApi(APIView):
+    write_role = Role.RUNNER
+
+    @extend_schema(
+        operation_id="runs_dismiss",
+        summary="Dismiss a failed run",
+        description="Take a FAILED run out of the failed-run queue without retrying it, saying why. The decision "
+        "is kept (the run's `resolution`: who, when, why); the run itself is not changed. Needs the runner role in "
+        "the run's team.",
+        request=RunDismissInputSerializer,
+        responses={
+            200: RunOutputSerializer,
+            400: error_response(
+                "No reason, or an empty one.",
+                "Invalid input: reason: This field is required.",
+                "invalid",
+                {"reason": ["This field is required."]},
+            ),
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Not FAILED (`not_failed`), or already retried or dismissed (`already_decided`).",
+                examples=[
+                    OpenApiExample(
+                        "not failed",
+                        value={"detail": NOT_FAILED_DETAIL, "code": "not_failed"},
+                        response_only=True,
+                        status_codes=["409"],
+                    ),
+                    OpenApiExample(
+                        "already decided",
+                        value={"detail": ALREADY_DECIDED_DETAIL, "code": "already_decided"},
+                        response_only=True,
+                        status_codes=["409"],
+                    ),
+                ],
+            ),
+        },
+        examples=[
+            OpenApiExample(
+                "a known outage",
+                request_only=True,
+                value={"reason": "The insurer's API was down on 3 Dec; the claim was entered by hand."},
+            )
+        ],
+        tags=["runs"],
+    )
+    def post(self, request, run_id):
+        run = run_get(request, run_id)
+        data = RunDismissInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.run_dismiss(run_id=run.pk, reason=data.validated_data["reason"], decided_by=request.user)
+        run.refresh_from_db()
+        return Response(RunOutputSerializer(run).data)

@@ -49,6 +49,7 @@ class Execution:
     agent: Agent
     context: AgentContext
     log: object
+    log_context: dict  # bound for every line logged while the attempt runs and is recorded (the agent's own too)
     deadline: float | None  # time.monotonic() after which the attempt times out
     last_beat: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None  # TIMEOUT, CANCELLED, LEASE_LOST or SHUTDOWN once told to stop
@@ -117,6 +118,8 @@ def step_execute(*, step_id: int) -> None:
 
 def execution_new(claim: Claim, agent: Agent) -> Execution:
     run, step = claim.run, claim.step
+    # The id of the API request that started the run: the request's own log lines carry it too.
+    log_context = {"request_id": run.request_id} if run.request_id else {}
     bound = log.bind(
         run_id=str(run.id),
         agent_type=step.agent_type,
@@ -143,23 +146,31 @@ def execution_new(claim: Claim, agent: Agent) -> Execution:
         agent=agent,
         context=context,
         log=bound,
+        log_context=log_context,
         deadline=time.monotonic() + timeout if timeout else None,
     )
 
 
 def run_agent_sync(execution: Execution):
     """Run a sync agent in this thread; return (output, error)."""
-    execution.log.info("agent_start")
-    started = time.monotonic()
-    try:
-        output, raised = execution.agent.run(execution.context), None
-    except Exception as exc:  # an agent's bug must fail its step, not the worker
-        output, raised = None, exc
-    return outcome(execution, output, raised, started)
+    with structlog.contextvars.bound_contextvars(**execution.log_context):
+        execution.log.info("agent_start")
+        started = time.monotonic()
+        try:
+            output, raised = execution.agent.run(execution.context), None
+        except Exception as exc:  # an agent's bug must fail its step, not the worker
+            output, raised = None, exc
+        return outcome(execution, output, raised, started)
 
 
 async def run_agent_async(execution: Execution):
     """Run an async agent in its own task (the watch cancels that task); return (output, error)."""
+    # Bound in this coroutine's task only (each step has its own); the agent's task inherits a copy.
+    with structlog.contextvars.bound_contextvars(**execution.log_context):
+        return await _run_agent_async(execution)
+
+
+async def _run_agent_async(execution: Execution):
     execution.log.info("agent_start")
     started = time.monotonic()
     execution.abandoned = asyncio.get_running_loop().create_future()
@@ -234,13 +245,15 @@ def outcome(execution: Execution, output, raised: BaseException | None, started:
 
 def record(execution: Execution, output, error) -> bool:
     """Finish the attempt, or hand it back to the queue if it was stopped because the worker is shutting down."""
-    if error is not None and error["code"] == SHUTDOWN:
-        return step_release(
-            claim=execution.claim,
-            reason=f"Handed back: the worker stopped before the attempt ended "
-            f"(it had {settings.ASYNC_DRAIN_SECONDS:g} s to finish).",
-        )
-    return step_finish(claim=execution.claim, output=output, error=error)
+    # The engine's lines for the step (step_retry_scheduled, step_handed_back, flow_next_step...) carry it too.
+    with structlog.contextvars.bound_contextvars(**execution.log_context):
+        if error is not None and error["code"] == SHUTDOWN:
+            return step_release(
+                claim=execution.claim,
+                reason=f"Handed back: the worker stopped before the attempt ended "
+                f"(it had {settings.ASYNC_DRAIN_SECONDS:g} s to finish).",
+            )
+        return step_finish(claim=execution.claim, output=output, error=error)
 
 
 def error_info(exc: BaseException, *, code: str, retryable: bool) -> dict:

@@ -43,7 +43,8 @@ _RUN_OF_STEP = f"(SELECT run_id FROM {Step._meta.db_table} WHERE id = %(step_id)
 
 CLAIM_SQL = f"""
 WITH run AS (
-    SELECT id, user_id, flow_version_id, input, created_at, started_at, created_by_id, team_id, token_budget
+    SELECT id, user_id, flow_version_id, input, created_at, started_at, created_by_id, team_id, token_budget,
+           request_id
       FROM {Run._meta.db_table}
      WHERE id = {_RUN_OF_STEP} AND cancel_requested_at IS NULL AND status <> ALL(%(finished)s)
 ), claimed AS (
@@ -62,7 +63,7 @@ WITH run AS (
      WHERE id = (SELECT run_id FROM claimed) AND started_at IS NULL AND status <> ALL(%(finished)s)
 )
 SELECT claimed.*, run.user_id, run.flow_version_id, run.input AS run_input, run.created_at,
-       run.started_at AS run_started_at, run.created_by_id, run.team_id, run.token_budget
+       run.started_at AS run_started_at, run.created_by_id, run.team_id, run.token_budget, run.request_id
   FROM claimed, run
 """
 
@@ -165,6 +166,7 @@ def claim(*, step_id: int, worker_id: str, now: datetime):
         created_by_id=values["created_by_id"],
         team_id=values["team_id"],
         token_budget=values["token_budget"],
+        request_id=values["request_id"],
         status=RunStatus.RUNNING,
     )
     step.run = run

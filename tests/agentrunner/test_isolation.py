@@ -55,6 +55,7 @@ ENDPOINTS = [
     ("runs-detail", "DELETE", "/api/v1/runs/{run}", None, Role.RUNNER),
     ("runs-steps", "GET", "/api/v1/runs/{run}/steps", None, Role.VIEWER),
     ("runs-retry", "POST", "/api/v1/runs/{run}/retry", {}, Role.RUNNER),
+    ("runs-dismiss", "POST", "/api/v1/runs/{run}/dismiss", {"reason": "known outage"}, Role.RUNNER),
     ("runs-metrics", "GET", "/api/v1/runs/{run}/metrics", None, Role.VIEWER),
     ("flows-list", "GET", "/api/v1/flows", None, Role.VIEWER),
     ("flows-list", "POST", "/api/v1/flows", {"slug": "new", "name": "New", "definition": DEFINITION}, Role.EDITOR),

@@ -275,7 +275,7 @@ def test_validate_definition__task_that_is_not_an_object():
             "tasks[2].retry.max_backoff_seconds",
             "from backoff_seconds (10)",
         ),
-        ({"retry": {"max_backoff_seconds": 0.5}}, "tasks[2].retry.max_backoff_seconds", "from backoff_seconds (1)"),
+        ({"retry": {"max_backoff_seconds": 0.5}}, "tasks[2].retry.max_backoff_seconds", "from backoff_seconds (2)"),
         ({"timeout_seconds": 0}, "tasks[2].timeout_seconds", "above 0"),
         ({"timeout_seconds": -1}, "tasks[2].timeout_seconds", "above 0"),
         ({"timeout_seconds": 86_401}, "tasks[2].timeout_seconds", "at most 86400"),
@@ -609,12 +609,28 @@ def test_parse_definition__defaults():
             "conditions": [{"name": "c", "source_task": "pass", "outcome": "success", "target_task_success": "second"}],
         }
     )
+    # The platform's retries (5 attempts, after 2, 4, 8, 16 s): the `pass` agent says nothing else.
     assert flow.tasks["pass"] == Task(
-        name="pass", description="", agent="pass", input={}, retry=RetryPolicy(1, 1, 300), timeout_seconds=None
+        name="pass", description="", agent="pass", input={}, retry=RetryPolicy(5, 2, 300), timeout_seconds=None
     )
     assert flow.conditions[0].target_task_failure == "end"
     assert flow.concurrency is None
     assert flow.max_steps == 100
+
+
+def test_parse_definition__a_task_without_retry_retries_as_its_agent_says():
+    flow = parse_definition(
+        {
+            "name": "Agents' own",
+            "start_task": "fetch",
+            "tasks": [
+                {"name": "fetch", "agent": "http-request", "input": {"url": "https://example.com"}},
+                {"name": "once", "agent": "http-request", "retry": {"max_attempts": 1}},
+            ],
+        }
+    )
+    assert flow.tasks["fetch"].retry == RetryPolicy(3, 2, 300)  # HttpRequestAgent.max_attempts = 3
+    assert flow.tasks["once"].retry == RetryPolicy(1, 2, 300)  # the task's own setting wins
 
 
 def test_parse_definition__concurrency_on_busy_defaults_to_queue():

@@ -58,6 +58,7 @@ def test_a_step_over_its_timeout_fails_with_a_timeout_error(clusters):
     clusters(1)
     definition = chain(("slow", "wait", {"seconds": 30}))
     definition["tasks"][0]["timeout_seconds"] = 0.5
+    definition["tasks"][0]["retry"] = {"max_attempts": 1}  # a timeout is retryable: no retry here
     started = start(definition)
     run = wait_for(lambda: finished(started.pk), timeout=10, message="timed out")
     assert (run.status, run.error_code) == (RunStatus.FAILED, "timeout")

@@ -30,7 +30,7 @@ def test_async_agent__runs_and_completes():
 
 def test_async_agent__timeout_seconds_is_enforced_per_step():
     run, step = start("wait", seconds=30)
-    Step.objects.filter(pk=step.pk).update(timeout_seconds=0.4)
+    Step.objects.filter(pk=step.pk).update(timeout_seconds=0.4, max_attempts=1)  # a timeout is retryable
     started = time.monotonic()
     engine.step_execute(step_id=step.id)
     assert time.monotonic() - started < 3
@@ -98,7 +98,8 @@ def test_an_attempt_stopped_by_its_workers_shutdown_is_handed_back_not_counted()
     assert execute.record(execution, output, error)
 
     step.refresh_from_db()
-    assert (step.status, step.attempts, step.max_attempts) == (StepStatus.QUEUED, 1, 2)
+    # The attempt it had is given back: one more than the agent's (`wait`: the default).
+    assert (step.status, step.attempts, step.max_attempts) == (StepStatus.QUEUED, 1, get_agent("wait").max_attempts + 1)
     attempt = step.attempt_set.get()
     assert (attempt.status, attempt.error_code) == (AttemptStatus.CANCELLED, "worker_shutdown")
     assert engine.step_claim(step_id=step.id, worker_id="w2").attempt == 2  # another worker takes it

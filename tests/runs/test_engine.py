@@ -51,8 +51,8 @@ def test_finish__completes_step_attempt_and_run():
 def test_finish__by_a_worker_that_lost_the_step_is_discarded():
     run, step = new_run()
     claim = engine.step_claim(step_id=step.id, worker_id="w1")
-    Step.objects.filter(pk=step.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert engine.steps_reap() == 1  # worker lost; pass allows one attempt: the run fails
+    Step.objects.filter(pk=step.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1), max_attempts=1)
+    assert engine.steps_reap() == 1  # worker lost; one attempt allowed: the run fails
     assert engine.step_finish(claim=claim, output={"late": True}) is False
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.error_code == "worker_lost"

@@ -90,6 +90,7 @@ def test_sigkill_of_the_worker_running_a_step__run_recovered_slot_freed_next_pro
     services.agent_policy_update(agent_type="wait", limit=1, on_busy="queue")
     clusters(1, workers=2)
     victim, _ = services.run_create(agent_type="wait", input={"seconds": 30})
+    Step.objects.filter(run=victim).update(max_attempts=1)  # a lost worker's attempt fails the run, not retried
     queued, _ = services.run_create(agent_type="wait", input={"seconds": 0})
     step = wait_for(
         lambda: Step.objects.filter(run=victim, status=StepStatus.RUNNING).first(), timeout=20, message="running"
