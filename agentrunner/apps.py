@@ -10,7 +10,9 @@ class AgentRunnerConfig(AppConfig):
 
         from django.conf import settings
 
-        from agentrunner import checks  # noqa: F401  (registers system checks)
+        from agentrunner import checks, tracing  # noqa: F401  (checks: registers system checks)
+
+        tracing.configure()  # OpenTelemetry only when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
         for module in ["agentrunner.agents.builtin", *getattr(settings, "AGENT_MODULES", [])]:
             importlib.import_module(module)
