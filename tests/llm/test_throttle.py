@@ -1,12 +1,10 @@
 """The team's LLM request limit in the gateway: every provider try counts one; a try over it is not sent."""
 
 import asyncio
-import os
 import uuid
 from datetime import timedelta
 
 import pytest
-import redis
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connections
 from django.utils import timezone
@@ -18,6 +16,7 @@ from agentrunner.llm import Completion, LLMGatewayError, LLMRateLimited, acomple
 from agentrunner.llm.breaker import Admission, breaker_admit
 from agentrunner.llm.throttle import request_admit, team_request_limit
 from agentrunner.models import BreakerState, LLMCall, LLMReservation, ProviderBreaker
+from tests.agentrunner.test_ratelimit import REDIS_URL, redis_or_skip
 from tests.conftest import team_named
 from tests.llm.conftest import context_for, events, new_run
 from tests.llm.fake_providers import ok, status
@@ -38,14 +37,8 @@ def store(request, settings, monkeypatch):
         settings.REDIS_URL = ""
         yield
         return
-    url = os.environ.get("TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/7")
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        if os.environ.get("REQUIRE_REDIS"):
-            raise
-        pytest.skip(f"no Redis at {url} (CI sets REQUIRE_REDIS=1)")
+    client = redis_or_skip()
+    url = REDIS_URL
     prefix = f"agentrunner:test-{uuid.uuid4().hex[:12]}:"
     monkeypatch.setattr(ratelimit, "REDIS_PREFIX", prefix)
     settings.REDIS_URL = url
