@@ -200,12 +200,26 @@ def runs_with_attention(runs: QuerySet[Run]) -> QuerySet[Run]:
 
 
 def run_resolutions(*, runs) -> dict:
-    """For each run of `runs` (a page): {run id: its latest decision}, in one query whatever their number."""
+    """For each run of `runs` (a page): {run id: its latest decision}, in one query whatever their number.
+
+    No query when none of them can have one (`run_may_have_decision`), as on the run-start path and for a page of
+    runs that completed.
+    """
     latest: dict = {}
-    for decision in RunDecision.objects.filter(run_id__in=[r.pk for r in runs]).select_related("decided_by"):
+    ids = [r.pk for r in runs if run_may_have_decision(r)]
+    if not ids:
+        return latest
+    for decision in RunDecision.objects.filter(run_id__in=ids).select_related("decided_by"):
         if decision.run_id not in latest or decision.decided_at >= latest[decision.run_id].decided_at:
             latest[decision.run_id] = decision
     return latest
+
+
+def run_may_have_decision(run: Run) -> bool:
+    """Whether a decision (retry, dismissal) can exist for `run`: only a FAILED run is decided, and only a flow run
+    leaves FAILED afterwards (a retry resumes it in place; an agent run's retry is a new run, the old one stays
+    FAILED)."""
+    return run.status == RunStatus.FAILED or (run.flow_version_id is not None and run.status != RunStatus.PENDING)
 
 
 def run_resolution(*, run: Run, latest: RunDecision | None) -> RunDecision | None:

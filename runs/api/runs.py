@@ -151,9 +151,10 @@ class RunOutputSerializer(CachedFieldsMixin, serializers.ModelSerializer):
         page = self.context.get("resolutions")  # a list reads its whole page's decisions at once
         if page is not None:
             return page.get(run.pk)
-        if run.status == RunStatus.PENDING:
-            return None  # never failed (a resumed run goes on RUNNING): no query on the run-start path
-        return selectors.run_resolutions(runs=[run]).get(run.pk)
+        read = self.context.setdefault("resolution_read", {})  # one run: read once for the two fields
+        if run.pk not in read:
+            read[run.pk] = selectors.run_resolutions(runs=[run]).get(run.pk)
+        return read[run.pk]
 
     def get_error_class(self, run) -> str:
         return selectors.error_class(run.error_code)

@@ -106,6 +106,27 @@ def test_list_with_decisions__queries_do_not_grow_with_runs(api, owner):
     assert len(many) == len(few)
 
 
+def decision_reads(api, run) -> tuple[int, dict]:
+    with CaptureQueriesContext(connection) as captured:
+        body = api.get(f"/api/v1/runs/{run.pk}").json()
+    return sum("runs_rundecision" in q["sql"] for q in captured), body
+
+
+def test_one_run__decisions_read_once_and_only_for_a_run_that_can_have_one(api, owner):
+    dismissed = failed_agent_run()
+    services.run_dismiss(run_id=dismissed.pk, reason="seen", decided_by=owner)
+    completed = make_run(RunStatus.COMPLETED, agent_type="pass", input={})
+    resumed = failed_flow_run()
+    services.run_retry(run_id=resumed.pk, decided_by=owner)
+
+    reads, body = decision_reads(api, dismissed)
+    assert reads == 1 and body["resolution"]["reason"] == "seen" and body["needs_attention"] is False
+    reads, body = decision_reads(api, completed)  # an agent run that did not fail: nobody decided anything
+    assert reads == 0 and body["resolution"] is None and body["needs_attention"] is False
+    reads, body = decision_reads(api, resumed)  # a flow run resumed by a retry: no longer FAILED, still decided
+    assert reads == 1 and body["status"] != RunStatus.FAILED and body["resolution"]["kind"] == "retry"
+
+
 # --- retry ---------------------------------------------------------------------------------------
 
 
