@@ -190,6 +190,7 @@ class Bench:
         self.finished = [str(s) for s in RUN_FINISHED]
         self.run_table = Run._meta.db_table
         self.results: dict = {}
+        self.team = None  # the default team, read once (the API's requests resolve theirs before run_create)
         self.cluster_count = 0
         self.stop_seconds: list[float] = []  # SIGTERM -> exit of each cluster
 
@@ -212,12 +213,20 @@ class Bench:
             cursor.execute(query, params or [])
             return cursor.fetchall() if cursor.description else None
 
-    # one engine run / one bare task, waited for
-    def engine_once(self) -> tuple[str, float]:
+    def run_start(self):
+        """Start a run of `pass` as POST /runs does: `run_create` with the acting team the request resolved."""
         from runs.services import run_create
 
+        if self.team is None:
+            from agentrunner.teams.services import team_default
+
+            self.team = team_default()
+        return run_create(agent_type="pass", input={}, team=self.team)[0]
+
+    # one engine run / one bare task, waited for
+    def engine_once(self) -> tuple[str, float]:
         t0 = time.perf_counter()
-        run, _ = run_create(agent_type="pass", input={})
+        run = self.run_start()
         query = f"SELECT status FROM {self.run_table} WHERE id = %s"
         wait_for(
             lambda: self.sql(query, [run.id])[0][0] in self.finished,
@@ -301,15 +310,13 @@ class Bench:
     def drain_engine(self, n: int) -> None:
         from django.utils import timezone
 
-        from runs.services import run_create
-
         self.stop_cluster()
         marker = timezone.now()
         batch = self.Run.objects.filter(created_at__gte=marker)
         figures = self._drain(
             "engine",
             n,
-            enqueue_one=lambda: run_create(agent_type="pass", input={}),
+            enqueue_one=self.run_start,
             remaining=lambda: batch.filter(finished_at__isnull=True).count(),
             finished_times=lambda: list(batch.filter(finished_at__isnull=False).values_list("finished_at", flat=True)),
         )
@@ -405,12 +412,11 @@ class Bench:
 
         from bench.noop import signal_done
         from runs import engine
-        from runs.services import run_create
 
         self.stop_cluster()
         self.purge_queue()
         with CaptureQueriesContext(self.connection) as create_q:
-            run, _ = run_create(agent_type="pass", input={})
+            run = self.run_start()
         step_id = run.steps.get().id
         with CaptureQueriesContext(self.connection) as exec_q:
             engine.step_execute(step_id=step_id)
@@ -433,7 +439,7 @@ class Bench:
         step_ids, create_s, create_cpu = [], 0.0, 0.0
         for _ in range(n):
             t, c = time.perf_counter(), time.process_time()
-            created, _ = run_create(agent_type="pass", input={})
+            created = self.run_start()
             create_s, create_cpu = create_s + time.perf_counter() - t, create_cpu + time.process_time() - c
             step_ids.append(created.steps.get().id)
         for name in originals:
