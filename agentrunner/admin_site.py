@@ -39,6 +39,16 @@ class AgentRunnerAdminSite(admin.AdminSite):
         return apps
 
 
+TEAMS_SECTION = "Teams"
+
+
+def section_of(opts) -> str:
+    """The heading the index lists a model under (its breadcrumbs say the same): its app's name, but Teams for teams."""
+    if opts.app_label == "agentrunner" and opts.object_name == "Team":
+        return TEAMS_SECTION
+    return str(opts.app_config.verbose_name)
+
+
 def _teams_apart(apps: list[dict]) -> list[dict]:
     """Teams get a heading of their own: the agentrunner app's name ("LLM") says nothing about them."""
     result = []
@@ -47,7 +57,7 @@ def _teams_apart(apps: list[dict]) -> list[dict]:
             teams = [m for m in app["models"] if m["object_name"] == "Team"]
             if teams:
                 app = {**app, "models": [m for m in app["models"] if m["object_name"] != "Team"]}
-                result.append({**app, "name": "Teams", "app_label": "teams", "models": teams})
+                result.append({**app, "name": TEAMS_SECTION, "app_label": "teams", "models": teams})
                 if not app["models"]:
                     continue
         result.append(app)

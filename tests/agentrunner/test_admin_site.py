@@ -1,15 +1,20 @@
 """The admin index: Agent Runner's apps first in order of use; pages that do not scope by team (the service's
 settings, accounts, django-q2's internals) for superusers only."""
 
+import re
+from html import unescape
 from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import RequestFactory
 from django.urls import reverse
+from django.utils.html import strip_tags
 
 from agentrunner.models import Role
+from agentrunner.teams.services import team_default
 from tests.conftest import join
+from tests.runs.factories import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +80,24 @@ def test_django_q_schedule_rows__stay_read_only_for_superusers(admin_client):
     assert not model_admin.has_change_permission(request)
     assert not model_admin.has_delete_permission(request)
     assert not model_admin.has_add_permission(request)
+
+
+def breadcrumbs(client, url) -> str:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    crumbs = re.search(r'<div class="breadcrumbs">(.*?)</div>', response.content.decode(), re.S).group(1)
+    return " ".join(unescape(strip_tags(crumbs)).split())
+
+
+def test_breadcrumbs__name_the_section_the_index_shows_and_never_repeat_the_model(admin_client):
+    team, run = team_default(), make_run()
+    assert breadcrumbs(admin_client, reverse("admin:agentrunner_team_change", args=[team.pk])) == (
+        f"Home › Teams › {team}"  # the index lists teams under Teams, not under their app's name (LLM)
+    )
+    assert breadcrumbs(admin_client, reverse("admin:agentrunner_team_history", args=[team.pk])) == (
+        f"Home › Teams › {team} › History"
+    )
+    assert breadcrumbs(admin_client, reverse("admin:runs_run_changelist")) == "Home › Runs"  # not Runs › Runs
+    assert breadcrumbs(admin_client, reverse("admin:runs_run_change", args=[run.pk])).startswith("Home › Runs › ")
+    assert breadcrumbs(admin_client, reverse("admin:runs_agentpolicy_changelist")) == "Home › Runs › Agent types"
+    assert breadcrumbs(admin_client, reverse("admin:agentrunner_llmcall_changelist")) == "Home › LLM › LLM calls"

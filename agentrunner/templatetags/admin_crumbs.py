@@ -1,0 +1,19 @@
+"""The admin's breadcrumbs name the section the index lists a model under, and leave it out where it only repeats
+the model ("Home › Runs › a run", not "Home › Runs › Runs › a run"; "Home › Teams", not "Home › LLM › Teams")."""
+
+from django import template
+from django.urls import reverse
+from django.utils.html import format_html
+
+from agentrunner.admin_site import section_of
+
+register = template.Library()
+
+
+@register.simple_tag
+def section_crumb(opts) -> str:
+    """`› <section>`, linking to its page; empty when the section's name is the model's own plural."""
+    name = section_of(opts)
+    if name.lower() == str(opts.verbose_name_plural).lower():
+        return ""
+    return format_html('&rsaquo; <a href="{}">{}</a>', reverse("admin:app_list", args=[opts.app_label]), name)
