@@ -209,9 +209,10 @@ def run_cancel(*, run_id: uuid.UUID) -> Run:
     return run
 
 
-def run_rerun(*, run: Run, created_by=None) -> Run:
-    """Start a new run with the same agent (or flow version) and input."""
+def run_rerun(*, run: Run, created_by=None, request_id: str = "") -> Run:
+    """Start a new run with the same agent (or flow version) and input; `request_id` is the request's that asks."""
     common = {
+        "request_id": request_id,
         "input": run.input,
         "user_id": run.user_id,
         "created_by": created_by,
@@ -413,7 +414,7 @@ def _decide(*, run_id: uuid.UUID, act, not_failed: type[RunError]) -> RunDecisio
         raise
 
 
-def run_retry(*, run_id: uuid.UUID, decided_by=None) -> RunDecision:
+def run_retry(*, run_id: uuid.UUID, decided_by=None, request_id: str = "") -> RunDecision:
     """Retry a FAILED run and keep the decision: a flow run resumes from its failed step, an agent run starts anew.
 
     An agent run's retry is a new run with the same agent, input, user and budget (`rerun_of` = the failed run),
@@ -427,7 +428,7 @@ def run_retry(*, run_id: uuid.UUID, decided_by=None) -> RunDecision:
         if run.flow_version_id:
             run_resume(run_id=run.pk)
         else:
-            new_run = run_rerun(run=run, created_by=decided_by)
+            new_run = run_rerun(run=run, created_by=decided_by, request_id=request_id)
         return RunDecision.objects.create(
             run=run,
             kind=DecisionKind.RETRY,

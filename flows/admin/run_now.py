@@ -18,6 +18,7 @@ from agentrunner.adminkit import JSONObjectFormField
 from agentrunner.agents import InvalidAgentInput
 from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.errors import ServiceError
+from agentrunner.logging import current_request_id
 from agentrunner.ratelimit import refusal_message, run_start_acquire
 from flows import selectors
 from flows.models import FlowVersion
@@ -99,7 +100,11 @@ def _start(request, form: FlowRunForm, version: FlowVersion | None, run_input: d
         return None
     try:
         run, _ = run_services.flow_run_create(
-            version=version, input=run_input, user_id=form.cleaned_data["user_id"], created_by=request.user
+            version=version,
+            input=run_input,
+            user_id=form.cleaned_data["user_id"],
+            created_by=request.user,
+            request_id=current_request_id(),
         )
     except InvalidAgentInput as exc:
         for where, errors in exc.errors.items():

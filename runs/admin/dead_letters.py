@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from agentrunner.adminkit import choice_label
 from agentrunner.agents import InvalidAgentInput, UnknownAgentType
 from agentrunner.errors import ServiceError
+from agentrunner.logging import current_request_id
 from agentrunner.ratelimit import refusal_message, run_start_acquire
 from runs import selectors, services
 from runs.admin.display import run_link, run_links
@@ -84,7 +85,7 @@ def _retry_one(model_admin, request, run: Run) -> Run | None:
         model_admin.message_user(request, f"Run {short} was not retried: {refusal_message(decision)}", messages.ERROR)
         return None
     try:
-        decision = services.run_retry(run_id=run.pk, decided_by=request.user)
+        decision = services.run_retry(run_id=run.pk, decided_by=request.user, request_id=current_request_id())
     except UnknownAgentType:
         reason = f"the agent {run.agent_type!r} is no longer installed"
     except InvalidAgentInput as exc:

@@ -32,6 +32,7 @@ from agentrunner.adminkit import (
 )
 from agentrunner.agents import InvalidAgentInput, UnknownAgentType
 from agentrunner.errors import ServiceError
+from agentrunner.logging import current_request_id
 from agentrunner.models import Role
 from agentrunner.ratelimit import refusal_message, run_start_acquire
 from runs import selectors, services
@@ -534,7 +535,7 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
             self.message_user(request, f"Run {short} was not re-run: {refusal_message(decision)}", messages.ERROR)
             return None
         try:
-            new_run = services.run_rerun(run=run, created_by=request.user)
+            new_run = services.run_rerun(run=run, created_by=request.user, request_id=current_request_id())
         except AgentBusy as exc:
             self.message_user(request, f"Run {short} was not re-run: {exc}", messages.ERROR)
         except UnknownAgentType:

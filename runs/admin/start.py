@@ -21,6 +21,7 @@ from agentrunner.adminkit import JSONObjectFormField, teams_where
 from agentrunner.agents import InvalidAgentInput, all_agents
 from agentrunner.agents.builtin.document_extractor import input_from_upload
 from agentrunner.errors import ServiceError
+from agentrunner.logging import current_request_id
 from agentrunner.models import Role, Team
 from agentrunner.ratelimit import refusal_message, run_start_acquire
 from runs import services
@@ -115,6 +116,7 @@ def run_start_view(model_admin: ModelAdmin, request):
                     user_id=form.cleaned_data["user_id"],
                     created_by=request.user,
                     team=form.chosen_team(),
+                    request_id=current_request_id(),
                 )
             except InvalidAgentInput as exc:
                 for path, errors in exc.errors.items():

@@ -428,7 +428,9 @@ class RunRetryApi(APIView):
         tags=["runs"],
     )
     def post(self, request, run_id):
-        decision = services.run_retry(run_id=run_get(request, run_id).pk, decided_by=request.user)
+        decision = services.run_retry(
+            run_id=run_get(request, run_id).pk, decided_by=request.user, request_id=current_request_id()
+        )
         carrier = decision.new_run if decision.new_run_id else decision.run
         carrier.refresh_from_db()
         return Response(RunOutputSerializer(carrier).data, status=status.HTTP_202_ACCEPTED)

@@ -5,12 +5,14 @@ import json
 import pytest
 import structlog
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from runs import engine, services
-from runs.models import Run, Step, StepStatus
+from runs.models import Run, RunStatus, Step, StepStatus
 from tests.conftest import wait_for
 from tests.flows.factories import chain, flow
+from tests.runs.factories import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -119,3 +121,44 @@ def test_a_real_workers_json_lines_carry_the_api_requests_id(clusters, api, sett
     assert names.count("agent_start") == 2 and "agent_error" in names and "step_retry_scheduled" in names
     assert "agent_complete" in names
     assert {line["run_id"] for line in mine if "run_id" in line} == {run_id}
+
+
+# --- starts from the admin, and retries -----------------------------------------------------------------
+
+
+def admin_started(admin_client, caplog, post) -> Run:
+    """Run `post` (one admin request that starts a run) and return the run it started."""
+    before = set(Run.objects.values_list("pk", flat=True))
+    caplog.set_level("INFO")
+    response = post()
+    assert response.status_code == 302, response.content
+    (run,) = Run.objects.exclude(pk__in=before)
+    assert run.request_id and run.request_id == request_id_of_last_request(caplog)
+    return run
+
+
+def test_admin_starts_store_their_requests_id(admin_client, caplog):
+    version = flow().current_version
+    start = reverse("admin:runs_run_start")
+    admin_started(admin_client, caplog, lambda: admin_client.post(start, {"agent_type": "pass", "input": "{}"}))
+    caplog.clear()
+    run_now = reverse("admin:flows_flow_run", args=[version.flow.pk])
+    admin_started(admin_client, caplog, lambda: admin_client.post(run_now, {"input": "{}"}))
+    caplog.clear()
+    old = make_run(RunStatus.FAILED, agent_type="pass", input={})
+    for action in ("rerun_runs", "retry_failed_runs"):  # a re-run, and a retry from the failed-run queue
+        caplog.clear()
+        data = {"action": action, "_selected_action": [old.pk]}
+        admin_started(
+            admin_client, caplog, lambda data=data: admin_client.post(reverse("admin:runs_run_changelist"), data)
+        )
+        Run.objects.exclude(pk=old.pk).delete()
+
+
+def test_an_api_retry_stores_its_requests_id(api, caplog):
+    failed = make_run(RunStatus.FAILED, agent_type="pass", input={})
+    caplog.set_level("INFO")
+    response = api.post(f"/api/v1/runs/{failed.pk}/retry")
+    assert response.status_code == 202, response.content
+    new = Run.objects.get(rerun_of=failed)
+    assert new.request_id and new.request_id == request_id_of_last_request(caplog)
