@@ -19,14 +19,18 @@ stays on, as in production):
     GET  /api/v1/runs?limit=50          (a page of completed runs, with its count)
     POST /api/v1/runs  {"agent_type": "pass", "input": {"x": 1}}   (measured last: the runs just queue)
 
-1. gunicorn: two servers, each started from the repository with its gunicorn.conf.py (gthread,
+1. gunicorn: three servers, each started from the repository with its gunicorn.conf.py (gthread,
    WEB_CONCURRENCY=2 workers x WEB_THREADS=8 threads, preloaded) and the image's `--access-logfile -`,
    on a free 127.0.0.1 port, output to a log file:
    - project: agentrunner.wsgi, production settings: DEBUG=0, a SECRET_KEY, ALLOWED_HOSTS=127.0.0.1,
      LOG_LEVEL=INFO and LOG_FORMAT=json (django-structlog writes two lines per request), ORM broker,
      database cache;
    - bare: bench/bare_wsgi.py, one Django view (no middleware): `SELECT 1`, a small JsonResponse, the
-     same database settings (CONN_MAX_AGE, CONN_HEALTH_CHECKS).
+     same database settings (CONN_MAX_AGE, CONN_HEALTH_CHECKS);
+   - floor: bench/floor_wsgi.py, the project's stack (settings, middleware, DRF defaults) with endpoints that
+     do next to nothing: the bare view's work behind our middleware; an empty DRF view with token
+     authentication; the same resolving the acting team. Measured against bare like the four requests
+     (no target): what the stack alone costs, below which no endpoint of it can go.
    A load generator in this process (asyncio, one keep-alive HTTP/1.1 connection per client, closed
    loop) sends each request from --clients clients for --duration s per server: --rounds rounds per
    server, project and bare alternating (ABAB), each after --warmup s that are not counted. The bare
@@ -94,6 +98,10 @@ REQUESTS = [
     ("detail", "GET /api/v1/runs/{id}", "GET", "/api/v1/runs/{run_id}", 0.5),
     ("list", "GET /api/v1/runs?limit=50", "GET", "/api/v1/runs?limit=50", 0.3),
     ("create", "POST /api/v1/runs", "POST", "/api/v1/runs", 0.25),
+    # Served by bench/floor_wsgi.py (the project's stack, endpoints that do next to nothing): no target.
+    ("floor-middleware", "floor: bare view's work, our middleware", "GET", "/floor/middleware", None),
+    ("floor-token", "floor: empty DRF view, token auth", "GET", "/floor/token", None),
+    ("floor-team", "floor: ... and acting team", "GET", "/floor/team", None),
 ]
 
 
@@ -575,6 +583,8 @@ def profile_requests(data: dict, n: int, log_file) -> dict[str, Profile]:
     )  # longest first: site-packages lies inside the venv, the stdlib elsewhere
     results: dict[str, Profile] = {}
     for key, _label, method, path, body, _target in requests_for(data):
+        if key.startswith("floor"):
+            continue  # served by bench/floor_wsgi.py only
         prof = Profile(n=n)
         for _ in range(PROFILE_WARMUP):
             one(environ_for(method, path, body))
@@ -764,8 +774,9 @@ def print_http_report(results: dict, data: dict, args) -> None:
             continue
         p, b = pooled(results[key]["project"]), pooled(results[key]["bare"])
         r = p["per_s"] / b["per_s"] if b["per_s"] else float("nan")
-        met = "n/a" if r != r else ("yes" if r >= target else "NO")
-        rows.append((label, fmt(p["per_s"], 0), fmt(b["per_s"], 0), f"{r:.2f}x", f">= {target}x", met))
+        met = "-" if target is None else "n/a" if r != r else ("yes" if r >= target else "NO")
+        wanted = "-" if target is None else f">= {target}x"
+        rows.append((label, fmt(p["per_s"], 0), fmt(b["per_s"], 0), f"{r:.2f}x", wanted, met))
         for side, f in (("project", p), ("bare", b)):
             statuses = " ".join(f"{s}:{n}" for s, n in sorted(f["statuses"].items()))
             errors = " ".join(f"{e}:{n}" for e, n in sorted(f["errors"].items())) or "-"
@@ -971,7 +982,7 @@ def main() -> int:
             import psycopg
 
             write_cluster_heartbeat()  # again: /health re-sets django-q2's list of clusters with a 300 s expiry
-            step("starting gunicorn: project and bare")
+            step("starting gunicorn: project, bare and floor")
             project = Server(
                 "project",
                 "agentrunner.wsgi:application",
@@ -988,16 +999,26 @@ def main() -> int:
                 "apibench-bare",
             )
             servers.append(bare)
+            floor = Server(
+                "floor",
+                "bench.floor_wsgi:application",
+                production_environment(server, "apibench-floor", args.log_level),
+                log_dir,
+                "apibench-floor",
+            )
+            servers.append(floor)
             project.wait_ready()
             bare.wait_ready()
+            floor.wait_ready()
             with psycopg.connect(**server, dbname=BENCH_DB, autocommit=True) as pg:
                 for key, label, method, path, body, _target in requests_for(data):
                     payload = http_request(method, path, data["token"], body)
                     http[key] = {"project": [], "bare": []}
                     step(f"{label}: {args.rounds} rounds per server, project and bare alternating")
+                    ours = floor if key.startswith("floor") else project  # a floor's figures go in "project"
                     for _ in range(args.rounds):
-                        for side in (project, bare):  # ABAB
-                            http[key][side.label].append(
+                        for side in (ours, bare):  # ABAB
+                            http[key]["bare" if side is bare else "project"].append(
                                 measure(side, payload, args.clients, args.warmup, args.duration / args.rounds, pg)
                             )
     except Exception as exc:  # report what was measured; clean up below
