@@ -9,6 +9,7 @@ from datetime import UTC, timedelta
 import django_filters
 from django import forms
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, pagination, permissions, serializers, status
@@ -25,13 +26,43 @@ from agentrunner.validators import validate_storable_json
 
 
 class SafeJSONParser(JSONParser):
-    """JSON where nesting too deep for Python's decoder is a 400 like any other parse error, not a 500."""
+    """JSON where nesting too deep for Python's decoder is a 400 like any other parse error, not a 500; and where
+    text the database cannot store (a NUL character, a lone surrogate) is a 400 naming the field, whatever the field.
+
+    The second check covers every field at once, stored or only looked up (a slug, an idempotency key): PostgreSQL
+    refuses such text in any statement, so without it each field would need its own guard, and one without would
+    answer 500 (so did a digest's `flow` and a flow run's `idempotency_key`).
+    """
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            return super().parse(stream, media_type, parser_context)
+            data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - the document is nested too deeply.") from None
+        refuse_unstorable_text(data)
+        return data
+
+
+def refuse_unstorable_text(data) -> None:
+    """A 400 if `data`, a parsed JSON body, holds text the database cannot store: by top-level field, naming where."""
+    if not isinstance(data, dict):
+        data = {"non_field_errors": data}
+    errors: dict[str, list[str]] = {}
+    for field, value in data.items():
+        try:
+            validate_storable_json({field: value})  # where: "the value at name", "the key 'x' at input.a"
+        except DjangoValidationError as exc:
+            errors[field if _storable(field) else "non_field_errors"] = exc.messages
+    if errors:
+        raise exceptions.ValidationError(errors)
+
+
+def _storable(text: str) -> bool:
+    try:
+        validate_storable_json(text)
+    except DjangoValidationError:
+        return False
+    return True
 
 
 class StorableJSONField(serializers.JSONField):

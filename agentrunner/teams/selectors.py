@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from agentrunner.teams.exceptions import NoTeam, TeamNotFound, TeamRequired, Use
 
 # The request header that names the team a request acts in (its slug).
 TEAM_HEADER = "X-Team"
+_SLUG = re.compile(rf"[-a-zA-Z0-9_]{{1,{Team._meta.get_field('slug').max_length}}}")
 
 
 def role_at_least(role: str | None, needed: str) -> bool:
@@ -38,6 +40,8 @@ def team_acting(*, user, slug: str | None) -> Acting:
     does not leak. A superuser may act in any team; without a header, in their only team, else the default team.
     """
     if slug:
+        if not _SLUG.fullmatch(slug):  # nothing to look up (and text such as NUL that PostgreSQL refuses outright)
+            raise TeamNotFound(f"No team {slug!r}.")
         if user.is_superuser:
             team = Team.objects.filter(slug=slug).first()
             if team is None:

@@ -107,6 +107,63 @@ def test_unstorable_text_in_stored_json__400_naming_the_field_and_nothing_stored
     assert stored_state() == before
 
 
+# Fields that are only looked up or compared, never stored as JSON: such text reached PostgreSQL, which refused the
+# statement (a 500), or was quoted in the error message, whose rendering then failed (a 500 too).
+LOOKED_UP = {
+    "digest-flow": ("POST", "/api/v1/digests", {"name": "d", "recipients": ["a@example.com"], "flow": "BAD"}, "flow"),
+    "digest-period": (
+        "POST",
+        "/api/v1/digests",
+        {"name": "d", "recipients": ["a@example.com"], "period": "BAD"},
+        "period",
+    ),  # fmt: skip
+    "flow-run-idempotency-key": (
+        "POST",
+        "/api/v1/flows/demo/runs",
+        {"input": {}, "idempotency_key": "BAD"},
+        "idempotency_key",
+    ),  # fmt: skip
+    "run-agent-type": ("POST", "/api/v1/runs", {"agent_type": "BAD"}, "agent_type"),
+    "schedule-timezone": ("POST", "/api/v1/schedules", {"name": "s", "agent": "pass", "timezone": "BAD"}, "timezone"),
+    "a-key": ("POST", "/api/v1/runs", {"agent_type": "pass", "BAD": 1}, "non_field_errors"),
+    "the-whole-body": ("POST", "/api/v1/runs", "BAD", "non_field_errors"),
+}
+
+
+def with_text(body, text):
+    if body == "BAD":
+        return text
+    return {(k.replace("BAD", text)): (v.replace("BAD", text) if v == "BAD" else v) for k, v in body.items()}
+
+
+@pytest.mark.parametrize("text", UNSTORABLE)
+@pytest.mark.parametrize("endpoint", LOOKED_UP)
+def test_unstorable_text_in_any_field__400_naming_the_field_not_500(staff_api, endpoint, text):
+    flow_create(slug="demo", name="Demo", definition=one_task({}))
+    method, path, body, field = LOOKED_UP[endpoint]
+    bad, what = UNSTORABLE[text]
+    before = stored_state()
+
+    raw = json.dumps(with_text(body, bad))
+    response = staff_api.generic(method, path, raw, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid"
+    assert what in response.json()["errors"][field][0]
+    assert stored_state() == before
+
+
+@pytest.mark.parametrize(
+    "team", ["a\x00b", "x" * 3000, "../default", "default team"], ids=["nul", "long", "path", "space"]
+)
+def test_a_team_header_that_is_no_slug__is_the_404_of_a_team_that_does_not_exist(api, team):
+    response = api.get("/api/v1/runs", HTTP_X_TEAM=team)
+
+    assert response.status_code == 404, response.content
+    assert response.json()["code"] == "not_found"
+    assert api.get("/api/v1/runs", HTTP_X_TEAM="no-such-team").json()["code"] == "not_found"
+
+
 # --- paging -------------------------------------------------------------------------------------------------
 
 BEYOND_BIGINT = 2**63  # one more than PostgreSQL's bigint and SQLite's integer hold
