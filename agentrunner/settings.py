@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "agentrunner.metrics.MetricsMiddleware",  # first: counts and times every answer, static files and redirects too
     "django.middleware.security.SecurityMiddleware",
+    "agentrunner.middleware.RefuseNulInUrlMiddleware",  # a NUL in the URL: a 400 before any lookup can fail on it
     # Serves admin and API-docs assets under gunicorn, no web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

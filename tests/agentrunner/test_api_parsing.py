@@ -240,3 +240,30 @@ def test_every_paginated_list_caps_its_page_size():
     assert paginated, "no paginated view found: the walk of the URLconf is broken"
     for view in paginated:
         assert issubclass(view.pagination_class, LimitOffsetPagination), f"{view.__name__} pages its own way"
+
+
+# --- a NUL in the URL ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/runs/run/?status=%00",  # an admin list's filter: was a 500
+        "/admin/schedules/schedulefire/?status=a%00b",
+        "/admin/django_q/success/%00/change/",  # an object id (django-q2's text keys): was a 500
+    ],
+)
+def test_a_nul_in_the_url__is_a_400_before_any_lookup(admin_client, url):
+    admin_client.raise_request_exception = False
+
+    response = admin_client.get(url)
+
+    assert response.status_code == 400
+    assert "NUL" in response.content.decode()
+
+
+def test_a_nul_in_an_api_url__is_a_400_in_the_apis_shape(api):
+    response = api.get("/api/v1/runs?status=%00")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_request" and "NUL" in response.json()["detail"]
