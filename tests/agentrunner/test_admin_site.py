@@ -13,6 +13,7 @@ from django.utils.html import strip_tags
 
 from agentrunner.models import Role
 from agentrunner.teams.services import team_default
+from runs.models import RunStatus
 from tests.conftest import join
 from tests.runs.factories import make_run
 
@@ -90,7 +91,7 @@ def breadcrumbs(client, url) -> str:
 
 
 def test_breadcrumbs__name_the_section_the_index_shows_and_never_repeat_the_model(admin_client):
-    team, run = team_default(), make_run()
+    team, run = team_default(), make_run(RunStatus.COMPLETED)
     assert breadcrumbs(admin_client, reverse("admin:agentrunner_team_change", args=[team.pk])) == (
         f"Home › Teams › {team}"  # the index lists teams under Teams, not under their app's name (LLM)
     )
@@ -99,5 +100,6 @@ def test_breadcrumbs__name_the_section_the_index_shows_and_never_repeat_the_mode
     )
     assert breadcrumbs(admin_client, reverse("admin:runs_run_changelist")) == "Home › Runs"  # not Runs › Runs
     assert breadcrumbs(admin_client, reverse("admin:runs_run_change", args=[run.pk])).startswith("Home › Runs › ")
+    assert breadcrumbs(admin_client, reverse("admin:runs_run_delete", args=[run.pk])) == f"Home › Runs › {run} › Delete"
     assert breadcrumbs(admin_client, reverse("admin:runs_agentpolicy_changelist")) == "Home › Runs › Agent types"
     assert breadcrumbs(admin_client, reverse("admin:agentrunner_llmcall_changelist")) == "Home › LLM › LLM calls"
