@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadDateError, croniter
 
+from agentrunner.validators import INT32_MAX
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -51,6 +53,8 @@ class Timing:
             raise TimingError("Give either a cron expression or an interval.")
         if interval_seconds is not None and interval_seconds < 1:
             raise TimingError("The interval must be at least 1 second.")
+        if interval_seconds is not None and interval_seconds > INT32_MAX:  # what the column holds (~68 years)
+            raise TimingError(f"The interval must be at most {INT32_MAX} seconds.")
         self.cron = cron_check(cron) if cron else ""
         self.interval = timedelta(seconds=interval_seconds) if interval_seconds else None
         self.tz = zone(tz)

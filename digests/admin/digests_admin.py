@@ -376,7 +376,10 @@ class DigestAdmin(ServiceSaveMixin, TeamScopedAdmin, admin.ModelAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             context["can_send"] = self.has_change_permission(request, obj)
-            context["send_confirm"] = send_confirm_text(obj)
+            # A POST renders the page only when its form was refused, and `obj` then holds the refused values (a
+            # time zone that does not exist...): the button sends what is saved, so ask about that.
+            saved = (self.model.objects.filter(pk=obj.pk).first() if request.method == "POST" else None) or obj
+            context["send_confirm"] = send_confirm_text(saved)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def preview_view(self, request, object_id):

@@ -166,6 +166,19 @@ def test_changing_a_digest_goes_through_the_service(admin_client):
     assert digest.q_schedule_id is None and not QSchedule.objects.exists()  # paused: digest_sync removed it
 
 
+def test_a_refused_change_shows_its_errors_and_the_send_question_about_what_is_saved(admin_client):
+    digest = make_digest()
+
+    # The page's "Send now" question read the refused time zone from the form: a 500.
+    response = admin_client.post(change_url(digest), form_data(timezone="Mars/Olympus"))
+
+    assert response.status_code == 200
+    assert "timezone" in response.context["adminform"].form.errors
+    assert "Mars" not in response.context["send_confirm"]
+    digest.refresh_from_db()
+    assert digest.timezone == "Europe/Paris"
+
+
 def test_a_name_taken_meanwhile_is_a_message_not_an_error(admin_client, monkeypatch):
     digest = make_digest()
 

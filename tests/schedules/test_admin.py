@@ -190,6 +190,8 @@ def test_add_a_flow_schedule_with_an_interval(admin_client):
         ({"input": "{oops"}, "input", "not valid JSON"),
         ({"agent_type": ""}, "flow", "Give either a flow or an agent"),
         ({"timezone": "Mars/Olympus"}, "timezone", "Select a valid choice"),
+        # Beyond what timedelta holds: was a 500 (OverflowError) before the form's own bound was checked.
+        ({"kind": "interval", "cron": "", "interval_seconds": "99999999999999999999"}, "interval_seconds", "at most"),
     ],
 )
 def test_add__problems_are_form_errors_and_nothing_is_saved(admin_client, fields, field, message):
