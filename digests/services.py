@@ -75,6 +75,8 @@ def digest_timing(subscription: DigestSubscription) -> Timing | None:
     at = subscription.send_at
     if isinstance(at, str):
         at = datetime.strptime(at, "%H:%M").time()
+    if at is None and subscription.period in (DigestPeriod.DAILY, DigestPeriod.WEEKLY):
+        raise TimingError("Give the time of day to send the digest at.")
     cron = {
         DigestPeriod.HOURLY: "0 * * * *",
         DigestPeriod.DAILY: f"{at.minute} {at.hour} * * *",

@@ -179,6 +179,17 @@ def test_a_refused_change_shows_its_errors_and_the_send_question_about_what_is_s
     assert digest.timezone == "Europe/Paris"
 
 
+def test_a_daily_digest_without_a_time_is_a_form_error(admin_client):
+    digest = make_digest()
+
+    # An unknown period kept the saved one (daily), which then had no time to send at: a 500.
+    response = admin_client.post(change_url(digest), form_data(send_at="", period="nonsense"))
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "period" in errors and "time of day" in " ".join(errors["send_at"]), errors
+
+
 def test_a_name_taken_meanwhile_is_a_message_not_an_error(admin_client, monkeypatch):
     digest = make_digest()
 
