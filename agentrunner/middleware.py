@@ -4,6 +4,7 @@ from django.http import HttpResponseBadRequest, JsonResponse
 
 from agentrunner.api import error_body
 
+COMPACT = {"separators": (",", ":")}  # as DRF writes the API's other answers
 NUL_DETAIL = "The URL holds a NUL character (%00): no path or parameter of this service can contain one."
 
 
@@ -21,6 +22,6 @@ class RefuseNulInUrlMiddleware:
     def __call__(self, request):
         if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
             if request.path.startswith("/api/"):
-                return JsonResponse(error_body(NUL_DETAIL, "bad_request"), status=400)
+                return JsonResponse(error_body(NUL_DETAIL, "bad_request"), status=400, json_dumps_params=COMPACT)
             return HttpResponseBadRequest(NUL_DETAIL, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
