@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench cluster-demo install install-dev clean
+.PHONY: run test fuzz lint bench cluster-demo install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,13 @@ run: install .env
 ## processes (marker `cluster`: they mostly wait on them), 2 at a time, by themselves (a module that shares one
 ## server, like the browser tests, stays on one worker: xdist_group + loadgroup).
 test: install-dev lint
-	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not cluster"
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not cluster and not fuzz"
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m cluster
+
+## fuzz: junk at every API operation, admin page and admin form; no answer may be a 5xx (tests/test_fuzz.py,
+## a few minutes; FUZZ_SEED=N for other junk)
+fuzz: install-dev
+	$(BIN)/python -m pytest -n 2 -m fuzz tests/test_fuzz.py
 
 lint: install-dev
 	$(BIN)/ruff check .
