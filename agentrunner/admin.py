@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
 
+from agentrunner import accounts_admin  # noqa: F401  (Django's user and group pages, one fix)
 from agentrunner.adminkit import ReadOnlyAdminMixin, TeamScopedAdmin, id_search
 from agentrunner.llm import breaker_reset
 from agentrunner.llm.budgets import month_bounds

@@ -103,3 +103,16 @@ def test_breadcrumbs__name_the_section_the_index_shows_and_never_repeat_the_mode
     assert breadcrumbs(admin_client, reverse("admin:runs_run_delete", args=[run.pk])) == f"Home › Runs › {run} › Delete"
     assert breadcrumbs(admin_client, reverse("admin:runs_agentpolicy_changelist")) == "Home › Runs › Agent types"
     assert breadcrumbs(admin_client, reverse("admin:agentrunner_llmcall_changelist")) == "Home › LLM › LLM calls"
+
+
+@pytest.mark.parametrize("field,url", [("permissions", "admin:auth_group_add"), ("groups", "admin:auth_user_change")])
+def test_account_pages__an_id_beyond_64_bits_is_a_form_error_not_a_500(admin_client, admin_user, field, url):
+    args = [admin_user.pk] if url.endswith("change") else []
+    page = admin_client.get(reverse(url, args=args))
+    data = {k: v for k, v in page.context["adminform"].form.initial.items() if isinstance(v, str | int | bool)}
+    data |= {"name": "Reviewers", "username": admin_user.username, field: "99999999999999999999"}
+
+    response = admin_client.post(reverse(url, args=args), data)
+
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
