@@ -35,7 +35,7 @@ from agentrunner.netpolicy import Allowlist, DestinationNotAllowed, NetPolicy
 SECRET = "Bearer s3cret-token-1234"
 BIG_BODY_BYTES = 5000
 SMALL_LIMIT_BYTES = 1000
-SLOW_SECONDS = 1.0
+SLOW_SECONDS = 5.0  # far beyond the 0.2 s timeouts below: only a timed-out request ends in time
 WAIT_SECONDS = 0.5  # how long /wait takes to answer
 CONCURRENT_REQUESTS = 20
 OVERLAP_BOUND_SECONDS = 5.0  # far below CONCURRENT_REQUESTS * WAIT_SECONDS: only overlapping requests finish in time

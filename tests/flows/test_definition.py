@@ -935,6 +935,6 @@ def test_validate_definition__too_large_to_check_cheaply_is_refused_at_once(extr
     definition = {"name": "big", "start_task": "a", "tasks": [{"name": "a", "agent": "pass"}], **extra}
     started = time.monotonic()
     problems = validate_definition(definition)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2
     assert [(p.path, p.severity) for p in problems] == [(path, "error")]
     assert message in problems[0].message
