@@ -5,9 +5,10 @@ Two kinds of series, each correct with any number of gunicorn workers and `qclus
 - **From the database, at scrape time** (`DatabaseCollector`): runs, steps, queues, LLM calls, breakers,
   budgets and live workers are read with a few aggregate queries when Prometheus scrapes. The database is
   the record every process writes, so any web process answers for all of them, and a worker that dies
-  loses nothing. Counters (`*_total`) count rows: they only grow while rows are kept (deleting old runs or
-  LLM calls reads as a counter reset). Duration histograms cover only what started in the last
-  METRICS_WINDOW_SECONDS (bounded cost): they are windowed, so read them as they stand
+  loses nothing. Counters (`*_total`) count rows, and never go down: runs deleted by retention are counted
+  from `runs.DeletedRuns` (written with the delete), LLM calls are never deleted with their runs (the cost
+  record). Deleting rows by hand still reads as a counter reset. Duration histograms cover only what started
+  in the last METRICS_WINDOW_SECONDS (bounded cost): they are windowed, so read them as they stand
   (`histogram_quantile(0.95, sum by (le) (agent_run_duration_seconds_bucket))`), not through `rate()`.
 - **HTTP, per request** (`MetricsMiddleware`): counted in the process that served the request. Under
   gunicorn, prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by gunicorn.conf.py) keeps
@@ -99,7 +100,7 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], row: dict, boun
     family.add_metric(labels, buckets, sum_value=seconds(row["total"]))
 
 
-def _run_agent(row: dict) -> str:
+def run_agent_label(row: dict) -> str:
     """A run's `agent` label: its agent type, or `flow:<slug>` for a flow run (`flow:inline` from /flow/execute)."""
     if row["agent_type"]:
         return row["agent_type"]
@@ -143,11 +144,20 @@ class DatabaseCollector:
         )
         counts: dict[tuple[str, str], int] = {}
         for row in finished.values("agent_type", "flow_version__flow__slug", "status").annotate(n=Count("pk")):
-            key = (_run_agent(row), row["status"])
+            key = (run_agent_label(row), row["status"])
             counts[key] = counts.get(key, 0) + row["n"]
+        deleted = CounterMetricFamily(
+            "agent_runs_deleted", "Finished runs deleted by retention (RUN_RETENTION_DAYS), counted in agent_runs."
+        )
+        deleted_sum = 0
+        for agent, status, n in apps.get_model("runs", "DeletedRuns").objects.values_list("agent", "status", "count"):
+            counts[(agent, status)] = counts.get((agent, status), 0) + n
+            deleted_sum += n
+        deleted.add_metric([], deleted_sum)
         for key, n in sorted(counts.items()):
             total.add_metric(list(key), n)
         yield total
+        yield deleted
 
         durations = HistogramMetricFamily(
             "agent_run_duration_seconds",
@@ -161,7 +171,7 @@ class DatabaseCollector:
             .annotate(**_bucket_counts("span", RUN_BUCKETS_SECONDS, lambda b: timedelta(seconds=b)))
         )
         # Two rows may share labels (a flow slug used by two teams): added up first.
-        for key, row in sorted(_added_up(rows, lambda r: (_run_agent(r), r["status"])).items()):
+        for key, row in sorted(_added_up(rows, lambda r: (run_agent_label(r), r["status"])).items()):
             _histogram(durations, list(key), row, RUN_BUCKETS_SECONDS, _as_seconds)
         yield durations
 

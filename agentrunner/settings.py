@@ -318,6 +318,15 @@ ASYNC_DRAIN_SECONDS = env_number("ASYNC_DRAIN_SECONDS", 20.0)
 WORKER_STOP_SECONDS = env_number("WORKER_STOP_SECONDS", ASYNC_DRAIN_SECONDS + 10)
 # The one-statement PostgreSQL variants of claim and finish (runs/engine/fastpath.py); off = ORM only.
 ENGINE_FASTPATH = env_bool("ENGINE_FASTPATH", True)
+# Finished runs created and finished more than this many days ago are deleted, with their steps, attempts
+# and decisions (runs/retention.py); their LLM calls stay (the cost record). 0 keeps every run.
+RUN_RETENTION_DAYS = env_number("RUN_RETENTION_DAYS", 0, int)
+RUN_RETENTION_MIN_DAYS = 8  # a weekly digest reads the runs of its last 7 days
+if RUN_RETENTION_DAYS != 0 and not RUN_RETENTION_MIN_DAYS <= RUN_RETENTION_DAYS <= 36500:
+    raise ImproperlyConfigured(
+        f"RUN_RETENTION_DAYS must be 0 (keep every run) or from {RUN_RETENTION_MIN_DAYS} "
+        "(a weekly digest reads the runs of its last 7 days) to 36500."
+    )
 # Most steps (`max_steps`) an inline flow (POST /api/v1/flow/execute) may ask for when its user is a viewer or
 # runner of the acting team; editors, admins and superusers keep the format's 10,000 (the name predates teams:
 # "staff" meant those who define flows). Read by flows.services.max_steps_allowed.

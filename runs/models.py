@@ -420,3 +420,22 @@ class RunDecision(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} run {self.run_id}"
+
+
+class DeletedRuns(models.Model):
+    """How many finished runs retention deleted, by their metrics labels: `agent_runs_total` keeps counting them.
+
+    Written in the transaction that deletes the runs (runs.retention), so the counter never goes down.
+    """
+
+    agent = models.CharField(max_length=200, help_text="The agent type, or flow:<slug> for a flow run.")
+    status = models.CharField(max_length=20, choices=RunStatus.choices)
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "deleted runs"
+        verbose_name_plural = "deleted runs"
+        constraints = [models.UniqueConstraint(fields=["agent", "status"], name="deleted_runs_agent_status_unique")]
+
+    def __str__(self):
+        return f"{self.count} {self.agent} {self.status}"

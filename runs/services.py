@@ -210,20 +210,28 @@ def run_cancel(*, run_id: uuid.UUID) -> Run:
 
 
 def run_rerun(*, run: Run, created_by=None, request_id: str = "") -> Run:
-    """Start a new run with the same agent (or flow version) and input; `request_id` is the request's that asks."""
-    common = {
-        "request_id": request_id,
-        "input": run.input,
-        "user_id": run.user_id,
-        "created_by": created_by,
-        "rerun_of": run,
-        "token_budget": run.token_budget,
-        "team": run.team,
-    }
-    if run.flow_version_id:
-        new_run, _ = flow_run_create(version=run.flow_version, **common)
-    else:
-        new_run, _ = run_create(agent_type=run.agent_type, **common)
+    """Start a new run with the same agent (or flow version) and input; `request_id` is the request's that asks.
+
+    Raise RunNotFound if the run is gone (retention deleted it), or what starting a run raises.
+    """
+    with transaction.atomic():
+        # The source run's row is held until the new run (rerun_of) is written: retention skips a held run, and
+        # one it deleted first is RunNotFound here rather than a broken reference at commit.
+        if not Run.objects.select_for_update(no_key=True).filter(pk=run.pk).exists():
+            raise RunNotFound()
+        common = {
+            "request_id": request_id,
+            "input": run.input,
+            "user_id": run.user_id,
+            "created_by": created_by,
+            "rerun_of": run,
+            "token_budget": run.token_budget,
+            "team": run.team,
+        }
+        if run.flow_version_id:
+            new_run, _ = flow_run_create(version=run.flow_version, **common)
+        else:
+            new_run, _ = run_create(agent_type=run.agent_type, **common)
     return new_run
 
 

@@ -41,3 +41,13 @@ def sync_agent_types(sender, app_config=None, using="default", **kwargs):
 
     if AgentPolicy._meta.db_table in connections[using].introspection.table_names():  # not after `migrate runs zero`
         agent_policies_sync()
+
+
+def _connect_retention():
+    from runs.engine import tick_work
+    from runs.retention import retention_tick
+
+    tick_work.connect(retention_tick, dispatch_uid="runs.retention")
+
+
+_connect_retention()

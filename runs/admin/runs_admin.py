@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
@@ -604,7 +605,11 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
         return run_live_view(self, request, object_id)
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
+        extra_context = {
+            **(extra_context or {}),
+            "can_operate": self.has_operate_permission(request),
+            "retention_days": settings.RUN_RETENTION_DAYS,
+        }
         return super().changelist_view(request, extra_context)
 
     def _button_run(self, request, object_id) -> Run | HttpResponseNotAllowed:

@@ -114,3 +114,10 @@ def test_home_page__links_to_the_admin_the_api_docs_and_health(client):
     page = response.content.decode()
     for href in ('href="/admin/"', 'href="/api/docs/"', 'href="/api/redoc/"', 'href="/api/v1/health"'):
         assert href in page
+
+
+@pytest.mark.parametrize("days", ["3", "-1", "36501"])
+def test_run_retention_below_a_weekly_digest_or_negative_stops_start_up(days):
+    result = run_manage("check", DEBUG="1", RUN_RETENTION_DAYS=days)
+    assert result.returncode != 0
+    assert "RUN_RETENTION_DAYS must be 0 (keep every run) or from 8" in result.stderr

@@ -1,0 +1,101 @@
+"""Retention: finished runs older than RUN_RETENTION_DAYS are deleted, a batch at a time.
+
+- **What goes:** a run that has finished (RUN_FINISHED) and was both created and finished before the cutoff
+  (a flow run resumed last week stays for its new finish), with its steps, attempts, slots and retry/dismiss
+  decisions. What points at it from elsewhere stays, its reference emptied: LLM calls (the cost record and the
+  monthly budgets), schedule fires, digest deliveries, re-runs and retries.
+- **Where:** a batch in the elected engine tick (`retention_tick`) now and then, and at once again while
+  batches come back full; `manage.py purge_runs` for a backlog or a one-off clean-up.
+- **Counted:** each batch adds its runs to `DeletedRuns` in the delete's transaction, so Prometheus'
+  `agent_runs_total` never goes down.
+- **Races:** a batch locks its runs' step rows, then the runs (the engine's order), with SKIP LOCKED: a run
+  that a retry, resume, re-run or late message holds is left for a later batch, and the purge never waits
+  for anyone; a run deleted first is RunNotFound to them (run_rerun holds its source run's row for that).
+  On SQLite every transaction is IMMEDIATE: one writer at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F
+
+from agentrunner.metrics import run_agent_label
+from runs.models import RUN_FINISHED, DeletedRuns, Run, Step
+
+log = structlog.get_logger("agentrunner.retention")
+
+BATCH = 200  # runs per transaction: their steps and attempts go with them
+CHECK_EVERY_SECONDS = 60.0  # between two looks for old runs in one process, unless the last batch was full
+
+
+def retention_cutoff(*, now: datetime, days: int) -> datetime:
+    """Runs created and finished before this moment are old enough to delete."""
+    return now - timedelta(days=days)
+
+
+def runs_to_purge(*, before: datetime):
+    """Finished runs created and finished before `before`, oldest first (read through the created_at index)."""
+    return Run.objects.filter(created_at__lt=before, finished_at__lt=before, status__in=RUN_FINISHED).order_by(
+        "created_at"
+    )
+
+
+def runs_purge(*, before: datetime, batch: int = BATCH) -> int:
+    """Delete up to `batch` of the oldest runs that `runs_to_purge` names, and count them; return how many went."""
+    with transaction.atomic():
+        candidates = list(runs_to_purge(before=before).values_list("pk", flat=True)[:batch])
+        if not candidates:
+            return 0
+        # Lock order as in the engine and the services (a run's step rows, then the run), and never a wait: a
+        # run with a step or its own row held elsewhere (a retry, a resume, a re-run, a late message) is left
+        # for a later batch.
+        steps = Step.objects.filter(run_id__in=candidates)
+        locked = set(steps.select_for_update(skip_locked=True).values_list("pk", flat=True))
+        busy = {run_id for pk, run_id in steps.values_list("pk", "run_id") if pk not in locked}
+        doomed = list(
+            runs_to_purge(before=before)
+            .filter(pk__in=[pk for pk in candidates if pk not in busy])
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        if not doomed:
+            return 0
+        labels = (
+            Run.objects.filter(pk__in=doomed)
+            .order_by()
+            .values("agent_type", "flow_version__flow__slug", "status")
+            .annotate(n=Count("pk"))
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for row in labels:
+            key = (run_agent_label(row), row["status"])
+            counts[key] = counts.get(key, 0) + row["n"]
+        DeletedRuns.objects.bulk_create(
+            [DeletedRuns(agent=agent, status=status) for agent, status in counts], ignore_conflicts=True
+        )
+        for (agent, status), n in counts.items():
+            DeletedRuns.objects.filter(agent=agent, status=status).update(count=F("count") + n)
+        _, by_model = Run.objects.filter(pk__in=doomed).delete()
+    deleted = by_model.get(Run._meta.label, 0)
+    log.info("runs_purged", runs=deleted, steps=by_model.get("runs.Step", 0), before=before.isoformat())
+    return deleted
+
+
+_next_check = 0.0  # time.monotonic() of this process's next look for old runs
+
+
+def retention_tick(sender, now, **kwargs):
+    """`tick_work` receiver: one batch now and then while RUN_RETENTION_DAYS is set."""
+    global _next_check
+    days = settings.RUN_RETENTION_DAYS
+    if not days or time.monotonic() < _next_check:
+        return None
+    deleted = runs_purge(before=retention_cutoff(now=now, days=days), batch=BATCH)
+    # A full batch means there are more: the next tick goes on with them.
+    _next_check = 0.0 if deleted >= BATCH else time.monotonic() + CHECK_EVERY_SECONDS
+    return {"runs_purged": deleted} if deleted else None

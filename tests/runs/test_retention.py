@@ -1,0 +1,357 @@
+"""Retention: old finished runs go with their steps, attempts and decisions; what points at them stays."""
+
+import threading
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, connections
+from django.urls import reverse
+from django.utils import timezone
+
+from agentrunner.models import LLMCall, LLMOutcome
+from runs import engine, retention, services
+from runs.exceptions import RunNotFound
+from runs.models import DeletedRuns, Run, RunDecision, RunStatus, Step, StepAttempt
+from schedules.models import FireStatus, ScheduleFire
+from tests.agentrunner.test_metrics import scrape, value
+from tests.conftest import wait_for
+from tests.runs.factories import make_run
+from tests.runs.test_dead_letters_races import postgres_only, someone_waits_for_a_lock
+from tests.schedules.factories import schedule
+
+pytestmark = pytest.mark.django_db
+
+DAYS = 30
+
+
+def aged(run: Run, *, created_days: float, finished_days: float | None = None) -> Run:
+    """Move `run` into the past: created `created_days` ago, finished `finished_days` ago (default: the same)."""
+    now = timezone.now()
+    fields = {"created_at": now - timedelta(days=created_days)}
+    if run.finished_at is not None:
+        fields["finished_at"] = now - timedelta(days=created_days if finished_days is None else finished_days)
+    Run.objects.filter(pk=run.pk).update(**fields)
+    run.refresh_from_db()
+    return run
+
+
+def old_run(status=RunStatus.COMPLETED, *, days=DAYS + 10, **fields) -> Run:
+    return aged(make_run(status, **fields), created_days=days)
+
+
+def cutoff():
+    return retention.retention_cutoff(now=timezone.now(), days=DAYS)
+
+
+def exists(run: Run) -> bool:
+    return Run.objects.filter(pk=run.pk).exists()
+
+
+@pytest.fixture(autouse=True)
+def fresh_check(monkeypatch):
+    monkeypatch.setattr(retention, "_next_check", 0.0)
+
+
+def test_purge__old_finished_runs_go_with_steps_attempts_and_decisions_the_rest_stays():
+    completed, failed = old_run(), old_run(RunStatus.FAILED, agent_type="pass", error_code="boom")
+    services.run_dismiss(run_id=failed.pk, reason="seen")
+    recent = make_run(RunStatus.COMPLETED)
+    running_for_long = old_run(RunStatus.RUNNING)  # not finished: never deleted, however old
+    resumed_lately = aged(make_run(RunStatus.FAILED), created_days=DAYS + 10, finished_days=1)
+    gone_steps = list(Step.objects.filter(run__in=[completed, failed]).values_list("pk", flat=True))
+
+    assert retention.runs_purge(before=cutoff()) == 2
+
+    assert not exists(completed) and not exists(failed)
+    assert all(exists(r) for r in (recent, running_for_long, resumed_lately))
+    assert not Step.objects.filter(pk__in=gone_steps).exists()
+    assert not StepAttempt.objects.filter(step_id__in=gone_steps).exists()
+    assert not RunDecision.objects.exists()
+    assert Step.objects.filter(run__in=[recent, running_for_long, resumed_lately]).count() == 3
+
+
+def test_purge__what_points_at_a_deleted_run_stays_with_an_empty_reference():
+    old = old_run()
+    step = old.steps.get()
+    call = LLMCall.objects.create(
+        request_id=uuid.uuid4(),
+        provider="openai",
+        model="gpt-test",
+        outcome=LLMOutcome.SUCCESS,
+        prompt_tokens=20,
+        completion_tokens=10,
+        total_tokens=30,
+        cost_usd=Decimal("0.5"),
+        run=old,
+        step=step,
+        team=old.team,
+    )
+    fire = ScheduleFire.objects.create(
+        schedule=schedule(), intended_at=old.created_at, status=FireStatus.STARTED, run=old
+    )
+    rerun = make_run(RunStatus.COMPLETED, rerun_of=old)
+
+    assert retention.runs_purge(before=cutoff()) == 1
+
+    call.refresh_from_db()
+    fire.refresh_from_db()
+    rerun.refresh_from_db()
+    assert (call.run_id, call.step_id, call.team_id, call.total_tokens) == (None, None, old.team_id, 30)
+    assert fire.run_id is None and fire.status == FireStatus.STARTED
+    assert rerun.rerun_of_id is None
+
+
+def test_purge__a_batch_at_a_time_oldest_first():
+    runs = [old_run(days=DAYS + 10 - i) for i in range(5)]  # runs[0] is the oldest
+
+    assert retention.runs_purge(before=cutoff(), batch=2) == 2
+    assert [exists(r) for r in runs] == [False, False, True, True, True]
+    assert retention.runs_purge(before=cutoff(), batch=2) == 2
+    assert retention.runs_purge(before=cutoff(), batch=2) == 1
+    assert retention.runs_purge(before=cutoff(), batch=2) == 0
+
+
+def test_purge__agent_runs_total_never_goes_down():
+    for status in (RunStatus.COMPLETED, RunStatus.COMPLETED, RunStatus.FAILED):
+        old_run(status, agent_type="pass")
+    make_run(RunStatus.COMPLETED, agent_type="pass")
+    before = scrape()
+
+    assert retention.runs_purge(before=cutoff()) == 3
+    old_run(RunStatus.COMPLETED, agent_type="pass")
+    assert retention.runs_purge(before=cutoff()) == 1  # the second batch adds to the same row
+
+    after = scrape()
+    assert value(before, "agent_runs_total", agent="pass", status="COMPLETED") == 3
+    assert value(after, "agent_runs_total", agent="pass", status="COMPLETED") == 4
+    assert value(after, "agent_runs_total", agent="pass", status="FAILED") == 1
+    assert value(before, "agent_runs_deleted_total") == 0
+    assert value(after, "agent_runs_deleted_total") == 4
+    assert dict(DeletedRuns.objects.values_list("status", "count")) == {"COMPLETED": 3, "FAILED": 1}
+
+
+def test_tick__purges_only_when_retention_is_set(settings):
+    old = old_run()
+
+    settings.RUN_RETENTION_DAYS = 0
+    assert "runs_purged" not in engine.engine_tick(worker_id="t", force=True)
+    assert exists(old)
+
+    settings.RUN_RETENTION_DAYS = DAYS
+    assert engine.engine_tick(worker_id="t", force=True)["runs_purged"] == 1
+    assert not exists(old)
+
+
+def test_tick__looks_again_at_once_after_a_full_batch_else_a_minute_later(settings, monkeypatch):
+    settings.RUN_RETENTION_DAYS = DAYS
+    monkeypatch.setattr(retention, "BATCH", 2)
+    for _ in range(3):
+        old_run()
+
+    assert engine.engine_tick(worker_id="t", force=True)["runs_purged"] == 2  # full: more may wait
+    assert engine.engine_tick(worker_id="t", force=True)["runs_purged"] == 1
+    old_run()
+    assert "runs_purged" not in engine.engine_tick(worker_id="t", force=True)  # checked a moment ago
+    assert Run.objects.count() == 1
+
+
+def test_a_late_message_for_a_deleted_runs_step_does_nothing():
+    old = old_run()
+    step_id = old.steps.get().pk
+    retention.runs_purge(before=cutoff())
+
+    engine.step_execute(step_id=step_id)  # a duplicate delivery, long after
+
+    assert not Run.objects.exists()
+
+
+def test_rerun_of_a_deleted_run_is_run_not_found():
+    old = old_run(agent_type="pass", input={"x": 1})
+    retention.runs_purge(before=cutoff())
+
+    with pytest.raises(RunNotFound):
+        services.run_rerun(run=old)
+    assert not Run.objects.exists()
+
+
+def test_admin_run_list__says_how_long_runs_are_kept(admin_client, settings):
+    settings.RUN_RETENTION_DAYS = 0
+    assert b"run-retention" not in admin_client.get(reverse("admin:runs_run_changelist")).content
+
+    settings.RUN_RETENTION_DAYS = 90
+    page = admin_client.get(reverse("admin:runs_run_changelist")).content.decode()
+    assert "Finished runs are kept for 90 days, then deleted with their steps and attempts." in " ".join(page.split())
+
+
+# --- manage.py purge_runs ------------------------------------------------------------------------
+
+
+def test_command__dry_run_counts_and_deletes_nothing(capsys):
+    runs = [old_run() for _ in range(3)]
+
+    call_command("purge_runs", "--days", str(DAYS), "--dry-run")
+
+    assert "3 runs finished before" in capsys.readouterr().out
+    assert all(exists(r) for r in runs)
+
+
+def test_command__deletes_every_batch(settings, capsys):
+    settings.RUN_RETENTION_DAYS = DAYS
+    for _ in range(5):
+        old_run()
+    kept = make_run(RunStatus.COMPLETED)
+
+    call_command("purge_runs", "--batch", "2")
+
+    assert "Deleted 5 runs finished before" in capsys.readouterr().out
+    assert list(Run.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+@pytest.mark.parametrize("args", [[], ["--days", "0"], ["--days", "5", "--batch", "0"], ["--days", "99999999"]])
+def test_command__refuses_what_it_cannot_do(settings, args):
+    settings.RUN_RETENTION_DAYS = 0
+    old = old_run()
+
+    with pytest.raises(CommandError):
+        call_command("purge_runs", *args)
+    assert exists(old)
+
+
+# --- races on two PostgreSQL connections -----------------------------------------------------------
+
+
+def hold(sql: str, params) -> tuple:
+    """A second connection that takes a row lock and keeps it until `release()`."""
+    other = connections.create_connection("default")
+    other.set_autocommit(False)
+    with other.cursor() as cursor:
+        cursor.execute(sql, params)
+
+    def release():
+        other.rollback()
+        other.close()
+
+    return other, release
+
+
+def in_thread(call) -> tuple[threading.Thread, list]:
+    """Start `call` on a thread (its own database connection); the list gets its result or its exception."""
+    outcome: list = []
+
+    def target():
+        try:
+            outcome.append(call())
+        except Exception as exc:  # noqa: BLE001 (the test reads it)
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 FROM runs_step WHERE run_id = %s FOR UPDATE",  # the engine, a cancel, a retry: steps first
+        "SELECT 1 FROM runs_run WHERE id = %s FOR NO KEY UPDATE",  # a re-run holding its source run
+    ],
+)
+def test_race__a_run_held_elsewhere_is_left_for_later_and_the_purge_does_not_wait(sql):
+    held, free = old_run(), old_run()
+    _, release = hold(sql, [held.pk])
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '5s'")  # a purge that waited would wait for this very test
+    try:
+        assert retention.runs_purge(before=cutoff()) == 1  # returns at once: SKIP LOCKED, no wait
+    finally:
+        release()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+    assert exists(held) and not exists(free)
+    assert retention.runs_purge(before=cutoff()) == 1
+    assert not exists(held)
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_race__a_rerun_during_the_purge_waits_for_it_then_is_run_not_found(monkeypatch):
+    old = old_run(agent_type="pass", input={"x": 1})
+    locked, go_on = threading.Event(), threading.Event()
+    real_label = retention.run_agent_label
+
+    def label_then_pause(row):
+        locked.set()  # the purge holds the run's and its steps' rows, the delete not yet done
+        assert go_on.wait(10), "the re-run never came"
+        return real_label(row)
+
+    monkeypatch.setattr(retention, "run_agent_label", label_then_pause)
+    purger, purged = in_thread(lambda: retention.runs_purge(before=cutoff()))
+    try:
+        assert locked.wait(10), "the purge never took its locks"
+        rerunner, rerun = in_thread(lambda: services.run_rerun(run=old))
+        wait_for(someone_waits_for_a_lock, timeout=10, message="the re-run waiting for the run's row")
+    finally:
+        go_on.set()
+        purger.join(15)
+    rerunner.join(15)
+
+    assert purged == [1]
+    assert [type(r) for r in rerun] == [RunNotFound]  # not a broken rerun_of at commit (an IntegrityError)
+    assert not Run.objects.exists()
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_race__a_rerun_that_holds_its_run_first_keeps_it_until_the_new_run_is_written(monkeypatch):
+    old = old_run(agent_type="pass", input={"x": 1})
+    locked, go_on = threading.Event(), threading.Event()
+    real_create = services.run_create
+
+    def create_after_a_pause(**kwargs):
+        locked.set()  # the re-run holds its source run's row
+        assert go_on.wait(10), "the purge never came"
+        return real_create(**kwargs)
+
+    monkeypatch.setattr(services, "run_create", create_after_a_pause)
+    rerunner, rerun = in_thread(lambda: services.run_rerun(run=old))
+    try:
+        assert locked.wait(10), "the re-run never took its lock"
+        assert retention.runs_purge(before=cutoff()) == 0  # skipped, not waited for
+    finally:
+        go_on.set()
+        rerunner.join(15)
+
+    (new_run,) = rerun
+    assert Run.objects.get(pk=new_run.pk).rerun_of_id == old.pk
+    assert retention.runs_purge(before=cutoff()) == 1  # next time round
+    assert Run.objects.get(pk=new_run.pk).rerun_of_id is None
+
+
+# --- real workers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+def test_cluster__the_workers_delete_old_runs_while_new_ones_complete(clusters):
+    old = [old_run(agent_type="pass", input={"x": i}) for i in range(450)]  # more than two batches
+    clusters(1, RUN_RETENTION_DAYS=DAYS)
+    new = [services.run_create(agent_type="pass", input={"x": i})[0] for i in range(5)]
+
+    wait_for(
+        lambda: not Run.objects.filter(pk__in=[r.pk for r in old]).exists(),
+        timeout=60,
+        message="the old runs deleted by the engine tick",
+    )
+    wait_for(
+        lambda: Run.objects.filter(pk__in=[r.pk for r in new], status=RunStatus.COMPLETED).count() == 5,
+        timeout=30,
+        message="the new runs completed",
+    )
+    assert DeletedRuns.objects.get(agent="pass", status=RunStatus.COMPLETED).count == 450
+    assert Run.objects.count() == 5
