@@ -156,7 +156,9 @@ class DigestDelivery(models.Model):
         "runs.Run",
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        # A per-run delivery goes with its run (retention, an admin's delete): emptied, it would read as a
+        # period's delivery (run IS NULL), which the next period's start is taken from.
+        on_delete=models.CASCADE,
         related_name="+",
         help_text="For a per-run digest: the scheduled run it reports.",
     )

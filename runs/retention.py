@@ -1,9 +1,9 @@
 """Retention: finished runs older than RUN_RETENTION_DAYS are deleted, a batch at a time.
 
 - **What goes:** a run that has finished (RUN_FINISHED) and was both created and finished before the cutoff
-  (a flow run resumed last week stays for its new finish), with its steps, attempts, slots and retry/dismiss
-  decisions. What points at it from elsewhere stays, its reference emptied: LLM calls (the cost record and the
-  monthly budgets), schedule fires, digest deliveries, re-runs and retries.
+  (a flow run resumed last week stays for its new finish), with its steps, attempts, slots, retry/dismiss
+  decisions and per-run digest deliveries. What else points at it stays, its reference emptied: LLM calls (the
+  cost record and the monthly budgets), schedule fires, re-runs and retries.
 - **Where:** a batch in the elected engine tick (`retention_tick`) now and then, and at once again while
   batches come back full; `manage.py purge_runs` for a backlog or a one-off clean-up.
 - **Counted:** each batch adds its runs to `DeletedRuns` in the delete's transaction, so Prometheus'

@@ -12,12 +12,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agentrunner.models import LLMCall, LLMOutcome
+from digests.models import DigestDelivery
 from runs import engine, retention, services
 from runs.exceptions import RunNotFound
 from runs.models import DeletedRuns, Run, RunDecision, RunStatus, Step, StepAttempt
-from schedules.models import FireStatus, ScheduleFire
+from schedules.models import ScheduleFire
 from tests.agentrunner.test_metrics import scrape, value
 from tests.conftest import wait_for
+from tests.digests.factories import digest
 from tests.runs.factories import make_run
 from tests.runs.test_dead_letters_races import postgres_only, someone_waits_for_a_lock
 from tests.schedules.factories import schedule
@@ -73,7 +75,7 @@ def test_purge__old_finished_runs_go_with_steps_attempts_and_decisions_the_rest_
     assert Step.objects.filter(run__in=[recent, running_for_long, resumed_lately]).count() == 3
 
 
-def test_purge__what_points_at_a_deleted_run_stays_with_an_empty_reference():
+def test_purge__what_points_at_a_deleted_run_stays_with_an_empty_reference_but_its_per_run_email():
     old = old_run()
     step = old.steps.get()
     call = LLMCall.objects.create(
@@ -89,10 +91,16 @@ def test_purge__what_points_at_a_deleted_run_stays_with_an_empty_reference():
         step=step,
         team=old.team,
     )
-    fire = ScheduleFire.objects.create(
-        schedule=schedule(), intended_at=old.created_at, status=FireStatus.STARTED, run=old
-    )
+    every_10_min = schedule()
+    fire = ScheduleFire.objects.create(schedule=every_10_min, intended_at=old.created_at, status="started", run=old)
     rerun = make_run(RunStatus.COMPLETED, rerun_of=old)
+    per_run = digest(schedule=every_10_min, period="after_run")
+    mailed, daily = (
+        DigestDelivery.objects.create(
+            subscription=per_run, period_key=key, period_start=old.finished_at, period_end=old.finished_at, run=run
+        )
+        for key, run in ((f"run:{old.pk}", old), ("2026-11-01T08:00:00+00:00", None))
+    )
 
     assert retention.runs_purge(before=cutoff()) == 1
 
@@ -100,8 +108,10 @@ def test_purge__what_points_at_a_deleted_run_stays_with_an_empty_reference():
     fire.refresh_from_db()
     rerun.refresh_from_db()
     assert (call.run_id, call.step_id, call.team_id, call.total_tokens) == (None, None, old.team_id, 30)
-    assert fire.run_id is None and fire.status == FireStatus.STARTED
+    assert fire.run_id is None and fire.status == "started"
     assert rerun.rerun_of_id is None
+    # A per-run email's delivery goes with its run: emptied, it would read as a period's (run IS NULL).
+    assert list(DigestDelivery.objects.values_list("pk", flat=True)) == [daily.pk]
 
 
 def test_purge__a_batch_at_a_time_oldest_first():
