@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from agentrunner.validators import validate_retention_days
+
 
 class Role(models.TextChoices):
     """What a member may do in a team; each role may do everything the roles before it may."""
@@ -56,6 +58,14 @@ class Team(models.Model):
         blank=True,
         help_text="Most LLM tokens the team's runs may use per calendar month (UTC), next to each member's own "
         "budget: the stricter applies. Empty = the default (TEAM_MONTHLY_TOKEN_BUDGET setting); 0 = unlimited.",
+    )
+    run_retention_days = models.PositiveIntegerField(
+        "keep finished runs (days)",
+        null=True,
+        blank=True,
+        validators=[validate_retention_days],
+        help_text="Finished runs older than this are deleted with their steps; what their LLM calls cost stays. "
+        "Empty = the default (RUN_RETENTION_DAYS setting); 0 = keep every run; otherwise at least 8.",
     )
     created_at = models.DateTimeField("created", default=timezone.now, editable=False)
 

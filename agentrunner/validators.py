@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 # PostgreSQL's `integer` (Django's PositiveIntegerField there): the most a stored count or limit may be.
 # SQLite would take more; refusing it on both keeps one behaviour.
 INT32_MAX = 2_147_483_647
+RETENTION_MAX_DAYS = 36500
 
 # PostgreSQL text and jsonb cannot hold U+0000, and UTF-8 cannot encode a surrogate code point (json.loads
 # joins a valid \ud83d\ude00 pair into one character, so any left is unpaired).
@@ -17,6 +18,20 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # In an email header CR and LF start a new header (Django refuses them at send time, too late); the other
 # C0 controls, DEL, the C1 controls (NEL among them) and the Unicode line separators are no better.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def validate_retention_days(value: int | None) -> None:
+    """A number of days to keep finished runs: 0 (keep every run), or enough for a weekly digest to read its runs."""
+    from django.conf import settings
+
+    if value is None or value == 0:
+        return
+    if not settings.RUN_RETENTION_MIN_DAYS <= value <= RETENTION_MAX_DAYS:
+        raise ValidationError(
+            f"Keep runs 0 days (every run) or from {settings.RUN_RETENTION_MIN_DAYS} "
+            f"(a weekly digest reads the runs of its last 7 days) to {RETENTION_MAX_DAYS}.",
+            code="retention_days",
+        )
 
 
 def _escaped(text: str) -> str:

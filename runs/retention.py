@@ -1,11 +1,12 @@
-"""Retention: finished runs older than RUN_RETENTION_DAYS are deleted, a batch at a time.
+"""Retention: finished runs older than their team's retention are deleted, a batch at a time.
 
+- **How long:** a team's `run_retention_days`, else RUN_RETENTION_DAYS; 0 keeps every run (the default).
 - **What goes:** a run that has finished (RUN_FINISHED) and was both created and finished before the cutoff
   (a flow run resumed last week stays for its new finish), with its steps, attempts, slots, retry/dismiss
   decisions and per-run digest deliveries. What else points at it stays, its reference emptied: LLM calls (the
   cost record and the monthly budgets), schedule fires, re-runs and retries.
-- **Where:** a batch in the elected engine tick (`retention_tick`) now and then, and at once again while
-  batches come back full; `manage.py purge_runs` for a backlog or a one-off clean-up.
+- **Where:** a batch in the elected engine tick (`retention_tick`) now and then, team after team, and at once
+  again while batches come back full; `manage.py purge_runs` for a backlog or a one-off clean-up.
 - **Counted:** each batch adds its runs to `DeletedRuns` in the delete's transaction, so Prometheus'
   `agent_runs_total` never goes down.
 - **Races:** a batch locks its runs' step rows, then the runs (the engine's order), with SKIP LOCKED: a run
@@ -25,6 +26,7 @@ from django.db import transaction
 from django.db.models import Count, F
 
 from agentrunner.metrics import run_agent_label
+from agentrunner.models import Team
 from runs.models import RUN_FINISHED, DeletedRuns, Run, Step
 
 log = structlog.get_logger("agentrunner.retention")
@@ -38,17 +40,30 @@ def retention_cutoff(*, now: datetime, days: int) -> datetime:
     return now - timedelta(days=days)
 
 
-def runs_to_purge(*, before: datetime):
-    """Finished runs created and finished before `before`, oldest first (read through the created_at index)."""
-    return Run.objects.filter(created_at__lt=before, finished_at__lt=before, status__in=RUN_FINISHED).order_by(
-        "created_at"
-    )
+def retention_plan(*, team_id: int | None = None) -> list[tuple[int, int]]:
+    """(team id, days to keep) of every team (or of `team_id`) whose old runs are deleted, in team order."""
+    default = settings.RUN_RETENTION_DAYS
+    teams = Team.objects.order_by("pk").values_list("pk", "run_retention_days")
+    if team_id is not None:
+        teams = teams.filter(pk=team_id)
+    elif not default:
+        teams = teams.filter(run_retention_days__gt=0)
+    plan = [(pk, default if own is None else own) for pk, own in teams]
+    return [(pk, days) for pk, days in plan if days]
 
 
-def runs_purge(*, before: datetime, batch: int = BATCH) -> int:
+def runs_to_purge(*, before: datetime, team_id: int | None = None):
+    """Finished runs created and finished before `before`, oldest first (through the team's or the created index)."""
+    runs = Run.objects.filter(created_at__lt=before, finished_at__lt=before, status__in=RUN_FINISHED)
+    if team_id is not None:
+        runs = runs.filter(team_id=team_id)
+    return runs.order_by("created_at")
+
+
+def runs_purge(*, before: datetime, team_id: int | None = None, batch: int = BATCH) -> int:
     """Delete up to `batch` of the oldest runs that `runs_to_purge` names, and count them; return how many went."""
     with transaction.atomic():
-        candidates = list(runs_to_purge(before=before).values_list("pk", flat=True)[:batch])
+        candidates = list(runs_to_purge(before=before, team_id=team_id).values_list("pk", flat=True)[:batch])
         if not candidates:
             return 0
         # Lock order as in the engine and the services (a run's step rows, then the run), and never a wait: a
@@ -58,7 +73,7 @@ def runs_purge(*, before: datetime, batch: int = BATCH) -> int:
         locked = set(steps.select_for_update(skip_locked=True).values_list("pk", flat=True))
         busy = {run_id for pk, run_id in steps.values_list("pk", "run_id") if pk not in locked}
         doomed = list(
-            runs_to_purge(before=before)
+            runs_to_purge(before=before, team_id=team_id)
             .filter(pk__in=[pk for pk in candidates if pk not in busy])
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)
@@ -82,7 +97,9 @@ def runs_purge(*, before: datetime, batch: int = BATCH) -> int:
             DeletedRuns.objects.filter(agent=agent, status=status).update(count=F("count") + n)
         _, by_model = Run.objects.filter(pk__in=doomed).delete()
     deleted = by_model.get(Run._meta.label, 0)
-    log.info("runs_purged", runs=deleted, steps=by_model.get("runs.Step", 0), before=before.isoformat())
+    log.info(
+        "runs_purged", runs=deleted, steps=by_model.get("runs.Step", 0), team_id=team_id, before=before.isoformat()
+    )
     return deleted
 
 
@@ -90,12 +107,16 @@ _next_check = 0.0  # time.monotonic() of this process's next look for old runs
 
 
 def retention_tick(sender, now, **kwargs):
-    """`tick_work` receiver: one batch now and then while RUN_RETENTION_DAYS is set."""
+    """`tick_work` receiver: now and then, one batch's worth of old runs, team after team."""
     global _next_check
-    days = settings.RUN_RETENTION_DAYS
-    if not days or time.monotonic() < _next_check:
+    if time.monotonic() < _next_check:
         return None
-    deleted = runs_purge(before=retention_cutoff(now=now, days=days), batch=BATCH)
-    # A full batch means there are more: the next tick goes on with them.
-    _next_check = 0.0 if deleted >= BATCH else time.monotonic() + CHECK_EVERY_SECONDS
+    room = BATCH
+    for team_id, days in retention_plan():
+        room -= runs_purge(before=retention_cutoff(now=now, days=days), team_id=team_id, batch=room)
+        if room <= 0:
+            break
+    # A full batch means there may be more: the next tick goes on with them.
+    _next_check = 0.0 if room <= 0 else time.monotonic() + CHECK_EVERY_SECONDS
+    deleted = BATCH - room
     return {"runs_purged": deleted} if deleted else None

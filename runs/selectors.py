@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import (
     CharField,
     Count,
@@ -23,7 +24,7 @@ from django.db.models.functions import Coalesce, Concat, Rank
 
 from agentrunner.agents import ConcurrencyPolicy, OnBusy, UnknownAgentType, all_agents
 from agentrunner.llm.selectors import llm_aggregates, llm_block
-from agentrunner.models import LLMCall
+from agentrunner.models import LLMCall, Team
 from flows.exceptions import FlowNotFound
 from flows.models import FlowVersion
 from runs.exceptions import RunNotFound
@@ -350,3 +351,12 @@ def flow_version_current(slug: str, *, team) -> FlowVersion:
     if version is None:
         raise FlowNotFound(f"No flow {slug!r}.")
     return version
+
+
+def retention_days_of(*, team_ids: list[int] | None) -> set[int]:
+    """The distinct days the teams `team_ids` (None: every team) keep finished runs for; 0 = forever."""
+    teams = Team.objects.order_by()
+    if team_ids is not None:
+        teams = teams.filter(pk__in=team_ids)
+    default = settings.RUN_RETENTION_DAYS
+    return {default if own is None else own for own in teams.values_list("run_retention_days", flat=True).distinct()}

@@ -9,6 +9,7 @@ API token accounts are listed, read-only: their tokens are never shown anywhere 
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db.models import Count, OuterRef, Q, Subquery
@@ -147,7 +148,7 @@ class TeamAdmin(admin.ModelAdmin):
     team_aware = True  # scopes by team itself: staff see their own teams (admin_site.superuser_only_unless_team_aware)
     form = TeamForm
     inlines = [MembershipInline]
-    list_display = ["name", "slug", "members", "your_role", "run_limits", "llm_limits"]
+    list_display = ["name", "slug", "members", "your_role", "run_limits", "llm_limits", "keeps_runs"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     empty_value_display = EMPTY
@@ -227,6 +228,13 @@ class TeamAdmin(admin.ModelAdmin):
             _limit(obj.llm_requests_per_minute),
             _limit(obj.monthly_token_limit),
         )
+
+    @admin.display(description="keeps finished runs")
+    def keeps_runs(self, obj: Team):
+        own = obj.run_retention_days
+        days = settings.RUN_RETENTION_DAYS if own is None else own
+        kept = "forever" if days == 0 else f"{days:,} days"
+        return kept if own is not None else f"{kept} (default)"
 
     def get_list_display(self, request):
         columns = list(super().get_list_display(request))

@@ -20,7 +20,7 @@ from agentrunner.api import (
 )
 from agentrunner.models import Membership, Role, Team
 from agentrunner.teams import selectors, services
-from agentrunner.validators import INT32_MAX
+from agentrunner.validators import INT32_MAX, RETENTION_MAX_DAYS, validate_retention_days
 
 BIGINT_MAX = 2**63 - 1
 # Longest token name: its account's username is "<name>@<team slug>" (slugs up to 100, usernames up to 150).
@@ -79,9 +79,14 @@ BAD_PAGE = error_response(
 # --- teams ------------------------------------------------------------------------------------------------------
 
 
-def limit_field(*, maximum: int = INT32_MAX, help_text: str) -> serializers.IntegerField:
+def limit_field(*, maximum: int = INT32_MAX, help_text: str, validators=()) -> serializers.IntegerField:
     return serializers.IntegerField(
-        min_value=0, max_value=maximum, allow_null=True, required=False, help_text=f"{help_text} Null: the default."
+        min_value=0,
+        max_value=maximum,
+        allow_null=True,
+        required=False,
+        validators=list(validators),
+        help_text=f"{help_text} Null: the default.",
     )
 
 
@@ -93,6 +98,12 @@ def limit_fields() -> dict[str, serializers.IntegerField]:
         "llm_requests_per_minute": limit_field(help_text="LLM requests the team's runs may send in any 60 s."),
         "monthly_token_limit": limit_field(
             maximum=BIGINT_MAX, help_text="LLM tokens the team's runs may use per calendar month (UTC)."
+        ),
+        "run_retention_days": limit_field(
+            maximum=RETENTION_MAX_DAYS,
+            help_text="Days finished runs are kept, then deleted with their steps (their LLM costs stay); "
+            "0 = keep every run, otherwise at least 8.",
+            validators=[validate_retention_days],
         ),
     }
 
@@ -114,6 +125,7 @@ class EffectiveLimitsSerializer(serializers.Serializer):
     run_starts_per_user_per_minute = serializers.IntegerField()
     llm_requests_per_minute = serializers.IntegerField()
     monthly_token_limit = serializers.IntegerField()
+    run_retention_days = serializers.IntegerField()
 
     class Meta:
         ref_name = "TeamEffectiveLimits"
@@ -139,6 +151,7 @@ class TeamDetailSerializer(serializers.ModelSerializer):
             "run_starts_per_user_per_minute",
             "llm_requests_per_minute",
             "monthly_token_limit",
+            "run_retention_days",
             "effective_limits",
         ]
         read_only_fields = fields
@@ -189,11 +202,13 @@ TEAM_DETAIL_EXAMPLE = {
     "run_starts_per_user_per_minute": 10,
     "llm_requests_per_minute": None,
     "monthly_token_limit": 5000000,
+    "run_retention_days": 90,
     "effective_limits": {
         "run_starts_per_minute": 100,
         "run_starts_per_user_per_minute": 10,
         "llm_requests_per_minute": 0,
         "monthly_token_limit": 5000000,
+        "run_retention_days": 90,
     },
 }
 

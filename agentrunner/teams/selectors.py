@@ -102,6 +102,7 @@ LIMIT_DEFAULTS = {
     "run_starts_per_user_per_minute": "RUN_STARTS_PER_USER_PER_MINUTE",
     "llm_requests_per_minute": "LLM_REQUESTS_PER_TEAM_PER_MINUTE",
     "monthly_token_limit": "TEAM_MONTHLY_TOKEN_BUDGET",
+    "run_retention_days": "RUN_RETENTION_DAYS",
 }
 
 

@@ -23,6 +23,7 @@ TEAM_FIELDS = (
     "run_starts_per_user_per_minute",
     "llm_requests_per_minute",
     "monthly_token_limit",
+    "run_retention_days",
 )
 
 

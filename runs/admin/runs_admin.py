@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
@@ -605,10 +604,12 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
         return run_live_view(self, request, object_id)
 
     def changelist_view(self, request, extra_context=None):
+        kept = selectors.retention_days_of(team_ids=team_ids_for(request))
         extra_context = {
             **(extra_context or {}),
             "can_operate": self.has_operate_permission(request),
-            "retention_days": settings.RUN_RETENTION_DAYS,
+            "retention_days": next(iter(kept)) if len(kept) == 1 else None,
+            "retention_varies": len(kept) > 1,
         }
         return super().changelist_view(request, extra_context)
 

@@ -240,8 +240,14 @@ def test_superuser__creates_a_team_with_limits_and_its_slug_then_stays(admin_cli
         "slug": "claims-ops",
         "run_starts_per_minute": "50",
         "monthly_token_limit": "1000000",
+        "run_retention_days": "7",
     }
 
+    refused = admin_client.post(ADD, data)
+    assert refused.status_code == 200
+    (message,) = refused.context["adminform"].form.errors["run_retention_days"]
+    assert "from 8 (a weekly digest reads the runs of its last 7 days)" in message
+    data["run_retention_days"] = "90"
     response = admin_client.post(ADD, data)
 
     assert response.status_code == 302, errors_of(response)
@@ -251,6 +257,7 @@ def test_superuser__creates_a_team_with_limits_and_its_slug_then_stays(admin_cli
         1_000_000,
         None,
     )
+    assert team.run_retention_days == 90
     assert roles(team) == {admin_user.username: Role.ADMIN}
 
     change = members_form(team, [(m, m.role, False) for m in rows_of(team)])

@@ -170,6 +170,7 @@ def test_team_detail__a_member_sees_its_limits_and_the_effective_values(acme_vie
     settings.RUN_STARTS_PER_USER_PER_MINUTE = 20
     settings.LLM_REQUESTS_PER_TEAM_PER_MINUTE = 0
     settings.TEAM_MONTHLY_TOKEN_BUDGET = 50
+    settings.RUN_RETENTION_DAYS = 90
     acme.run_starts_per_user_per_minute = 5
     acme.llm_requests_per_minute = 0
     acme.save()
@@ -182,6 +183,7 @@ def test_team_detail__a_member_sees_its_limits_and_the_effective_values(acme_vie
         "run_starts_per_user_per_minute": 5,
         "llm_requests_per_minute": 0,
         "monthly_token_limit": 50,
+        "run_retention_days": 90,
     }
 
 
@@ -229,6 +231,8 @@ def test_team_update__team_admin_is_403_and_changes_nothing(acme_admin, acme):
         {"llm_requests_per_minute": "many"},
         {"run_starts_per_user_per_minute": 2**31},
         {"monthly_token_limit": 2**63},
+        {"run_retention_days": 7},  # a weekly digest would miss runs
+        {"run_retention_days": 36501},
         {"run_starts_per_minute": 1.5},
         {"name": ""},
         {"name": "Globex"},  # taken
@@ -237,6 +241,15 @@ def test_team_update__team_admin_is_403_and_changes_nothing(acme_admin, acme):
 def test_team_update__bad_values_are_400(superuser, acme, globex, payload):
     data = body(client_for(superuser).patch("/api/v1/teams/acme", payload, format="json"), 400)
     assert set(data["errors"]) == set(payload)
+
+
+@pytest.mark.parametrize(("days", "effective"), [(0, 0), (8, 8), (400, 400), (None, 30)])
+def test_team_update__run_retention_days_keep_every_run_or_at_least_8(superuser, acme, settings, days, effective):
+    settings.RUN_RETENTION_DAYS = 30
+    data = body(client_for(superuser).patch("/api/v1/teams/acme", {"run_retention_days": days}, format="json"), 200)
+    assert (data["run_retention_days"], data["effective_limits"]["run_retention_days"]) == (days, effective)
+    acme.refresh_from_db()
+    assert acme.run_retention_days == days
 
 
 def test_team_update__a_big_monthly_limit_fits(superuser, acme):

@@ -11,7 +11,7 @@ from django.db import connection, connections
 from django.urls import reverse
 from django.utils import timezone
 
-from agentrunner.models import LLMCall, LLMOutcome
+from agentrunner.models import LLMCall, LLMOutcome, Team
 from digests.models import DigestDelivery
 from runs import engine, retention, services
 from runs.exceptions import RunNotFound
@@ -143,7 +143,7 @@ def test_purge__agent_runs_total_never_goes_down():
     assert dict(DeletedRuns.objects.values_list("status", "count")) == {"COMPLETED": 3, "FAILED": 1}
 
 
-def test_tick__purges_only_when_retention_is_set(settings):
+def test_tick__purges_only_when_retention_is_set(settings, monkeypatch):
     old = old_run()
 
     settings.RUN_RETENTION_DAYS = 0
@@ -151,18 +151,37 @@ def test_tick__purges_only_when_retention_is_set(settings):
     assert exists(old)
 
     settings.RUN_RETENTION_DAYS = DAYS
+    monkeypatch.setattr(retention, "_next_check", 0.0)  # a minute later
     assert engine.engine_tick(worker_id="t", force=True)["runs_purged"] == 1
     assert not exists(old)
+
+
+def team(*, run_retention_days, slug=None):
+    slug = slug or {10: "short", None: "forever", 0: "keeps-all"}[run_retention_days]
+    return Team.objects.create(name=slug.title(), slug=slug, run_retention_days=run_retention_days)
+
+
+def test_purge__each_team_keeps_runs_as_long_as_it_says_else_the_default(settings):
+    settings.RUN_RETENTION_DAYS = DAYS
+    teams = {"short": team(run_retention_days=10), "default": None, "keeps-all": team(run_retention_days=0)}
+    runs = {(slug, age): old_run(days=age, team=t) for slug, t in teams.items() for age in (20, DAYS + 10)}
+
+    engine.engine_tick(worker_id="t", force=True)
+
+    assert {key for key, run in runs.items() if exists(run)} == {
+        ("default", 20),
+        ("keeps-all", 20),
+        ("keeps-all", DAYS + 10),
+    }
 
 
 def test_tick__looks_again_at_once_after_a_full_batch_else_a_minute_later(settings, monkeypatch):
     settings.RUN_RETENTION_DAYS = DAYS
     monkeypatch.setattr(retention, "BATCH", 2)
-    for _ in range(3):
-        old_run()
+    old_run(), old_run(), old_run(team=team(run_retention_days=10))
 
     assert engine.engine_tick(worker_id="t", force=True)["runs_purged"] == 2  # full: more may wait
-    assert engine.engine_tick(worker_id="t", force=True)["runs_purged"] == 1
+    assert engine.engine_tick(worker_id="t", force=True)["runs_purged"] == 1  # the next team's
     old_run()
     assert "runs_purged" not in engine.engine_tick(worker_id="t", force=True)  # checked a moment ago
     assert Run.objects.count() == 1
@@ -188,12 +207,18 @@ def test_rerun_of_a_deleted_run_is_run_not_found():
 
 
 def test_admin_run_list__says_how_long_runs_are_kept(admin_client, settings):
+    def note() -> str:
+        page = admin_client.get(reverse("admin:runs_run_changelist")).content.decode()
+        return " ".join(page.split())
+
     settings.RUN_RETENTION_DAYS = 0
-    assert b"run-retention" not in admin_client.get(reverse("admin:runs_run_changelist")).content
+    assert "run-retention" not in note()
 
     settings.RUN_RETENTION_DAYS = 90
-    page = admin_client.get(reverse("admin:runs_run_changelist")).content.decode()
-    assert "Finished runs are kept for 90 days, then deleted with their steps and attempts." in " ".join(page.split())
+    assert "Finished runs are kept for 90 days, then deleted with their steps and attempts." in note()
+
+    team(run_retention_days=10)  # a superuser sees every team's runs
+    assert "Finished runs are kept as long as their team says (see Teams), then deleted" in note()
 
 
 # --- manage.py purge_runs ------------------------------------------------------------------------
@@ -204,7 +229,8 @@ def test_command__dry_run_counts_and_deletes_nothing(capsys):
 
     call_command("purge_runs", "--days", str(DAYS), "--dry-run")
 
-    assert "3 runs finished before" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"default: 3 runs finished before {cutoff():%Y-%m-%d}" in out and "Would delete 3 runs." in out
     assert all(exists(r) for r in runs)
 
 
@@ -216,11 +242,37 @@ def test_command__deletes_every_batch(settings, capsys):
 
     call_command("purge_runs", "--batch", "2")
 
-    assert "Deleted 5 runs finished before" in capsys.readouterr().out
+    assert "Deleted 5 runs." in capsys.readouterr().out
     assert list(Run.objects.values_list("pk", flat=True)) == [kept.pk]
 
 
-@pytest.mark.parametrize("args", [[], ["--days", "0"], ["--days", "5", "--batch", "0"], ["--days", "99999999"]])
+def test_command__without_retention_anywhere_says_so_and_deletes_nothing(settings, capsys):
+    settings.RUN_RETENTION_DAYS = 0
+    old = old_run()
+
+    call_command("purge_runs")
+
+    assert "Nothing to delete: every team keeps its runs" in capsys.readouterr().out
+    assert exists(old)
+
+
+def test_command__each_team_as_it_keeps_runs_or_one_team_with_days(settings, capsys):
+    settings.RUN_RETENTION_DAYS = 0
+    short, forever = team(run_retention_days=10), team(run_retention_days=None)
+    runs = {t.slug: old_run(days=20, team=t) for t in (short, forever)}
+
+    call_command("purge_runs")
+    assert not exists(runs["short"]) and exists(runs["forever"])
+
+    call_command("purge_runs", "--team", "forever", "--days", "15")
+    assert not exists(runs["forever"])
+    assert "forever: 1 runs finished before" in capsys.readouterr().out.splitlines()[-2]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--days", "0"], ["--days", "5", "--batch", "0"], ["--days", "99999999"], ["--team", "nope", "--days", "9"]],
+)
 def test_command__refuses_what_it_cannot_do(settings, args):
     settings.RUN_RETENTION_DAYS = 0
     old = old_run()
