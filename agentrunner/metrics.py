@@ -231,17 +231,23 @@ class DatabaseCollector:
             "llm_tokens", "LLM tokens used, by provider and kind.", labels=["provider", "kind"]
         )
         cost = CounterMetricFamily("llm_cost_usd", "LLM cost in USD (LLM_PRICES), by provider.", labels=["provider"])
-        by_provider: dict[str, list] = {}
-        rows = calls.values("provider", "model", "outcome").annotate(
-            n=Count("pk"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), usd=Sum("cost_usd")
+        live = calls.values_list("provider", "model", "outcome").annotate(
+            Count("pk"), Sum("prompt_tokens"), Sum("completion_tokens"), Sum("cost_usd")
         )
-        for row in sorted(rows, key=lambda r: (r["provider"], r["model"], r["outcome"])):
-            provider = row["provider"] or "gateway"
-            requests.add_metric([provider, row["model"], row["outcome"]], row["n"])
+        deleted = apps.get_model("agentrunner", "DeletedLLMCalls").objects.values_list(  # counted on (retention)
+            "provider", "model", "outcome", "count", "prompt_tokens", "completion_tokens", "cost_usd"
+        )
+        counts: dict[tuple[str, str, str], int] = {}
+        by_provider: dict[str, list] = {}
+        for provider, model, outcome, n, prompt, completion, usd in [*live, *deleted]:
+            provider = provider or "gateway"
+            counts[(provider, model, outcome)] = counts.get((provider, model, outcome), 0) + n
             sums = by_provider.setdefault(provider, [0, 0, 0.0])
-            sums[0] += row["prompt"] or 0
-            sums[1] += row["completion"] or 0
-            sums[2] += float(row["usd"] or 0)
+            sums[0] += prompt or 0
+            sums[1] += completion or 0
+            sums[2] += float(usd or 0)
+        for labels, n in sorted(counts.items()):
+            requests.add_metric(list(labels), n)
         for provider, (prompt, completion, usd) in by_provider.items():
             tokens.add_metric([provider, "prompt"], prompt)
             tokens.add_metric([provider, "completion"], completion)

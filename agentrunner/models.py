@@ -192,6 +192,8 @@ class LLMCall(models.Model):
             models.Index(fields=["run", "step"], name="llmcall_run_step"),
             # The admin's list, newest first.
             models.Index(fields=["-created_at"], name="llmcall_created_desc"),
+            # Retention (agentrunner.llm.retention): the oldest calls whose run is gone, or that had none.
+            models.Index(fields=["created_at"], condition=Q(run__isnull=True), name="llmcall_runless_created"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -324,3 +326,28 @@ class RateLimitKey(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class DeletedLLMCalls(models.Model):
+    """What the LLM calls retention deleted added up, by metrics labels: the llm_* counters keep counting them.
+
+    Written in the transaction that deletes the calls (agentrunner.llm.retention), so no counter goes down.
+    """
+
+    provider = models.CharField(max_length=20, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    outcome = models.CharField(max_length=20, choices=LLMOutcome.choices)
+    count = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+
+    class Meta:
+        verbose_name = "deleted LLM calls"
+        verbose_name_plural = "deleted LLM calls"
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "model", "outcome"], name="deleted_llm_calls_labels_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.count} {self.provider or 'gateway'} {self.model} {self.outcome}"

@@ -327,6 +327,15 @@ if RUN_RETENTION_DAYS != 0 and not RUN_RETENTION_MIN_DAYS <= RUN_RETENTION_DAYS 
         f"RUN_RETENTION_DAYS must be 0 (keep every run) or from {RUN_RETENTION_MIN_DAYS} "
         "(a weekly digest reads the runs of its last 7 days) to 36500."
     )
+# LLM calls (the cost record) older than this many days are deleted once their run is gone (retention or an
+# admin's delete) or if they had none; a kept run keeps its calls. 0 keeps every call.
+LLM_CALL_RETENTION_DAYS = env_number("LLM_CALL_RETENTION_DAYS", 0, int)
+LLM_CALL_RETENTION_MIN_DAYS = 32  # the monthly budgets count this calendar month's calls
+if LLM_CALL_RETENTION_DAYS != 0 and not LLM_CALL_RETENTION_MIN_DAYS <= LLM_CALL_RETENTION_DAYS <= 36500:
+    raise ImproperlyConfigured(
+        f"LLM_CALL_RETENTION_DAYS must be 0 (keep every call) or from {LLM_CALL_RETENTION_MIN_DAYS} "
+        "(the monthly budgets count this calendar month's calls) to 36500."
+    )
 # Most steps (`max_steps`) an inline flow (POST /api/v1/flow/execute) may ask for when its user is a viewer or
 # runner of the acting team; editors, admins and superusers keep the format's 10,000 (the name predates teams:
 # "staff" meant those who define flows). Read by flows.services.max_steps_allowed.

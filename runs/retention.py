@@ -6,7 +6,8 @@
   decisions and per-run digest deliveries. What else points at it stays, its reference emptied: LLM calls (the
   cost record and the monthly budgets), schedule fires, re-runs and retries.
 - **Where:** a batch in the elected engine tick (`retention_tick`) now and then, team after team, and at once
-  again while batches come back full; `manage.py purge_runs` for a backlog or a one-off clean-up.
+  again while batches come back full; `manage.py purge_runs` for a backlog or a one-off clean-up. The same
+  tick deletes old LLM calls whose run is gone (LLM_CALL_RETENTION_DAYS, agentrunner.llm.retention).
 - **Counted:** each batch adds its runs to `DeletedRuns` in the delete's transaction, so Prometheus'
   `agent_runs_total` never goes down.
 - **Races:** a batch locks its runs' step rows, then the runs (the engine's order), with SKIP LOCKED: a run
@@ -25,6 +26,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F
 
+from agentrunner.llm import retention as llm_retention
+from agentrunner.llm.retention import llm_calls_purge
 from agentrunner.metrics import run_agent_label
 from agentrunner.models import Team
 from runs.models import RUN_FINISHED, DeletedRuns, Run, Step
@@ -107,7 +110,7 @@ _next_check = 0.0  # time.monotonic() of this process's next look for old runs
 
 
 def retention_tick(sender, now, **kwargs):
-    """`tick_work` receiver: now and then, one batch's worth of old runs, team after team."""
+    """`tick_work` receiver: now and then, one batch's worth of old runs, team after team, and of old LLM calls."""
     global _next_check
     if time.monotonic() < _next_check:
         return None
@@ -116,7 +119,11 @@ def retention_tick(sender, now, **kwargs):
         room -= runs_purge(before=retention_cutoff(now=now, days=days), team_id=team_id, batch=room)
         if room <= 0:
             break
+    calls = 0
+    if days := settings.LLM_CALL_RETENTION_DAYS:
+        calls = llm_calls_purge(before=retention_cutoff(now=now, days=days), batch=llm_retention.BATCH)
     # A full batch means there may be more: the next tick goes on with them.
-    _next_check = 0.0 if room <= 0 else time.monotonic() + CHECK_EVERY_SECONDS
-    deleted = BATCH - room
-    return {"runs_purged": deleted} if deleted else None
+    full = room <= 0 or calls >= llm_retention.BATCH
+    _next_check = 0.0 if full else time.monotonic() + CHECK_EVERY_SECONDS
+    done = {"runs_purged": BATCH - room, "llm_calls_purged": calls}
+    return {k: v for k, v in done.items() if v} or None

@@ -121,3 +121,9 @@ def test_run_retention_below_a_weekly_digest_or_negative_stops_start_up(days):
     result = run_manage("check", DEBUG="1", RUN_RETENTION_DAYS=days)
     assert result.returncode != 0
     assert "RUN_RETENTION_DAYS must be 0 (keep every run) or from 8" in result.stderr
+
+
+def test_llm_call_retention_shorter_than_a_budget_month_stops_start_up():
+    result = run_manage("check", DEBUG="1", LLM_CALL_RETENTION_DAYS="31")
+    assert result.returncode != 0
+    assert "LLM_CALL_RETENTION_DAYS must be 0 (keep every call) or from 32" in result.stderr

@@ -1,9 +1,7 @@
 """Retention: old finished runs go with their steps, attempts and decisions; what points at them stays."""
 
 import threading
-import uuid
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -11,13 +9,14 @@ from django.db import connection, connections
 from django.urls import reverse
 from django.utils import timezone
 
+from agentrunner.llm.retention import llm_calls_purge
 from agentrunner.models import LLMCall, LLMOutcome, Team
 from digests.models import DigestDelivery
 from runs import engine, retention, services
 from runs.exceptions import RunNotFound
 from runs.models import DeletedRuns, Run, RunDecision, RunStatus, Step, StepAttempt
 from schedules.models import ScheduleFire
-from tests.agentrunner.test_metrics import scrape, value
+from tests.agentrunner.test_metrics import llm_call, scrape, value
 from tests.conftest import wait_for
 from tests.digests.factories import digest
 from tests.runs.factories import make_run
@@ -42,6 +41,14 @@ def aged(run: Run, *, created_days: float, finished_days: float | None = None) -
 
 def old_run(status=RunStatus.COMPLETED, *, days=DAYS + 10, **fields) -> Run:
     return aged(make_run(status, **fields), created_days=days)
+
+
+def call_of(run: Run | None, *, days: float = 0, step=None, outcome=LLMOutcome.SUCCESS) -> LLMCall:
+    """An LLM call of `run` (20 + 10 tokens, $0.50) made `days` ago."""
+    call = llm_call("openai", "gpt-test", outcome, prompt=20, completion=10, cost="0.5", team=run.team if run else None)
+    LLMCall.objects.filter(pk=call.pk).update(run=run, step=step, created_at=timezone.now() - timedelta(days=days))
+    call.refresh_from_db()
+    return call
 
 
 def cutoff():
@@ -78,19 +85,7 @@ def test_purge__old_finished_runs_go_with_steps_attempts_and_decisions_the_rest_
 def test_purge__what_points_at_a_deleted_run_stays_with_an_empty_reference_but_its_per_run_email():
     old = old_run()
     step = old.steps.get()
-    call = LLMCall.objects.create(
-        request_id=uuid.uuid4(),
-        provider="openai",
-        model="gpt-test",
-        outcome=LLMOutcome.SUCCESS,
-        prompt_tokens=20,
-        completion_tokens=10,
-        total_tokens=30,
-        cost_usd=Decimal("0.5"),
-        run=old,
-        step=step,
-        team=old.team,
-    )
+    call = call_of(old, step=step)
     every_10_min = schedule()
     fire = ScheduleFire.objects.create(schedule=every_10_min, intended_at=old.created_at, status="started", run=old)
     rerun = make_run(RunStatus.COMPLETED, rerun_of=old)
@@ -417,3 +412,53 @@ def test_cluster__the_workers_delete_old_runs_while_new_ones_complete(clusters):
     )
     assert DeletedRuns.objects.get(agent="pass", status=RunStatus.COMPLETED).count == 450
     assert Run.objects.count() == 5
+
+
+# --- LLM calls ------------------------------------------------------------------------------------
+
+
+def test_llm_calls__old_ones_go_once_their_run_is_gone_a_kept_run_keeps_its_own():
+    kept_run = make_run(RunStatus.COMPLETED)
+    old_of_kept, recent_runless = call_of(kept_run, days=60), call_of(None, days=10)
+    old_runless, old_of_purged = call_of(None, days=60), call_of(old_run(), days=60)
+    retention.runs_purge(before=cutoff())  # the second run goes; its call stays, without its run
+
+    assert llm_calls_purge(before=timezone.now() - timedelta(days=40)) == 2
+
+    assert set(LLMCall.objects.values_list("pk", flat=True)) == {old_of_kept.pk, recent_runless.pk}
+    assert not LLMCall.objects.filter(pk__in=[old_runless.pk, old_of_purged.pk]).exists()
+
+
+def test_llm_calls__the_counters_never_go_down():
+    for outcome in (LLMOutcome.SUCCESS, LLMOutcome.SUCCESS, LLMOutcome.ERROR):
+        call_of(None, days=60, outcome=outcome)
+    call_of(None, days=1)
+    before = scrape()
+
+    assert llm_calls_purge(before=timezone.now() - timedelta(days=40), batch=2) == 2
+    assert llm_calls_purge(before=timezone.now() - timedelta(days=40), batch=2) == 1
+    assert LLMCall.objects.count() == 1
+
+    after = scrape()
+    for name, labels in [
+        ("llm_requests_total", {"provider": "openai", "model": "gpt-test", "outcome": "success"}),
+        ("llm_requests_total", {"provider": "openai", "model": "gpt-test", "outcome": "error"}),
+        ("llm_tokens_total", {"provider": "openai", "kind": "prompt"}),
+        ("llm_tokens_total", {"provider": "openai", "kind": "completion"}),
+        ("llm_cost_usd_total", {"provider": "openai"}),
+    ]:
+        assert value(after, name, **labels) == value(before, name, **labels), (name, labels)
+    assert value(after, "llm_requests_total", provider="openai", model="gpt-test", outcome="success") == 3
+    assert value(after, "llm_cost_usd_total", provider="openai") == 2.0
+
+
+def test_tick__deletes_old_runs_then_their_old_llm_calls(settings):
+    settings.RUN_RETENTION_DAYS, settings.LLM_CALL_RETENTION_DAYS = DAYS, 40
+    very_old, old = old_run(days=50), old_run(days=35)
+    gone, stays = call_of(very_old, days=50), call_of(old, days=35)  # both runs go; one call is young enough
+
+    summary = engine.engine_tick(worker_id="t", force=True)
+    assert (summary["runs_purged"], summary["llm_calls_purged"]) == (2, 1)
+
+    assert list(LLMCall.objects.values_list("pk", "run_id")) == [(stays.pk, None)]
+    assert not LLMCall.objects.filter(pk=gone.pk).exists()
