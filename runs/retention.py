@@ -27,7 +27,6 @@ from django.db import transaction
 from django.db.models import Count, F
 
 from agentrunner.llm import retention as llm_retention
-from agentrunner.llm.retention import llm_calls_purge
 from agentrunner.metrics import run_agent_label
 from agentrunner.models import Team
 from runs.models import RUN_FINISHED, DeletedRuns, Run, Step
@@ -121,7 +120,7 @@ def retention_tick(sender, now, **kwargs):
             break
     calls = 0
     if days := settings.LLM_CALL_RETENTION_DAYS:
-        calls = llm_calls_purge(before=retention_cutoff(now=now, days=days), batch=llm_retention.BATCH)
+        calls = llm_retention.llm_calls_purge(before=retention_cutoff(now=now, days=days), batch=llm_retention.BATCH)
     # A full batch means there may be more: the next tick goes on with them.
     full = room <= 0 or calls >= llm_retention.BATCH
     _next_check = 0.0 if full else time.monotonic() + CHECK_EVERY_SECONDS
