@@ -5,9 +5,9 @@ Two kinds of series, each correct with any number of gunicorn workers and `qclus
 - **From the database, at scrape time** (`DatabaseCollector`): runs, steps, queues, LLM calls, breakers,
   budgets and live workers are read with a few aggregate queries when Prometheus scrapes. The database is
   the record every process writes, so any web process answers for all of them, and a worker that dies
-  loses nothing. Counters (`*_total`) count rows, and never go down: runs deleted by retention are counted
-  from `runs.DeletedRuns` (written with the delete), LLM calls are never deleted with their runs (the cost
-  record). Deleting rows by hand still reads as a counter reset. Duration histograms cover only what started
+  loses nothing. Counters (`*_total`) count rows, and never go down: deleted runs (retention, the admin) and
+  LLM calls (retention) are counted on from `runs.DeletedRuns` and `DeletedLLMCalls`, written with the
+  delete. Rows deleted outside the product still read as a counter reset. Duration histograms cover only what started
   in the last METRICS_WINDOW_SECONDS (bounded cost): they are windowed, so read them as they stand
   (`histogram_quantile(0.95, sum by (le) (agent_run_duration_seconds_bucket))`), not through `rate()`.
 - **HTTP, per request** (`MetricsMiddleware`): counted in the process that served the request. Under
@@ -147,7 +147,7 @@ class DatabaseCollector:
             key = (run_agent_label(row), row["status"])
             counts[key] = counts.get(key, 0) + row["n"]
         deleted = CounterMetricFamily(
-            "agent_runs_deleted", "Finished runs deleted by retention (RUN_RETENTION_DAYS), counted in agent_runs."
+            "agent_runs_deleted", "Finished runs deleted (retention, the admin), still counted in agent_runs."
         )
         deleted_sum = 0
         for agent, status, n in apps.get_model("runs", "DeletedRuns").objects.values_list("agent", "status", "count"):

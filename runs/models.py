@@ -423,9 +423,10 @@ class RunDecision(models.Model):
 
 
 class DeletedRuns(models.Model):
-    """How many finished runs retention deleted, by their metrics labels: `agent_runs_total` keeps counting them.
+    """How many finished runs were deleted, by their metrics labels: `agent_runs_total` keeps counting them.
 
-    Written in the transaction that deletes the runs (runs.retention), so the counter never goes down.
+    Written in the transaction that deletes the runs (runs.services.runs_delete: retention and the admin), so
+    the counter never goes down.
     """
 
     agent = models.CharField(max_length=200, help_text="The agent type, or flow:<slug> for a flow run.")

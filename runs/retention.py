@@ -8,12 +8,12 @@
 - **Where:** a batch in the elected engine tick (`retention_tick`) now and then, team after team, and at once
   again while batches come back full; `manage.py purge_runs` for a backlog or a one-off clean-up. The same
   tick deletes old LLM calls whose run is gone (LLM_CALL_RETENTION_DAYS, agentrunner.llm.retention).
-- **Counted:** each batch adds its runs to `DeletedRuns` in the delete's transaction, so Prometheus'
-  `agent_runs_total` never goes down.
-- **Races:** a batch locks its runs' step rows, then the runs (the engine's order), with SKIP LOCKED: a run
-  that a retry, resume, re-run or late message holds is left for a later batch, and the purge never waits
-  for anyone; a run deleted first is RunNotFound to them (run_rerun holds its source run's row for that).
-  On SQLite every transaction is IMMEDIATE: one writer at a time.
+- **Counted:** each batch adds its runs to `DeletedRuns` in the delete's transaction (runs_delete), so
+  Prometheus' `agent_runs_total` never goes down.
+- **Races:** `runs.services.runs_delete` (the admin's deletes too) locks a batch's step rows, then its runs
+  (the engine's order), with SKIP LOCKED: a run that a retry, resume, re-run or late message holds is left for
+  a later batch, and the purge never waits for anyone; a run deleted first is RunNotFound to them (run_rerun
+  holds its source run's row for that). On SQLite every transaction is IMMEDIATE: one writer at a time.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Q
 
 from agentrunner.llm import retention as llm_retention
-from agentrunner.metrics import run_agent_label
 from agentrunner.models import Team
-from runs.models import RUN_FINISHED, DeletedRuns, Run, Step
+from runs.models import RUN_FINISHED, Run
+from runs.services import runs_delete
 
 log = structlog.get_logger("agentrunner.retention")
 
@@ -63,46 +62,10 @@ def runs_to_purge(*, before: datetime, team_id: int | None = None):
 
 
 def runs_purge(*, before: datetime, team_id: int | None = None, batch: int = BATCH) -> int:
-    """Delete up to `batch` of the oldest runs that `runs_to_purge` names, and count them; return how many went."""
-    with transaction.atomic():
-        candidates = list(runs_to_purge(before=before, team_id=team_id).values_list("pk", flat=True)[:batch])
-        if not candidates:
-            return 0
-        # Lock order as in the engine and the services (a run's step rows, then the run), and never a wait: a
-        # run with a step or its own row held elsewhere (a retry, a resume, a re-run, a late message) is left
-        # for a later batch.
-        steps = Step.objects.filter(run_id__in=candidates)
-        locked = set(steps.select_for_update(skip_locked=True).values_list("pk", flat=True))
-        busy = {run_id for pk, run_id in steps.values_list("pk", "run_id") if pk not in locked}
-        doomed = list(
-            runs_to_purge(before=before, team_id=team_id)
-            .filter(pk__in=[pk for pk in candidates if pk not in busy])
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)
-        )
-        if not doomed:
-            return 0
-        labels = (
-            Run.objects.filter(pk__in=doomed)
-            .order_by()
-            .values("agent_type", "flow_version__flow__slug", "status")
-            .annotate(n=Count("pk"))
-        )
-        counts: dict[tuple[str, str], int] = {}
-        for row in labels:
-            key = (run_agent_label(row), row["status"])
-            counts[key] = counts.get(key, 0) + row["n"]
-        DeletedRuns.objects.bulk_create(
-            [DeletedRuns(agent=agent, status=status) for agent, status in counts], ignore_conflicts=True
-        )
-        for (agent, status), n in counts.items():
-            DeletedRuns.objects.filter(agent=agent, status=status).update(count=F("count") + n)
-        _, by_model = Run.objects.filter(pk__in=doomed).delete()
-    deleted = by_model.get(Run._meta.label, 0)
-    log.info(
-        "runs_purged", runs=deleted, steps=by_model.get("runs.Step", 0), team_id=team_id, before=before.isoformat()
-    )
-    return deleted
+    """Delete up to `batch` of the oldest runs that `runs_to_purge` names (runs_delete); return how many went."""
+    candidates = list(runs_to_purge(before=before, team_id=team_id).values_list("pk", flat=True)[:batch])
+    # The age again under the rows' locks: a run resumed since it was read has a new finish.
+    return runs_delete(run_ids=candidates, condition=Q(created_at__lt=before, finished_at__lt=before))
 
 
 _next_check = 0.0  # time.monotonic() of this process's next look for old runs

@@ -9,10 +9,12 @@ from typing import Any
 
 import structlog
 from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from agentrunner.agents import ConcurrencyPolicy, InvalidAgentInput, OnBusy, all_agents, get_agent
 from agentrunner.agents.registry import UnknownAgentType
+from agentrunner.metrics import run_agent_label
 from agentrunner.models import Team
 from agentrunner.teams.services import team_or_default
 from flows.definition import ReferenceNotFound, concurrency_key_value
@@ -38,9 +40,11 @@ from runs.exceptions import (
     RunNotFound,
 )
 from runs.models import (
+    RUN_FINISHED,
     WAITING_QUEUE,
     AgentPolicy,
     DecisionKind,
+    DeletedRuns,
     Run,
     RunDecision,
     RunStatus,
@@ -476,3 +480,48 @@ def run_dismiss(*, run_id: uuid.UUID, reason: str, decided_by=None) -> RunDecisi
     decision = _decide(run_id=run_id, act=act, not_failed=RunNotFailed)
     log.info("run_dismissed", run_id=str(run_id), decided_by=getattr(decided_by, "pk", None))
     return decision
+
+
+def runs_delete(*, run_ids, condition: Q | None = None) -> int:
+    """Delete the finished runs among `run_ids` (that also meet `condition`); return how many went.
+
+    Each goes with its steps, attempts, slots, decisions and per-run digest deliveries, and is counted on in
+    `DeletedRuns` (Prometheus' agent_runs_total never goes down). A run that has not finished, or whose row or
+    step rows someone holds right now (a late message, a cancel, a retry, a resume, a re-run), is left as it is:
+    the rows are locked in the engine's order (a run's steps, then the run) with SKIP LOCKED, so this never
+    waits for anyone.
+    """
+    run_ids = list(run_ids)
+    if not run_ids:
+        return 0
+    with transaction.atomic():
+        steps = Step.objects.filter(run_id__in=run_ids)
+        locked = set(steps.select_for_update(skip_locked=True).values_list("pk", flat=True))
+        busy = {run_id for pk, run_id in steps.values_list("pk", "run_id") if pk not in locked}
+        doomed = list(
+            Run.objects.filter(pk__in=[pk for pk in run_ids if pk not in busy], status__in=RUN_FINISHED)
+            .filter(condition or Q())
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        if not doomed:
+            return 0
+        labels = (
+            Run.objects.filter(pk__in=doomed)
+            .order_by()
+            .values("agent_type", "flow_version__flow__slug", "status")
+            .annotate(n=Count("pk"))
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for row in labels:
+            key = (run_agent_label(row), row["status"])
+            counts[key] = counts.get(key, 0) + row["n"]
+        DeletedRuns.objects.bulk_create(
+            [DeletedRuns(agent=agent, status=status) for agent, status in counts], ignore_conflicts=True
+        )
+        for (agent, status), n in counts.items():
+            DeletedRuns.objects.filter(agent=agent, status=status).update(count=F("count") + n)
+        _, by_model = Run.objects.filter(pk__in=doomed).delete()
+    deleted = by_model.get(Run._meta.label, 0)
+    log.info("runs_deleted", runs=deleted, steps=by_model.get(Step._meta.label, 0), asked=len(run_ids))
+    return deleted

@@ -208,7 +208,19 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
                 f"{unfinished} run(s) not deleted because they have not finished; cancel them first.",
                 messages.WARNING,
             )
-        queryset.filter(status__in=RUN_FINISHED).delete()
+        finished = list(queryset.filter(status__in=RUN_FINISHED).values_list("pk", flat=True))
+        self._busy_message(request, len(finished) - services.runs_delete(run_ids=finished))
+
+    def delete_model(self, request, obj):
+        self._busy_message(request, 1 - services.runs_delete(run_ids=[obj.pk]))
+
+    def _busy_message(self, request, busy: int) -> None:
+        if busy:
+            self.message_user(
+                request,
+                f"{busy} run(s) not deleted: being retried, re-run or resumed at this moment. Try again.",
+                messages.WARNING,
+            )
 
     # -- list
 

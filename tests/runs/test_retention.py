@@ -216,6 +216,19 @@ def test_admin_run_list__says_how_long_runs_are_kept(admin_client, settings):
     assert "Finished runs are kept as long as their team says (see Teams), then deleted" in note()
 
 
+def test_admin_delete__counts_the_runs_on_and_goes_through_the_same_service(admin_client):
+    done, other = make_run(RunStatus.COMPLETED, agent_type="pass"), make_run(RunStatus.FAILED, agent_type="pass")
+    pending = make_run(RunStatus.PENDING, agent_type="pass")
+    changelist = reverse("admin:runs_run_changelist")
+
+    admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [done.pk], "post": "yes"})
+    admin_client.post(reverse("admin:runs_run_delete", args=[other.pk]), {"post": "yes"})
+
+    assert list(Run.objects.values_list("pk", flat=True)) == [pending.pk]
+    assert dict(DeletedRuns.objects.values_list("status", "count")) == {"COMPLETED": 1, "FAILED": 1}
+    assert value(scrape(), "agent_runs_total", agent="pass", status="COMPLETED") == 1
+
+
 # --- manage.py purge_runs ------------------------------------------------------------------------
 
 
@@ -341,14 +354,14 @@ def test_race__a_run_held_elsewhere_is_left_for_later_and_the_purge_does_not_wai
 def test_race__a_rerun_during_the_purge_waits_for_it_then_is_run_not_found(monkeypatch):
     old = old_run(agent_type="pass", input={"x": 1})
     locked, go_on = threading.Event(), threading.Event()
-    real_label = retention.run_agent_label
+    real_label = services.run_agent_label
 
     def label_then_pause(row):
         locked.set()  # the purge holds the run's and its steps' rows, the delete not yet done
         assert go_on.wait(10), "the re-run never came"
         return real_label(row)
 
-    monkeypatch.setattr(retention, "run_agent_label", label_then_pause)
+    monkeypatch.setattr(services, "run_agent_label", label_then_pause)
     purger, purged = in_thread(lambda: retention.runs_purge(before=cutoff()))
     try:
         assert locked.wait(10), "the purge never took its locks"
