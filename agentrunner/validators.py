@@ -28,8 +28,8 @@ def validate_retention_days(value: int | None) -> None:
         return
     if not settings.RUN_RETENTION_MIN_DAYS <= value <= RETENTION_MAX_DAYS:
         raise ValidationError(
-            f"Keep runs 0 days (every run) or from {settings.RUN_RETENTION_MIN_DAYS} "
-            f"(a weekly digest reads the runs of its last 7 days) to {RETENTION_MAX_DAYS}.",
+            f"Must be 0 (keep every run) or from {settings.RUN_RETENTION_MIN_DAYS} to {RETENTION_MAX_DAYS} days: "
+            "a weekly digest reads the runs of its last 7 days.",
             code="retention_days",
         )
 
