@@ -4,7 +4,8 @@
 - **What goes:** a run that has finished (RUN_FINISHED) and was both created and finished before the cutoff
   (a flow run resumed last week stays for its new finish), with its steps, attempts, slots, retry/dismiss
   decisions and per-run digest deliveries. What else points at it stays, its reference emptied: LLM calls (the
-  cost record and the monthly budgets), schedule fires, re-runs and retries.
+  cost record and the monthly budgets), schedule fires, re-runs and retries. Other apps delete a team's old
+  history through `retention_work` receivers (schedules: old fires).
 - **Where:** a batch in the elected engine tick (`retention_tick`) now and then, team after team, and at once
   again while batches come back full; `manage.py purge_runs` for a backlog or a one-off clean-up. The same
   tick deletes old LLM calls whose run is gone (LLM_CALL_RETENTION_DAYS, agentrunner.llm.retention).
@@ -24,6 +25,7 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db.models import Q
+from django.dispatch import Signal
 
 from agentrunner.llm import retention as llm_retention
 from agentrunner.models import Team
@@ -34,6 +36,11 @@ log = structlog.get_logger("agentrunner.retention")
 
 BATCH = 200  # runs per transaction: their steps and attempts go with them
 CHECK_EVERY_SECONDS = 60.0  # between two looks for old runs in one process, unless the last batch was full
+OTHER_BATCH = 500  # rows of another app's history (`retention_work`) per team and look
+
+# Other apps' old rows of a team (schedule fires): a receiver takes `team_id` and `before`, deletes at most
+# OTHER_BATCH of that team's rows older than `before`, and returns how many it deleted.
+retention_work = Signal()
 
 
 def retention_cutoff(*, now: datetime, days: int) -> datetime:
@@ -72,20 +79,29 @@ _next_check = 0.0  # time.monotonic() of this process's next look for old runs
 
 
 def retention_tick(sender, now, **kwargs):
-    """`tick_work` receiver: now and then, one batch's worth of old runs, team after team, and of old LLM calls."""
+    """`tick_work` receiver: now and then, a batch of each team's old runs and history, and of old LLM calls."""
     global _next_check
     if time.monotonic() < _next_check:
         return None
-    room = BATCH
-    for team_id, days in retention_plan():
+    room, plan = BATCH, retention_plan()
+    for team_id, days in plan:
         room -= runs_purge(before=retention_cutoff(now=now, days=days), team_id=team_id, batch=room)
         if room <= 0:
             break
+    history, history_full = 0, False
+    for team_id, days in plan:
+        before = retention_cutoff(now=now, days=days)
+        for receiver, result in retention_work.send_robust(sender=retention_tick, team_id=team_id, before=before):
+            if isinstance(result, Exception):  # one app's failure must not stop the rest
+                log.error("retention_work_failed", receiver=getattr(receiver, "__qualname__", ""), error=repr(result))
+                continue
+            history += result or 0
+            history_full = history_full or (result or 0) >= OTHER_BATCH
     calls = 0
     if days := settings.LLM_CALL_RETENTION_DAYS:
         calls = llm_retention.llm_calls_purge(before=retention_cutoff(now=now, days=days), batch=llm_retention.BATCH)
     # A full batch means there may be more: the next tick goes on with them.
-    full = room <= 0 or calls >= llm_retention.BATCH
+    full = room <= 0 or calls >= llm_retention.BATCH or history_full
     _next_check = 0.0 if full else time.monotonic() + CHECK_EVERY_SECONDS
-    done = {"runs_purged": BATCH - room, "llm_calls_purged": calls}
+    done = {"runs_purged": BATCH - room, "llm_calls_purged": calls, "history_purged": history}
     return {k: v for k, v in done.items() if v} or None

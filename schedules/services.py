@@ -258,3 +258,22 @@ def schedule_queue_advance() -> int:
             _fire_start(fire=fire)
             started += fire.status == FireStatus.STARTED
     return started
+
+
+def schedule_fires_purge(*, team_id: int, before: datetime, batch: int) -> int:
+    """Delete up to `batch` of the team's schedule fires of slots before `before`, oldest first; return how many.
+
+    A queued fire stays whatever its age: it still waits for its turn. An old slot is never decided again (a
+    schedule only ever decides its current slot), so the fire's unique (schedule, slot) row is not needed.
+    """
+    deleted = 0
+    for schedule_id in Schedule.objects.filter(team_id=team_id).order_by("pk").values_list("pk", flat=True):
+        old = ScheduleFire.objects.filter(schedule_id=schedule_id, intended_at__lt=before).exclude(
+            status=FireStatus.QUEUED
+        )
+        ids = list(old.order_by("intended_at").values_list("pk", flat=True)[: batch - deleted])
+        if ids:
+            deleted += old.filter(pk__in=ids).delete()[0]
+        if deleted >= batch:
+            break
+    return deleted

@@ -1,4 +1,4 @@
-"""Schedule work in the engine tick: a django-q2 scheduler pass, and queued slots whose turn has come.
+"""Schedule work in the engine tick: a django-q2 scheduler pass, queued slots whose turn has come, old fires.
 
 django-q2's sentinel runs its scheduler only every 30 s; calling the same
 function from the elected tick makes a slot fire within about one tick of its
@@ -12,6 +12,7 @@ from django_q.brokers import get_broker
 from django_q.scheduler import scheduler
 
 from runs.engine import tick_work
+from runs.retention import OTHER_BATCH, retention_work
 
 _broker = None
 
@@ -30,3 +31,11 @@ def schedules_tick(sender, now, **kwargs):
 
     counts = {"schedule_rows_recreated": schedules_repair(), "queued_slots_started": schedule_queue_advance()}
     return {k: v for k, v in counts.items() if v} or None
+
+
+@receiver(retention_work)
+def schedule_fires_retention(sender, team_id, before, **kwargs):
+    """A team's old fires go as its old runs do (runs.retention)."""
+    from schedules.services import schedule_fires_purge
+
+    return schedule_fires_purge(team_id=team_id, before=before, batch=OTHER_BATCH)

@@ -170,6 +170,41 @@ def test_purge__each_team_keeps_runs_as_long_as_it_says_else_the_default(setting
     }
 
 
+def test_tick__a_teams_old_schedule_fires_go_too_but_a_queued_one_waits(settings):
+    settings.RUN_RETENTION_DAYS = DAYS
+    ours, forever_team = schedule(), team(run_retention_days=0)
+    theirs = schedule(name="theirs", team=forever_team)
+    now = timezone.now()
+
+    def fire(on, days, status="started"):
+        return ScheduleFire.objects.create(schedule=on, intended_at=now - timedelta(days=days), status=status)
+
+    old, queued, recent, kept = fire(ours, 40), fire(ours, 41, "queued"), fire(ours, 1), fire(theirs, 40)
+
+    summary = engine.engine_tick(worker_id="t", force=True)
+
+    assert summary["history_purged"] == 1
+    assert set(ScheduleFire.objects.values_list("pk", flat=True)) == {queued.pk, recent.pk, kept.pk}
+    assert not ScheduleFire.objects.filter(pk=old.pk).exists()
+
+
+def test_tick__an_apps_failing_history_clean_up_stops_nothing_else(settings, caplog):
+    settings.RUN_RETENTION_DAYS = DAYS
+    old = old_run()
+
+    def broken(sender, team_id, before, **kwargs):
+        raise RuntimeError("boom")
+
+    retention.retention_work.connect(broken, dispatch_uid="test-broken")
+    try:
+        summary = engine.engine_tick(worker_id="t", force=True)
+    finally:
+        retention.retention_work.disconnect(dispatch_uid="test-broken")
+
+    assert summary["runs_purged"] == 1 and not exists(old)
+    assert "retention_work_failed" in caplog.text
+
+
 def test_tick__looks_again_at_once_after_a_full_batch_else_a_minute_later(settings, monkeypatch):
     settings.RUN_RETENTION_DAYS = DAYS
     monkeypatch.setattr(retention, "BATCH", 2)
