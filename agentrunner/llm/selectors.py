@@ -88,6 +88,21 @@ def team_usage(team, month: date | datetime | None = None) -> dict:
     return _usage(LLMCall.objects.filter(team_id=team_id), month, limit=limit, source=source, team_id=team_id)
 
 
+def team_usage_by_member(team, month: date | datetime | None = None) -> list[dict]:
+    """Each account's share of a team's LLM usage in a calendar month (UTC), most tokens first.
+
+    `username` is None for calls whose account was deleted since.
+    """
+    start, end = month_bounds(month)
+    rows = (
+        LLMCall.objects.filter(team_id=getattr(team, "pk", team), created_at__gte=start, created_at__lt=end)
+        .values("owner__username")
+        .annotate(**llm_aggregates())
+        .order_by("-total_tokens", "owner__username")
+    )
+    return [{"username": row["owner__username"], **llm_block(row)} for row in rows]
+
+
 def breaker_states() -> list[dict]:
     """Return every provider's breaker: those configured, in failover order, then any others on record."""
     rows = {row.provider: row for row in ProviderBreaker.objects.all()}

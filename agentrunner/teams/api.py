@@ -5,6 +5,8 @@ manages each without choosing an acting team first. A team the user does not bel
 does not exist (superusers belong everywhere).
 """
 
+from datetime import date
+
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
@@ -18,6 +20,7 @@ from agentrunner.api import (
     error_response,
     role_response,
 )
+from agentrunner.llm.selectors import team_usage, team_usage_by_member
 from agentrunner.models import Membership, Role, Team
 from agentrunner.teams import selectors, services
 from agentrunner.validators import INT32_MAX, RETENTION_MAX_DAYS, validate_retention_days
@@ -357,6 +360,117 @@ class TeamUpdateApi(APIView):
         data.is_valid(raise_exception=True)
         team = services.team_update(team=request.acting.team, **data.validated_data)
         return Response(team_detail(team, request.acting.role))
+
+
+# --- LLM usage --------------------------------------------------------------------------------------------------
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    month = serializers.RegexField(
+        r"^(19|20)\d\d-(0[1-9]|1[0-2])$",
+        required=False,
+        error_messages={"invalid": "Use YYYY-MM, e.g. 2026-11."},
+        help_text="The calendar month (UTC), YYYY-MM; default: this month.",
+    )
+
+
+class UsageFiguresSerializer(serializers.Serializer):
+    calls = serializers.IntegerField(help_text="Requests sent to a provider (answered or failed).")
+    failed_calls = serializers.IntegerField()
+    refused_calls = serializers.IntegerField(help_text="Requests a budget refused before any provider.")
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost_usd = serializers.CharField(help_text="USD with 8 decimals, from the LLM_PRICES setting.")
+    llm_latency_ms = serializers.IntegerField(help_text="Time spent waiting for providers, added up.")
+
+
+class MemberUsageSerializer(UsageFiguresSerializer):
+    username = serializers.CharField(allow_null=True, help_text="Null for an account deleted since.")
+    total_tokens = serializers.IntegerField()
+
+    class Meta:
+        ref_name = "TeamMemberUsage"
+
+
+class TeamUsageSerializer(UsageFiguresSerializer):
+    team = serializers.CharField(help_text="The team's slug.")
+    month = serializers.CharField(help_text="YYYY-MM (UTC).")
+    limit = serializers.IntegerField(help_text="The team's monthly token limit that applies; 0 = unlimited.")
+    limit_source = serializers.ChoiceField(
+        choices=["team", "default"], help_text="team: its own limit; default: TEAM_MONTHLY_TOKEN_BUDGET."
+    )
+    used_tokens = serializers.IntegerField(help_text="Prompt plus completion tokens: what the budget counts.")
+    remaining_tokens = serializers.IntegerField(allow_null=True, help_text="Null when unlimited.")
+    used_ratio = serializers.FloatField(allow_null=True, help_text="used / limit; 1 or more: exceeded.")
+    members = MemberUsageSerializer(many=True, help_text="Each account's share, most tokens first.")
+
+    class Meta:
+        ref_name = "TeamUsage"
+
+
+USAGE_EXAMPLE = {
+    "team": "claims-ops",
+    "month": "2026-11",
+    "limit": 5000000,
+    "limit_source": "team",
+    "used_tokens": 1250000,
+    "remaining_tokens": 3750000,
+    "used_ratio": 0.25,
+    "calls": 412,
+    "failed_calls": 3,
+    "refused_calls": 0,
+    "prompt_tokens": 1000000,
+    "completion_tokens": 250000,
+    "cost_usd": "0.30000000",
+    "llm_latency_ms": 309000,
+    "members": [
+        {
+            "username": "maria",
+            "calls": 400,
+            "failed_calls": 3,
+            "refused_calls": 0,
+            "prompt_tokens": 980000,
+            "completion_tokens": 245000,
+            "total_tokens": 1225000,
+            "cost_usd": "0.29400000",
+            "llm_latency_ms": 300000,
+        }
+    ],
+}
+
+
+class TeamUsageApi(APIView):
+    permission_classes = [TeamInPathPermissions]
+
+    @extend_schema(
+        operation_id="teams_usage",
+        summary="A team's LLM usage in a month",
+        description="Any member. Tokens, calls and cost of the team's runs in a calendar month (UTC) against its "
+        "monthly token limit, and each account's share. Calls deleted by LLM_CALL_RETENTION_DAYS are not counted.",
+        parameters=[UsageQuerySerializer],
+        responses={
+            200: TeamUsageSerializer,
+            400: error_response(
+                "A month that is not YYYY-MM.",
+                "Invalid request: month: Use YYYY-MM, e.g. 2026-11.",
+                "invalid",
+                {"month": ["Use YYYY-MM, e.g. 2026-11."]},
+            ),
+            401: UNAUTHORIZED,
+            404: TEAM_NOT_FOUND,
+        },
+        examples=[OpenApiExample("a month", response_only=True, value=USAGE_EXAMPLE)],
+        tags=["teams"],
+    )
+    def get(self, request, slug):
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        month = None
+        if raw := query.validated_data.get("month"):
+            month = date(int(raw[:4]), int(raw[5:]), 1)
+        team = request.acting.team
+        usage = {k: v for k, v in team_usage(team, month).items() if k != "team_id"}
+        return Response({"team": team.slug, **usage, "members": team_usage_by_member(team, month)})
 
 
 # --- members ----------------------------------------------------------------------------------------------------

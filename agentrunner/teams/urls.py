@@ -16,6 +16,7 @@ urlpatterns = [
         operations(patch=api.MemberRoleApi, delete=api.MemberRemoveApi),
         name="teams-member",
     ),
+    path("teams/<slug:slug>/usage", api.TeamUsageApi.as_view(), name="teams-usage"),
     path("teams/<slug:slug>/tokens", operations(get=api.TokenListApi, post=api.TokenCreateApi), name="teams-tokens"),
     path("teams/<slug:slug>/tokens/<int:token_id>", api.TokenDeleteApi.as_view(), name="teams-token"),
 ]

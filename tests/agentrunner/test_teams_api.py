@@ -4,15 +4,20 @@ Personas: `acme_admin` (admin of acme, viewer of globex), `acme_editor`, `acme_v
 no team, and a superuser. The team a /teams operation acts on is the URL's; another team's is a 404.
 """
 
+from datetime import timedelta
+
 import pytest
 from django.conf import settings as django_settings
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from agentrunner.models import Membership, Role, Team
+from agentrunner.llm.budgets import month_bounds
+from agentrunner.models import LLMCall, Membership, Role, Team
 from agentrunner.ratelimit import run_start_limits
 from runs.models import Run
+from tests.agentrunner.test_metrics import llm_call
 from tests.conftest import client_for, join, team_named
 
 pytestmark = pytest.mark.django_db
@@ -257,6 +262,56 @@ def test_team_update__a_big_monthly_limit_fits(superuser, acme):
         client_for(superuser).patch("/api/v1/teams/acme", {"monthly_token_limit": 2**63 - 1}, format="json"), 200
     )
     assert data["effective_limits"]["monthly_token_limit"] == 2**63 - 1
+
+
+# --- GET /teams/{slug}/usage -----------------------------------------------------------------------------------
+
+
+def call_at(when, *, team, owner, prompt, completion, cost):
+    call = llm_call("openai", "gpt-test", "success", prompt=prompt, completion=completion, cost=cost, team=team,
+                    owner=owner)  # fmt: skip
+    LLMCall.objects.filter(pk=call.pk).update(created_at=when)
+
+
+def test_team_usage__a_member_sees_the_months_totals_and_each_accounts_share(
+    acme_viewer, acme_editor, acme, globex, settings
+):
+    settings.TEAM_MONTHLY_TOKEN_BUDGET = 1000
+    now = timezone.now()
+    last_month = month_bounds(now)[0] - timedelta(days=1)
+    call_at(now, team=acme, owner=acme_editor, prompt=300, completion=100, cost="0.4")
+    call_at(now, team=acme, owner=acme_viewer, prompt=50, completion=50, cost="0.1")
+    call_at(now, team=acme, owner=acme_editor, prompt=100, completion=0, cost="0.1")
+    call_at(now, team=globex, owner=acme_editor, prompt=999, completion=0, cost="9")  # another team's
+    call_at(last_month, team=acme, owner=acme_viewer, prompt=7, completion=0, cost="0")  # another month
+
+    data = body(client_for(acme_viewer).get("/api/v1/teams/acme/usage"), 200)
+
+    assert (data["team"], data["month"]) == ("acme", now.strftime("%Y-%m"))
+    assert (data["limit"], data["limit_source"], data["used_tokens"], data["remaining_tokens"]) == (
+        1000,
+        "default",
+        600,
+        400,
+    )
+    assert (data["used_ratio"], data["calls"], data["cost_usd"]) == (0.6, 3, "0.60000000")
+    assert [(m["username"], m["total_tokens"], m["calls"], m["cost_usd"]) for m in data["members"]] == [
+        ("ed", 500, 2, "0.50000000"),
+        ("vic", 100, 1, "0.10000000"),
+    ]
+
+    earlier = body(client_for(acme_viewer).get(f"/api/v1/teams/acme/usage?month={last_month:%Y-%m}"), 200)
+    assert (earlier["used_tokens"], [m["username"] for m in earlier["members"]]) == (7, ["vic"])
+
+
+@pytest.mark.parametrize("month", ["2026-13", "2026-1", "nov", "2026-11-01", "1899-12", "2100-01"])
+def test_team_usage__a_month_that_is_not_yyyy_mm_is_400(acme_viewer, month):
+    data = body(client_for(acme_viewer).get("/api/v1/teams/acme/usage", {"month": month}), 400)
+    assert data["errors"] == {"month": ["Use YYYY-MM, e.g. 2026-11."]}
+
+
+def test_team_usage__another_team_is_the_404_of_a_missing_one(acme_viewer, globex):
+    not_found(client_for(acme_viewer).get("/api/v1/teams/globex/usage"))
 
 
 # --- members --------------------------------------------------------------------------------------------------
