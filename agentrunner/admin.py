@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from agentrunner import accounts_admin  # noqa: F401  (Django's user and group pages, one fix)
-from agentrunner.adminkit import ReadOnlyAdminMixin, TeamScopedAdmin, id_search
+from agentrunner.adminkit import ReadOnlyAdminMixin, TeamScopedAdmin, id_search, usage_bar
 from agentrunner.llm import breaker_reset
 from agentrunner.llm.budgets import month_bounds
 from agentrunner.llm.selectors import money
@@ -36,7 +36,6 @@ OUTCOME_COLOURS = {
 BREAKER_COLOURS = {BreakerState.CLOSED: GREEN, BreakerState.OPEN: RED, BreakerState.HALF_OPEN: AMBER}
 BREAKER_SHORT = {BreakerState.CLOSED: "in use", BreakerState.OPEN: "switched off", BreakerState.HALF_OPEN: "testing"}
 SHORT_RUN_ID_LENGTH = 8
-USAGE_BAR_PX = 120
 
 
 def badge(label: str, colour: str):
@@ -47,21 +46,6 @@ def badge(label: str, colour: str):
         colour,
         text,
         label,
-    )
-
-
-def usage_bar(used: int, limit: int):
-    """A bar filled to the share of the limit used: green, amber past the warning ratio, red at the limit."""
-    ratio = used / limit
-    colour = RED if ratio >= 1 else AMBER if ratio >= settings.LLM_BUDGET_WARNING_RATIO else GREEN
-    return format_html(
-        '<span style="display:inline-flex;align-items:center;gap:6px;white-space:nowrap">'
-        '<span style="display:inline-block;width:{}px;height:10px;background:#e9ecef;border-radius:5px;'
-        'overflow:hidden"><span style="display:block;height:100%;width:{}%;background:{}"></span></span>{} %</span>',
-        USAGE_BAR_PX,
-        min(round(ratio * 100), 100),
-        colour,
-        f"{ratio * 100:.0f}",
     )
 
 

@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import FieldDoesNotExist
@@ -42,6 +43,24 @@ AMBER = "#ffc107"
 CYAN = "#0dcaf0"
 # Light backgrounds need dark text to stay readable.
 DARK_TEXT_ON = {AMBER, CYAN}
+
+USAGE_BAR_PX = 120
+
+
+def usage_bar(used: int, limit: int):
+    """A bar filled to the share of the limit used: green, amber past the warning ratio, red at the limit."""
+    ratio = used / limit
+    colour = RED if ratio >= 1 else AMBER if ratio >= settings.LLM_BUDGET_WARNING_RATIO else GREEN
+    return format_html(
+        '<span style="display:inline-flex;align-items:center;gap:6px;white-space:nowrap">'
+        '<span style="display:inline-block;width:{}px;height:10px;background:#e9ecef;border-radius:5px;'
+        'overflow:hidden"><span style="display:block;height:100%;width:{}%;background:{}"></span></span>{} %</span>',
+        USAGE_BAR_PX,
+        min(round(ratio * 100), 100),
+        colour,
+        f"{ratio * 100:.0f}",
+    )
+
 
 PRE_STYLE = (
     "background:#f6f8fa;color:#1f2328;border:1px solid #d0d7de;border-radius:4px;padding:8px 10px;"

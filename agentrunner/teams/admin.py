@@ -8,6 +8,8 @@ API token accounts are listed, read-only: their tokens are never shown anywhere 
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -16,8 +18,9 @@ from django.db.models import Count, OuterRef, Q, Subquery
 from django.http import HttpResponseRedirect
 from django.utils.html import format_html
 
-from agentrunner.adminkit import EMPTY, nowrap, role_for, team_ids_for, when
+from agentrunner.adminkit import EMPTY, nowrap, role_for, team_ids_for, usage_bar, when
 from agentrunner.errors import ServiceError
+from agentrunner.llm.selectors import team_usage
 from agentrunner.models import Membership, Role, Team
 from agentrunner.teams.selectors import role_at_least, team_list
 from agentrunner.teams.services import (
@@ -196,9 +199,48 @@ class TeamAdmin(admin.ModelAdmin):
         return request.user.is_active and request.user.is_superuser
 
     def get_readonly_fields(self, request, obj=None):
+        usage = ["llm_this_month", "llm_share"] if obj is not None else []
         if not request.user.is_superuser:
-            return ["name", "slug", *LIMIT_FIELDS]  # the limits protect the whole service
-        return ["slug"] if obj is not None else []  # the X-Team header and API paths name it
+            return ["name", "slug", *LIMIT_FIELDS, *usage]  # the limits protect the whole service
+        return ["slug", *usage] if obj is not None else []  # the X-Team header and API paths name it
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None:
+            fieldsets.append(
+                (
+                    "LLM use this month",
+                    {
+                        "fields": ["llm_this_month", "llm_share"],
+                        "description": format_html(
+                            "What the team's runs used this calendar month (UTC), against its monthly token limit. "
+                            "Each member's share is in the API: <code>GET /api/v1/teams/{}/usage</code>.",
+                            obj.slug,
+                        ),
+                    },
+                )
+            )
+        return fieldsets
+
+    def _usage(self, obj: Team) -> dict:
+        cached = getattr(obj, "_usage_this_month", None)
+        if cached is None:
+            cached = obj._usage_this_month = team_usage(obj)
+        return cached
+
+    @admin.display(description="used")
+    def llm_this_month(self, obj: Team):
+        usage = self._usage(obj)
+        limit = "no limit" if usage["limit"] == 0 else f"{usage['limit']:,} tokens"
+        requests = "request" if usage["calls"] == 1 else "requests"
+        cost = Decimal(usage["cost_usd"])
+        dollars = "less than $0.01" if 0 < cost < Decimal("0.01") else f"${cost:,.2f}"
+        return f"{usage['used_tokens']:,} tokens of {limit} · {usage['calls']:,} {requests} · {dollars}"
+
+    @admin.display(description="share of the limit")
+    def llm_share(self, obj: Team):
+        usage = self._usage(obj)
+        return EMPTY if usage["limit"] == 0 else usage_bar(usage["used_tokens"], usage["limit"])
 
     def get_prepopulated_fields(self, request, obj=None):
         return self.prepopulated_fields if obj is None else {}

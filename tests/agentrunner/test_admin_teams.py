@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from agentrunner.models import Membership, Role, Team
 from agentrunner.teams.services import token_create
+from tests.agentrunner.test_metrics import llm_call
 from tests.conftest import join, team_named
 
 pytestmark = pytest.mark.django_db
@@ -272,3 +273,29 @@ def test_superuser__creates_a_team_with_limits_and_its_slug_then_stays(admin_cli
 
 def test_superuser__sees_every_team(admin_client, alpha, beta):
     assert {alpha, beta} <= set(admin_client.get(TEAMS).context["cl"].result_list)
+
+
+# --- LLM use -----------------------------------------------------------------------------------
+
+
+def test_team_page__shows_this_months_llm_use_against_the_limit(ada, alpha, beta, settings):
+    settings.TEAM_MONTHLY_TOKEN_BUDGET = 0
+    alpha.monthly_token_limit = 2_000_000
+    alpha.save()
+    for team, tokens, cost in ((alpha, 500_000, "0.25"), (alpha, 100_000, "0.05"), (beta, 900_000, "9")):
+        llm_call("openai", "gpt-test", "success", prompt=tokens, cost=cost, team=team, owner=ada)
+
+    page = " ".join(login(ada).get(change_url(alpha)).content.decode().split())
+
+    assert "600,000 tokens of 2,000,000 tokens · 2 requests · $0.30" in page
+    assert "30 %" in page  # the bar
+    assert "<code>GET /api/v1/teams/alpha/usage</code>" in page
+
+
+def test_team_page__without_a_limit_says_so_and_tiny_costs_are_not_rounded_to_nothing(admin_client, alpha, settings):
+    settings.TEAM_MONTHLY_TOKEN_BUDGET = 0
+    llm_call("openai", "gpt-test", "success", prompt=10, cost="0.0004", team=alpha)
+
+    page = " ".join(admin_client.get(change_url(alpha)).content.decode().split())
+
+    assert "10 tokens of no limit · 1 request · less than $0.01" in page
