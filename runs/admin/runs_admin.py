@@ -53,6 +53,7 @@ from runs.admin.display import (
     timeline_context,
 )
 from runs.admin.downloads import run_value_view
+from runs.admin.export import runs_csv_response
 from runs.admin.live import LIVE_INTERVAL_MS, run_live_view
 from runs.admin.start import run_start_view
 from runs.admin.values import json_tree
@@ -131,7 +132,7 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
     search_fields = ["agent_type"]  # the real search is get_search_results
     search_help_text = "Search by run id (full, or the 8-character short id), user id, agent name or flow slug."
     empty_value_display = EMPTY
-    actions = ["cancel_runs", "rerun_runs", "retry_failed_runs", "dismiss_failed_runs"]
+    actions = ["cancel_runs", "rerun_runs", "retry_failed_runs", "dismiss_failed_runs", "download_csv"]
 
     summary_fields = [
         "status_badge",
@@ -520,6 +521,10 @@ class RunAdmin(TeamScopedAdmin, admin.ModelAdmin):
         if started:
             message = format_html("Started {} new run(s): {}", len(started), run_links(r.pk for r in started))
             self.message_user(request, message, messages.SUCCESS)
+
+    @admin.action(description="Download selected runs as CSV", permissions=["view"])
+    def download_csv(self, request, queryset):
+        return runs_csv_response(queryset)
 
     @admin.action(description="Retry selected failed runs", permissions=["operate"])
     def retry_failed_runs(self, request, queryset):
