@@ -76,17 +76,22 @@ def runs_purge(*, before: datetime, team_id: int | None = None, batch: int = BAT
 
 
 _next_check = 0.0  # time.monotonic() of this process's next look for old runs
+_last_full_team = 0  # the team whose runs filled the last batch: the next look starts after it
 
 
 def retention_tick(sender, now, **kwargs):
     """`tick_work` receiver: now and then, a batch of each team's old runs and history, and of old LLM calls."""
-    global _next_check
+    global _next_check, _last_full_team
     if time.monotonic() < _next_check:
         return None
     room, plan = BATCH, retention_plan()
-    for team_id, days in plan:
+    # Round robin: a look that filled its batch in one team starts the next one with the teams after it, so a
+    # team's backlog does not keep the others waiting.
+    turn = [t for t in plan if t[0] > _last_full_team] + [t for t in plan if t[0] <= _last_full_team]
+    for team_id, days in turn:
         room -= runs_purge(before=retention_cutoff(now=now, days=days), team_id=team_id, batch=room)
         if room <= 0:
+            _last_full_team = team_id
             break
     history, history_full = 0, False
     for team_id, days in plan:

@@ -62,6 +62,7 @@ def exists(run: Run) -> bool:
 @pytest.fixture(autouse=True)
 def fresh_check(monkeypatch):
     monkeypatch.setattr(retention, "_next_check", 0.0)
+    monkeypatch.setattr(retention, "_last_full_team", 0)
 
 
 def test_purge__old_finished_runs_go_with_steps_attempts_and_decisions_the_rest_stays():
@@ -186,6 +187,19 @@ def test_tick__a_teams_old_schedule_fires_go_too_but_a_queued_one_waits(settings
     assert summary["history_purged"] == 1
     assert set(ScheduleFire.objects.values_list("pk", flat=True)) == {queued.pk, recent.pk, kept.pk}
     assert not ScheduleFire.objects.filter(pk=old.pk).exists()
+
+
+def test_tick__teams_take_turns_so_a_backlog_keeps_no_other_team_waiting(settings, monkeypatch):
+    settings.RUN_RETENTION_DAYS = DAYS
+    monkeypatch.setattr(retention, "BATCH", 2)
+    backlog = [old_run() for _ in range(6)]  # the default team, first in team order
+    other = old_run(team=team(run_retention_days=10))
+
+    engine.engine_tick(worker_id="t", force=True)  # the default team fills the batch
+    engine.engine_tick(worker_id="t", force=True)  # then the teams after it come first
+
+    assert not exists(other)
+    assert sum(exists(r) for r in backlog) == 3
 
 
 def test_tick__an_apps_failing_history_clean_up_stops_nothing_else(settings, caplog):
