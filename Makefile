@@ -63,6 +63,7 @@ bench: install-dev
 	$(BIN)/python bench/flow_bench.py
 	$(BIN)/python bench/schedule_bench.py
 	$(BIN)/python bench/async_bench.py
+	$(BIN)/python bench/retention_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
