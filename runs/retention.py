@@ -84,6 +84,7 @@ def retention_tick(sender, now, **kwargs):
     global _next_check, _last_full_team
     if time.monotonic() < _next_check:
         return None
+    _next_check = time.monotonic() + CHECK_EVERY_SECONDS  # set first: a look that fails waits its minute too
     room, plan = BATCH, retention_plan()
     # Round robin: a look that filled its batch in one team starts the next one with the teams after it, so a
     # team's backlog does not keep the others waiting.
@@ -106,7 +107,7 @@ def retention_tick(sender, now, **kwargs):
     if days := settings.LLM_CALL_RETENTION_DAYS:
         calls = llm_retention.llm_calls_purge(before=retention_cutoff(now=now, days=days), batch=llm_retention.BATCH)
     # A full batch means there may be more: the next tick goes on with them.
-    full = room <= 0 or calls >= llm_retention.BATCH or history_full
-    _next_check = 0.0 if full else time.monotonic() + CHECK_EVERY_SECONDS
+    if room <= 0 or calls >= llm_retention.BATCH or history_full:
+        _next_check = 0.0
     done = {"runs_purged": BATCH - room, "llm_calls_purged": calls, "history_purged": history}
     return {k: v for k, v in done.items() if v} or None

@@ -219,6 +219,23 @@ def test_tick__an_apps_failing_history_clean_up_stops_nothing_else(settings, cap
     assert "retention_work_failed" in caplog.text
 
 
+def test_tick__a_look_that_fails_waits_its_minute_before_the_next(settings, monkeypatch, caplog):
+    settings.RUN_RETENTION_DAYS = DAYS
+    old = old_run()
+    calls = []
+
+    def broken(**kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(retention, "runs_purge", broken)
+    engine.engine_tick(worker_id="t", force=True)
+    engine.engine_tick(worker_id="t", force=True)  # not again at once: no error log every tick
+
+    assert len(calls) == 1 and exists(old)
+    assert caplog.text.count("tick_work_failed") == 1
+
+
 def test_tick__looks_again_at_once_after_a_full_batch_else_a_minute_later(settings, monkeypatch):
     settings.RUN_RETENTION_DAYS = DAYS
     monkeypatch.setattr(retention, "BATCH", 2)
