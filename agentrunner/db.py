@@ -1,8 +1,11 @@
-"""Saving rows whose `name` is unique, for the services of every app."""
+"""Rows the services of every app write the same way: a unique `name`, running totals."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db import IntegrityError, models, transaction
+from django.db.models import F
 
 from agentrunner.errors import InvalidFields
 
@@ -32,3 +35,23 @@ def save_unique_name(instance: models.Model, *, invalid: type[InvalidFields], wi
         if others.filter(name=instance.name).exists():
             raise invalid(taken) from None
         raise
+
+
+def counts_add(model: type[models.Model], additions: dict[tuple, dict[str, int | Decimal]], *, keys: tuple[str, ...]):
+    """Add to the running totals of `model`, one row per key: `additions` maps key values to {field: amount}.
+
+    A missing row is inserted at zero first (ON CONFLICT DO NOTHING, so two writers cannot both insert it),
+    then every total grows by a guarded `field = field + amount` UPDATE, which concurrent writers queue on.
+    For tallies written in the transaction of what they count (runs.DeletedRuns, DeletedLLMCalls).
+    """
+    if not additions:
+        return
+    model._default_manager.bulk_create(
+        [model(**dict(zip(keys, key, strict=True))) for key in additions], ignore_conflicts=True
+    )
+    for key, amounts in additions.items():
+        updated = model._default_manager.filter(**dict(zip(keys, key, strict=True))).update(
+            **{field: F(field) + amount for field, amount in amounts.items()}
+        )
+        if updated != 1:  # the row was inserted just above, in this transaction
+            raise RuntimeError(f"{model.__name__} {key}: {updated} rows to add to")

@@ -9,11 +9,12 @@ from typing import Any
 
 import structlog
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from agentrunner.agents import ConcurrencyPolicy, InvalidAgentInput, OnBusy, all_agents, get_agent
 from agentrunner.agents.registry import UnknownAgentType
+from agentrunner.db import counts_add
 from agentrunner.metrics import run_agent_label
 from agentrunner.models import Team
 from agentrunner.teams.services import team_or_default
@@ -512,15 +513,11 @@ def runs_delete(*, run_ids, condition: Q | None = None) -> int:
             .values("agent_type", "flow_version__flow__slug", "status")
             .annotate(n=Count("pk"))
         )
-        counts: dict[tuple[str, str], int] = {}
-        for row in labels:
-            key = (run_agent_label(row), row["status"])
-            counts[key] = counts.get(key, 0) + row["n"]
-        DeletedRuns.objects.bulk_create(
-            [DeletedRuns(agent=agent, status=status) for agent, status in counts], ignore_conflicts=True
-        )
-        for (agent, status), n in counts.items():
-            DeletedRuns.objects.filter(agent=agent, status=status).update(count=F("count") + n)
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for row in labels:  # two flows of two teams may share a slug: one label
+            added = counts.setdefault((run_agent_label(row), row["status"]), {"count": 0})
+            added["count"] += row["n"]
+        counts_add(DeletedRuns, counts, keys=("agent", "status"))
         _, by_model = Run.objects.filter(pk__in=doomed).delete()
     deleted = by_model.get(Run._meta.label, 0)
     log.info("runs_deleted", runs=deleted, steps=by_model.get(Step._meta.label, 0), asked=len(run_ids))

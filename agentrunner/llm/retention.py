@@ -13,8 +13,9 @@ from datetime import datetime
 
 import structlog
 from django.db import transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, Sum
 
+from agentrunner.db import counts_add
 from agentrunner.models import DeletedLLMCalls, LLMCall
 
 log = structlog.get_logger("agentrunner.retention")
@@ -45,20 +46,18 @@ def llm_calls_purge(*, before: datetime, batch: int = BATCH) -> int:
             )
         )
         deleted, _ = LLMCall.objects.filter(pk__in=ids).delete()
-        _tally(sums)
+        counts_add(
+            DeletedLLMCalls,
+            {
+                (r["provider"], r["model"], r["outcome"]): {
+                    "count": r["n"],
+                    "prompt_tokens": r["prompt"] or 0,
+                    "completion_tokens": r["completion"] or 0,
+                    "cost_usd": r["usd"] or 0,
+                }
+                for r in sums
+            },
+            keys=("provider", "model", "outcome"),
+        )
     log.info("llm_calls_purged", calls=deleted, before=before.isoformat())
     return deleted
-
-
-def _tally(sums: list[dict]) -> None:
-    DeletedLLMCalls.objects.bulk_create(
-        [DeletedLLMCalls(provider=r["provider"], model=r["model"], outcome=r["outcome"]) for r in sums],
-        ignore_conflicts=True,
-    )
-    for r in sums:
-        DeletedLLMCalls.objects.filter(provider=r["provider"], model=r["model"], outcome=r["outcome"]).update(
-            count=F("count") + r["n"],
-            prompt_tokens=F("prompt_tokens") + (r["prompt"] or 0),
-            completion_tokens=F("completion_tokens") + (r["completion"] or 0),
-            cost_usd=F("cost_usd") + (r["usd"] or 0),
-        )

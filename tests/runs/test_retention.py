@@ -373,6 +373,20 @@ def hold(sql: str, params) -> tuple:
     return other, release
 
 
+def paused(monkeypatch, owner, name: str) -> tuple[threading.Event, threading.Event]:
+    """Make `owner.name` wait when called until the test says go on: (reached, go_on)."""
+    reached, go_on = threading.Event(), threading.Event()
+    real = getattr(owner, name)
+
+    def pause_then_call(*args, **kwargs):
+        reached.set()
+        assert go_on.wait(10), "the other side never came"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, pause_then_call)
+    return reached, go_on
+
+
 def in_thread(call) -> tuple[threading.Thread, list]:
     """Start `call` on a thread (its own database connection); the list gets its result or its exception."""
     outcome: list = []
@@ -419,15 +433,8 @@ def test_race__a_run_held_elsewhere_is_left_for_later_and_the_purge_does_not_wai
 @pytest.mark.django_db(transaction=True)
 def test_race__a_rerun_during_the_purge_waits_for_it_then_is_run_not_found(monkeypatch):
     old = old_run(agent_type="pass", input={"x": 1})
-    locked, go_on = threading.Event(), threading.Event()
-    real_label = services.run_agent_label
-
-    def label_then_pause(row):
-        locked.set()  # the purge holds the run's and its steps' rows, the delete not yet done
-        assert go_on.wait(10), "the re-run never came"
-        return real_label(row)
-
-    monkeypatch.setattr(services, "run_agent_label", label_then_pause)
+    # Paused where the purge holds the run's and its steps' rows, the delete not yet done.
+    locked, go_on = paused(monkeypatch, services, "run_agent_label")
     purger, purged = in_thread(lambda: retention.runs_purge(before=cutoff()))
     try:
         assert locked.wait(10), "the purge never took its locks"
@@ -447,15 +454,7 @@ def test_race__a_rerun_during_the_purge_waits_for_it_then_is_run_not_found(monke
 @pytest.mark.django_db(transaction=True)
 def test_race__a_rerun_that_holds_its_run_first_keeps_it_until_the_new_run_is_written(monkeypatch):
     old = old_run(agent_type="pass", input={"x": 1})
-    locked, go_on = threading.Event(), threading.Event()
-    real_create = services.run_create
-
-    def create_after_a_pause(**kwargs):
-        locked.set()  # the re-run holds its source run's row
-        assert go_on.wait(10), "the purge never came"
-        return real_create(**kwargs)
-
-    monkeypatch.setattr(services, "run_create", create_after_a_pause)
+    locked, go_on = paused(monkeypatch, services, "run_create")  # where the re-run holds its source run's row
     rerunner, rerun = in_thread(lambda: services.run_rerun(run=old))
     try:
         assert locked.wait(10), "the re-run never took its lock"
